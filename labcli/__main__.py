@@ -1,0 +1,3 @@
+from labcli.cli import main
+
+main()

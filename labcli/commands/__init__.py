@@ -1,0 +1,1 @@
+"""One thin module per verb: parse, load the recipe, call one function."""

@@ -1,0 +1,1 @@
+"""The one training engine and the run directory every verb writes."""

@@ -1,0 +1,126 @@
+"""From a verb's command line to a recipe's `run(cfg, ctx)`.
+
+Shared by every verb: recipe lookup, `--flag value` and `key=value` overrides, the run folder,
+`--resume`, and `--nproc N`, which re-launches this same command under torch.distributed.run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labcli import registry
+from labcli.errors import UserError
+
+
+@dataclass
+class VerbArgs:
+    """What every verb accepts besides its recipe's own keys."""
+
+    verb: str
+    recipe: str | None
+    config: Path | None = None
+    output: Path | None = None
+    resume: str | None = None
+    nproc: int = 1
+    device: str | None = None
+    seed: int | None = None
+    extra: list[str] = field(default_factory=list)
+
+
+def flags_to_overrides(extra: list[str]) -> list[str]:
+    """`--method qlora` -> `method=qlora`, `--paged` -> `paged=true`, `a.b=1` stays as it is."""
+    out, i = [], 0
+    while i < len(extra):
+        item = extra[i]
+        if item.startswith("--"):
+            key = item[2:].replace("-", "_")
+            if "=" in key:
+                out.append(key)
+            elif i + 1 < len(extra) and not extra[i + 1].startswith("--") and "=" not in extra[i + 1]:
+                out.append(f"{key}={extra[i + 1]}")
+                i += 1
+            else:
+                out.append(f"{key}=true")
+        elif "=" in item:
+            out.append(item)
+        else:
+            raise UserError(f"unexpected argument '{item}'", "pass options as --key value or key=value")
+        i += 1
+    return out
+
+
+def run_verb(args: VerbArgs) -> None:
+    from labcli.engine.run import Run, resolve_resume
+
+    if args.recipe is None and args.config is None:
+        raise UserError(f"no {args.verb} recipe given", f"`lab ls {args.verb}` lists them; run `lab {args.verb} NAME`")
+    recipe = registry.find(args.verb, args.recipe) if args.recipe else None
+    name = recipe.name if recipe else args.config.stem
+    overrides = flags_to_overrides(args.extra)
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    cfg, module = registry.load(recipe, args.config, overrides)
+    if args.nproc < 1:
+        raise UserError(f"--nproc {args.nproc} must be at least 1", "pass --nproc 2 for two processes")
+
+    in_torchrun = "LOCAL_RANK" in os.environ
+    run_dir, ckpt = resolve_resume(args.resume, args.verb, name, args.output)
+    if args.nproc > 1 and not in_torchrun:
+        relaunch(args.nproc, run_dir, ckpt)
+        return
+    if in_torchrun:
+        check_world_size()
+    set_threads()
+    ctx = Run(dir=run_dir, verb=args.verb, recipe=name, cfg=cfg, resume_from=ckpt)
+    module.run(cfg, ctx)
+
+
+def relaunch(nproc: int, run_dir: Path, ckpt: Path | None) -> None:
+    """Re-run this exact command under torch.distributed.run with nproc processes."""
+    import subprocess
+
+    argv = strip_options(sys.argv[1:], {"--nproc", "--output", "--resume"})
+    argv += ["--output", str(run_dir)] + (["--resume", str(ckpt)] if ckpt else [])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "labcli"] + argv
+    env = {**os.environ, "LAB_EXPECTED_WORLD_SIZE": str(nproc)}
+    code = subprocess.call(cmd, env=env)
+    if code != 0:
+        raise SystemExit(code)
+
+
+def strip_options(argv: list[str], names: set[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item in names:
+            skip = True
+            continue
+        if any(item.startswith(n + "=") for n in names):
+            continue
+        out.append(item)
+    return out
+
+
+def set_threads() -> None:
+    """Explicit intra-op threads: LAB_THREADS, else cores / local processes (never oversubscribe)."""
+    import torch
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = int(os.environ.get("LAB_THREADS", "0")) or max(1, (os.cpu_count() or 1) // local)
+    torch.set_num_threads(threads)
+
+
+def check_world_size() -> None:
+    """`accelerate launch --cpu` and friends can silently run one process: refuse that."""
+    expected = os.environ.get("LAB_EXPECTED_WORLD_SIZE")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if expected and int(expected) != world:
+        raise UserError(f"asked for {expected} processes but WORLD_SIZE is {world}", "launch with `lab VERB RECIPE --nproc N`")
