@@ -23,6 +23,7 @@ def setup_cache_env() -> None:
     os.environ.setdefault("TRITON_CACHE_DIR", str(home / "triton"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # Offline by default: hub ids resolve only from the cache unless LAB_ONLINE=1.
     if os.environ.get("LAB_ONLINE", "0") not in ("1", "true", "yes"):

@@ -1,0 +1,1 @@
+"""Data sets shipped inside the package, and readers for user files."""

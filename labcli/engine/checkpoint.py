@@ -1,0 +1,145 @@
+"""Checkpoints: `RUN/checkpoints/step-NNNNNNNN/`, written to a temp folder then renamed.
+
+Holds the trainable weights (safetensors), the optimizer and scheduler, every RNG state (one file
+per rank), the step (which is also the data position: the sampler is a pure function of it) and
+the resolved config. Everything but the weights is loaded with `weights_only=True`. Frozen weights
+(a LoRA/QLoRA base) are not stored: they are rebuilt from the model name, as at the start.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from labcli.engine import atomic
+from labcli.engine.distributed import barrier, world
+from labcli.errors import UserError
+
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Full (gathered) state of the trainable parameters; empty on ranks > 0 under FSDP."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    state = get_model_state_dict(model, options=FULL)
+    keep, seen = {}, set()
+    for name, tensor in state.items():
+        clean = name.replace("module.", "", 1) if name.startswith("module.") else name
+        if clean not in trainable and name not in trainable:
+            continue
+        if tensor.data_ptr() in seen:  # tied weights: store once
+            continue
+        seen.add(tensor.data_ptr())
+        keep[clean] = tensor.detach().contiguous()
+    return keep
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_tuples(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x):
+    return tuple(_tuples(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+def save(folder: Path, step: int, model, optimizer, scheduler, extra: dict, config_yaml: str, keep_last: int) -> Path:
+    """Write checkpoint `step` atomically; every rank must call this (FSDP gathers)."""
+    rank, _ = world()
+    final = Path(folder) / f"step-{step:08d}"
+    tmp = Path(folder) / f".tmp-step-{step:08d}"
+    weights = trainable_state(model)
+    optim = get_optimizer_state_dict(model, optimizer, options=FULL)
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    if rank == 0:
+        save_file(weights, str(tmp / "model.safetensors"))
+        torch.save(optim, tmp / "optimizer.pt")
+        torch.save({"step": step, "scheduler": scheduler.state_dict(), **extra}, tmp / "state.pt")
+        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+    barrier()
+    if rank == 0:
+        (tmp / "COMPLETE").write_text(str(step))
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        for old in sorted(p for p in Path(folder).glob("step-*") if p != final)[:-keep_last or None]:
+            if keep_last > 0:
+                shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(folder: Path, model, optimizer, scheduler) -> dict:
+    """Restore a checkpoint into live objects; returns the saved extra state (step, ...)."""
+    folder = Path(folder)
+    rank, _ = world()
+    try:
+        weights = load_file(str(folder / "model.safetensors"))
+        optim = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+        state = torch.load(folder / "state.pt", weights_only=True, map_location="cpu")
+        rng_file = folder / f"rng-rank{rank}.pt"
+        rng = torch.load(rng_file if rng_file.exists() else folder / "rng-rank0.pt", weights_only=True)
+    except FileNotFoundError as exc:
+        raise UserError(f"checkpoint {folder} is incomplete: {Path(exc.filename).name} missing",
+                        "resume from another checkpoint or start fresh without --resume") from None
+    except Exception as exc:  # truncated or corrupted files
+        raise UserError(f"checkpoint {folder} is corrupt ({type(exc).__name__}: {str(exc)[:80]})",
+                        "delete it to fall back to the previous one, or start fresh") from None
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, weights, options=options)
+    set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    set_rng_state(rng)
+    return state
+
+
+def read_metrics_until(path: Path, step: int) -> None:
+    """Drop metrics logged after `step` (they are recomputed on resume), atomically."""
+    rows = [r for r in atomic.read_jsonl(path) if r.get("step", 0) <= step]
+    if Path(path).exists():
+        import json
+
+        atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

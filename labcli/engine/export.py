@@ -1,0 +1,35 @@
+"""Save a run's final model as `RUN/model/` (a save_pretrained folder, LoRA merged) for serving."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from labcli.engine.checkpoint import FULL
+from labcli.engine.distributed import barrier, world
+
+
+def save_final_model(model, tokenizer, method: str, folder: Path, adapter_folder: Path | None = None) -> Path:
+    """Every rank calls this; rank 0 writes. Also keeps the raw adapter for LoRA/QLoRA."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    from labcli.models.peft_prep import merged_for_export
+
+    rank, size = world()
+    sharded = size > 1 and any(type(p).__name__ == "DTensor" for p in model.parameters())
+    state = get_model_state_dict(model, options=FULL) if sharded else None
+    if rank == 0:
+        folder = Path(folder)
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if adapter_folder is not None and method != "full":
+            model.save_pretrained(str(adapter_folder))
+        plain = model if sharded else merged_for_export(model, method)
+        plain.save_pretrained(str(tmp), state_dict=state) if sharded else plain.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    barrier()
+    return Path(folder)

@@ -1,0 +1,58 @@
+"""Matplotlib (Agg) plots written atomically as PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    _pyplot().close(fig)
+    return path
+
+
+def curves(records: list[dict], keys: list[str], path: Path, title: str = "", x: str = "step") -> Path:
+    """One line per metric key against `x`, from metrics.jsonl records."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in keys:
+        pts = [(r[x], r[key]) for r in records if key in r and r[key] is not None and x in r]
+        if pts:
+            ax.plot(*zip(*pts), label=key, marker="." if len(pts) < 30 else None)
+    ax.set_xlabel(x)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)
+
+
+def bars(groups: dict[str, dict[str, float]], path: Path, title: str = "", ylabel: str = "") -> Path:
+    """Grouped bars: {group: {series: value}}."""
+    plt = _pyplot()
+    import numpy as np
+
+    names = list(groups)
+    series = sorted({s for g in groups.values() for s in g})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 3.8))
+    width = 0.8 / max(len(series), 1)
+    for i, s in enumerate(series):
+        ax.bar(np.arange(len(names)) + i * width, [groups[n].get(s, 0) for n in names], width, label=s)
+    ax.set_xticks(np.arange(len(names)) + width * (len(series) - 1) / 2, names, rotation=20)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    return save(fig, path)

@@ -1,0 +1,1 @@
+"""The substance behind the verbs: one module per recipe family."""

@@ -1,0 +1,77 @@
+"""Load a model by `tiny-*` preset, local path or hub id, optionally in 4-bit NF4 (QLoRA)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+from labcli.errors import UserError
+
+Task = Literal["causal-lm", "seq2seq"]
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    source: str  # the folder the weights came from (a preset cache, a path, or the hub cache)
+    task: Task
+    info: dict = field(default_factory=dict)
+
+
+def nf4_config(compute_dtype=None):
+    """bitsandbytes NF4 with double quantization, the QLoRA recipe."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype or torch.float32)
+
+
+def load_model(
+    name: str,
+    task: Task,
+    *,
+    quantize_4bit: bool = False,
+    tokenizer_texts: Callable[[], list[str]] | None = None,
+    vocab_size: int = 2000,
+    extra_specials: tuple[str, ...] = (),
+    preset_overrides: dict | None = None,
+    dropout: float = 0.0,
+    seed: int = 0,
+) -> LoadedModel:
+    """The one way lab loads models. `tiny-*` presets train their tokenizer on `tokenizer_texts()`."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from labcli.models import presets, tokenizer as tok
+
+    auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSeq2SeqLM
+    if name.startswith("tiny-"):
+        if name not in presets.PRESETS:
+            raise UserError(f"unknown preset '{name}'", f"presets: {', '.join(presets.PRESETS)}")
+        preset_task = presets.PRESETS[name][0]
+        if preset_task != task:
+            raise UserError(f"preset '{name}' is a {preset_task} model but this recipe needs {task}",
+                            f"pick one of: {', '.join(k for k, v in presets.PRESETS.items() if v[0] == task)}")
+        texts = tokenizer_texts() if tokenizer_texts else tok.default_corpus()
+        tokenizer = tok.train_tokenizer(texts, vocab_size, extra_specials)
+        source = str(presets.materialize(name, tokenizer, preset_overrides or {}, dropout, seed))
+    elif Path(name).expanduser().exists():
+        source = str(Path(name).expanduser())
+        if not (Path(source) / "config.json").exists():
+            raise UserError(f"{source} is not a model folder (no config.json)", "pass a save_pretrained folder or RUN/model")
+    else:
+        source = name
+    kwargs = {"quantization_config": nf4_config()} if quantize_4bit else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = auto.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        if os.environ.get("HF_HUB_OFFLINE") == "1" and not Path(source).exists():
+            raise UserError(f"model '{name}' is not in the local cache and lab is offline",
+                            "pass a local path or a tiny-* preset, or set LAB_ONLINE=1 to download") from None
+        raise UserError(f"could not load model '{name}': {str(exc).splitlines()[0][:160]}",
+                        "check the name or path") from None
+    return LoadedModel(model, tokenizer, source, task, {"name": name, "quantized": "nf4" if quantize_4bit else None})

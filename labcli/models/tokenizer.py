@@ -1,0 +1,50 @@
+"""Tokenizers trained locally with `tokenizers` (BPE over NFC text, Metaspace), cached by content."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable
+
+from labcli.paths import lab_home
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, extra_specials: Iterable[str] = ()):
+    """A PreTrainedTokenizerFast trained on `texts`; the same texts and size load from the cache."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = list(texts)
+    extra = list(extra_specials)
+    digest = hashlib.sha256("\n".join(texts + [str(vocab_size)] + extra).encode("utf-8")).hexdigest()[:16]
+    folder = lab_home() / "tokenizers" / digest
+    file = folder / "tokenizer.json"
+    if not file.exists():
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + extra,
+                                      min_frequency=1, show_progress=False)
+        tok.train_from_iterator(texts, trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".tokenizer.{id(tok)}.tmp"
+        tok.save(str(tmp))
+        tmp.replace(file)
+    return PreTrainedTokenizerFast(tokenizer_file=str(file), pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>",
+                                   additional_special_tokens=extra or None)
+
+
+def default_corpus() -> list[str]:
+    """Shipped text for generic `tiny-*` presets: both sides of the Newari corpus."""
+    from labcli.data.newari import read_all
+
+    rows = read_all()
+    return [r.en for r in rows] + [r.new for r in rows]
+
+
+def tokenizer_dir_ok(path: Path) -> bool:
+    return (Path(path) / "tokenizer.json").exists() or (Path(path) / "tokenizer_config.json").exists()
