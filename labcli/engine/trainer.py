@@ -62,6 +62,7 @@ class TrainResult:
     wall_s: float
     peak_memory_mb: float
     stopped_early: bool
+    optimizer: torch.optim.Optimizer | None = None
 
 
 def batch_indices(step: int, n: int, global_batch: int, seed: int) -> list[int]:
@@ -193,7 +194,7 @@ def train(
             break
     live.close()
     return TrainResult(distributed.unwrap(wrapped), step, loss_value, eval_loss, tokens_seen,
-                       time.perf_counter() - t0, peak_memory_mb(device), stopped)
+                       time.perf_counter() - t0, peak_memory_mb(device), stopped, optimizer)
 
 
 @torch.no_grad()
