@@ -1,0 +1,74 @@
+"""Which model to serve: a run folder (`--run DIR`) or a model folder/preset (`--model NAME`).
+
+A training run folder holds `model/` (a Hugging Face `save_pretrained` folder, LoRA/QLoRA
+adapters already merged into a dequantized base) and `summary.json` with at least `task`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from labcli.errors import UserError
+from labcli.paths import lab_home
+
+TASKS = ("seq2seq", "causal-lm")
+TINY = {"tiny-seq2seq": "seq2seq", "tiny-causal-lm": "causal-lm"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A servable model: its Hugging Face folder, its task, and a short name for endpoints."""
+
+    model_dir: Path
+    task: str
+    name: str
+
+
+def resolve(run: str = "", model: str = "") -> Source:
+    """Turn `--run DIR` or `--model NAME|PATH` into a Source, with one-line errors."""
+    if bool(run) == bool(model):
+        raise UserError("give exactly one of --run DIR or --model NAME",
+                        "e.g. `lab serve triton --run runs/finetune-newari-...` or --model tiny-seq2seq")
+    if run:
+        folder = Path(run).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"run folder not found: {folder}", "pass a folder made by `lab finetune ...`")
+        if not (folder / "model" / "config.json").is_file():
+            raise UserError(f"{folder} has no model/ folder with config.json",
+                            "serve a finished training run (it saves RUN/model/), or pass --model PATH")
+        return Source(folder / "model", read_task(folder / "summary.json", folder / "model"), slug(folder.name))
+    if model in TINY:
+        from labcli.serving.tiny import build_tiny
+
+        folder = build_tiny(TINY[model], lab_home() / "serving" / "tiny" / model)
+        return Source(folder / "model", TINY[model], slug(model))
+    folder = Path(model).expanduser()
+    if folder.is_dir() and (folder / "model" / "config.json").is_file():
+        return resolve(run=str(folder))
+    if not (folder / "config.json").is_file():
+        raise UserError(f"--model {model}: not a model folder (no config.json) and not a preset",
+                        f"pass a save_pretrained folder or one of: {', '.join(TINY)}")
+    return Source(folder, read_task(folder.parent / "summary.json", folder), slug(folder.name))
+
+
+def read_task(summary: Path, model_dir: Path) -> str:
+    """The task from summary.json, else guessed from config.json (encoder-decoder or not)."""
+    if summary.is_file():
+        try:
+            task = json.loads(summary.read_text(encoding="utf-8")).get("task")
+        except json.JSONDecodeError:
+            raise UserError(f"{summary} is not valid JSON", "re-run the training, or fix the file") from None
+        if task in TASKS:
+            return task
+        if task is not None:
+            raise UserError(f"{summary}: task '{task}' cannot be served", f"servable tasks: {', '.join(TASKS)}")
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return "seq2seq" if config.get("is_encoder_decoder") else "causal-lm"
+
+
+def slug(text: str) -> str:
+    """A Triton/TorchServe-safe model name: letters, digits and underscores."""
+    out = "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")
+    return (out or "model")[:48]
