@@ -1,0 +1,106 @@
+"""Language-model plumbing shared by CoT SFT, GRPO/DAPO and the evaluation: prompt-masked SFT
+examples, batched generation, per-token log-probabilities and entropy, and accuracy on a test set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from labcli.reasoning import rewards
+from labcli.reasoning.tasks import Example
+
+
+def sft_example(tokenizer, prompt: str, target: str, max_len: int) -> dict:
+    """Token ids of prompt + target + EOS, with the prompt masked out of the loss (labels -100)."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    t = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = (p + t)[-max_len:]
+    labels = ([-100] * len(p) + t)[-max_len:]
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+
+
+def make_collate(pad_id: int):
+    def collate(examples: list[dict]) -> dict:
+        n = max(len(e["input_ids"]) for e in examples)
+        ids = torch.full((len(examples), n), pad_id)
+        labels = torch.full((len(examples), n), -100)
+        mask = torch.zeros((len(examples), n), dtype=torch.long)
+        for i, e in enumerate(examples):
+            k = len(e["input_ids"])
+            ids[i, :k], labels[i, :k], mask[i, :k] = e["input_ids"], e["labels"], 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    return collate
+
+
+@dataclass
+class Completions:
+    sequences: torch.Tensor  # [N, P + T] left-padded prompt then completion (pad after EOS)
+    attention_mask: torch.Tensor  # [N, P + T]
+    completion_mask: torch.Tensor  # [N, T] 1 on completion tokens up to and including EOS
+    prompt_len: int
+    texts: list[str]
+    truncated: list[bool]  # no EOS within max_new_tokens
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(1)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, num_return: int = 1,
+             sample: bool = False, temperature: float = 1.0, device=None) -> Completions:
+    """`num_return` completions per prompt (consecutive), greedy or sampled with temperature."""
+    device = device or next(model.parameters()).device
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    was_training = model.training
+    model.eval()
+    kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if sample else dict(do_sample=False)
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
+    model.train(was_training)
+    plen = enc["input_ids"].shape[1]
+    comp = out[:, plen:]
+    is_eos = comp == tokenizer.eos_token_id
+    # keep tokens up to and including the first EOS
+    after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
+    comp_mask = (~after_eos).long()
+    truncated = (~is_eos.any(1)).tolist()
+    texts = tokenizer.batch_decode(comp.masked_fill(after_eos | is_eos, tokenizer.pad_token_id), skip_special_tokens=True)
+    prompt_mask = enc["attention_mask"].repeat_interleave(num_return, 0)
+    return Completions(out, torch.cat([prompt_mask, comp_mask], 1), comp_mask, plen, texts, truncated)
+
+
+def token_logprobs(model, sequences, attention_mask, prompt_len: int, with_entropy: bool = False):
+    """log p(token) of every completion token, [N, T]; plus the policy entropy per token if asked."""
+    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids).logits
+    logits = logits[:, prompt_len - 1:-1].float()
+    logp_all = logits.log_softmax(-1)
+    logp = logp_all.gather(-1, sequences[:, prompt_len:].unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return logp, None
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def accuracy(model, tokenizer, examples: list[Example], prompts: list[str], *, max_new_tokens: int,
+             batch_size: int = 64, progress=None) -> dict:
+    """Greedy decoding on every example: accuracy, format rate, mean completion length."""
+    correct = formatted = length = 0.0
+    samples = []
+    for lo in range(0, len(examples), batch_size):
+        out = generate(model, tokenizer, prompts[lo:lo + batch_size], max_new_tokens=max_new_tokens)
+        for ex, text, trunc, n in zip(examples[lo:lo + batch_size], out.texts, out.truncated, out.lengths.tolist()):
+            correct += rewards.correctness_reward(text, ex)
+            formatted += rewards.format_reward(text, trunc)
+            length += n
+            if len(samples) < 3:
+                samples.append({"question": ex.question, "gold": ex.answer, "completion": text.strip()})
+        if progress is not None:
+            progress()
+    n = max(len(examples), 1)
+    return {"accuracy": correct / n, "format_rate": formatted / n, "mean_length": length / n, "n": len(examples),
+            "samples": samples}
