@@ -1,0 +1,184 @@
+"""Outputs of the arm simulations: progress bar, steps.csv, plots, video, report.md and console tables."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from labcli.engine import atomic
+
+
+@contextmanager
+def progress_bar(label: str, total: int):
+    """Yield `advance(step)`; a rich progress bar over control steps."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda step: bar.update(task, completed=step)
+
+
+def write_steps_csv(path: Path, result, joint_names: list[str], every: int = 1) -> None:
+    """One row per control step: t, q, q_ref, q̇, τ and error for every joint."""
+    cols = ["t"] + [f"{kind}_{j + 1}" for kind in ("q", "q_ref", "qd", "tau", "error") for j in range(len(joint_names))]
+    table = np.column_stack([result.t, result.q, result.q_ref, result.qd, result.tau, result.error])[::every]
+    buf = io.StringIO()
+    np.savetxt(buf, table, delimiter=",", header=",".join(cols), comments="", fmt="%.6g")
+    atomic.write_text(path, buf.getvalue())
+
+
+def plot_run(folder: Path, result, arm) -> list[str]:
+    """Three PNGs: q vs q_ref, torques against their limits, tracking errors."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = arm.nq
+    names = []
+    specs = [
+        ("tracking.png", "joint angle (rad)", lambda ax, j: (ax.plot(result.t, result.q_ref[:, j], "--", label="q_ref"), ax.plot(result.t, result.q[:, j], label="q"))),
+        ("torques.png", "torque (N·m)", lambda ax, j: (ax.plot(result.t, result.tau[:, j]), ax.axhline(arm.tau_max[j], color="r", lw=0.8), ax.axhline(-arm.tau_max[j], color="r", lw=0.8))),
+        ("errors.png", "q_ref - q (rad)", lambda ax, j: ax.plot(result.t, result.error[:, j])),
+    ]
+    for name, ylabel, draw in specs:
+        fig, axes = plt.subplots(n, 1, figsize=(8, 1.6 * n), sharex=True)
+        for j, ax in enumerate(axes):
+            draw(ax, j)
+            ax.set_ylabel(f"j{j + 1}", rotation=0, labelpad=12)
+            ax.grid(alpha=0.3)
+        if name == "tracking.png":
+            axes[0].legend(loc="upper right", fontsize=7)
+        if result.estop_time is not None:
+            for ax in axes:
+                ax.axvline(result.estop_time, color="k", ls=":", lw=1)
+        axes[-1].set_xlabel("time (s)")
+        fig.suptitle(f"{arm.spec.name}: {ylabel}")
+        fig.tight_layout()
+        save_figure(fig, folder / name)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def save_figure(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+class VideoRecorder:
+    """Headless EGL rendering of the simulation into GIF (Pillow) or MP4 (imageio-ffmpeg)."""
+
+    def __init__(self, arm, video_cfg, path: Path):
+        import mujoco
+
+        self.arm, self.cfg, self.path = arm, video_cfg, Path(path)
+        if video_cfg.format == "mp4":
+            try:
+                import imageio_ffmpeg  # noqa: F401
+            except ImportError:
+                from labcli.errors import UserError
+
+                raise UserError("--video with render.format=mp4 needs imageio-ffmpeg", "pip install imageio-ffmpeg, or use render.format=gif") from None
+        try:
+            self.renderer = mujoco.Renderer(arm.model, video_cfg.height, video_cfg.width)
+        except Exception as exc:  # no EGL/OSMesa: say so in one line
+            from labcli.errors import UserError
+
+            raise UserError(f"--video: headless rendering failed ({exc})", "install libegl1 or set MUJOCO_GL=osmesa, or drop --video") from None
+        self.camera = mujoco.MjvCamera()
+        self.camera.lookat[:] = [0.25, 0.0, 0.4]
+        self.camera.distance, self.camera.azimuth, self.camera.elevation = 2.0, 140.0, -20.0
+        self.frames: list[np.ndarray] = []
+
+    def capture(self, t: float) -> None:
+        self.renderer.update_scene(self.arm.data, self.camera)
+        self.frames.append(self.renderer.render().copy())
+
+    def save(self) -> dict:
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix, dir=self.path.parent)
+        os.close(fd)
+        try:
+            if self.cfg.format == "gif":
+                from PIL import Image
+
+                images = [Image.fromarray(f) for f in self.frames]
+                images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / self.cfg.fps), loop=0)
+            else:
+                import imageio.v2 as imageio
+
+                imageio.mimwrite(tmp, self.frames, fps=self.cfg.fps, format="FFMPEG")
+            os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        self.renderer.close()
+        return {"file": self.path.name, "frames": len(self.frames), "fps": self.cfg.fps}
+
+
+def fmt(x, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def arm_report(summary: dict, plots: list[str], joint_names: list[str]) -> str:
+    lines = [
+        f"# simulate {summary['robot']} ({summary['controller']})", "",
+        f"Task: `{summary['task']}` at {summary['rate_hz']:g} Hz, feed-forward {'on' if summary['feedforward'] else 'off'}.", "",
+        f"- RMS tracking error {fmt(summary['rms_error_rad'])} rad, max {fmt(summary['max_error_rad'])} rad, final {fmt(summary['final_error_rad'])} rad",
+        f"- settling time {fmt(summary['settling_time_s'])} s (within 1e-3 rad), max overshoot {fmt(summary['max_overshoot_pct'])} %",
+        f"- saturated torque {100 * summary['saturated_share']:.2f} % of joint-steps; real-time factor {fmt(summary['real_time_factor'], 3)}x",
+        f"- e-stop: {summary['estop_reason'] or 'none'}", "",
+        "| joint | RMS error (rad) | max error (rad) | overshoot (%) | max torque (N·m) | limit (N·m) | saturated (%) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in summary["joints"]:
+        lines.append(f"| {row['joint']} | {row['rms_error_rad']:.2e} | {row['max_error_rad']:.2e} | {row['overshoot_pct']:.2f} | "
+                     f"{row['max_abs_torque_nm']:.2f} | {row['torque_limit_nm']:g} | {100 * row['saturated_share']:.2f} |")
+    events = summary["safety_events"]
+    if events:
+        lines += ["", "## Safety events", "", "| t (s) | kind | detail | e-stop |", "| --- | --- | --- | --- |"]
+        lines += [f"| {e['t']} | {e['kind']} | {e['detail']} | {'yes' if e['estop'] else ''} |" for e in events[:50]]
+        if len(events) > 50:
+            lines.append(f"| ... | {len(events) - 50} more in summary.json | | |")
+    if "tuning" in summary:
+        lines += ["", "## Gain search", "", "| Kp× | Kd× | Ki× | RMS error (rad) | max error (rad) | saturated (%) | e-stop |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in summary["tuning"]:
+            mark = " **best**" if r.get("best") else ""
+            lines.append(f"| {r['kp_scale']:g} | {r['kd_scale']:g} | {r['ki_scale']:g} | {r['rms_error_rad']:.2e}{mark} | {r['max_error_rad']:.2e} | {100 * r['saturated_share']:.2f} | {r['estop'] or ''} |")
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    if "video" in summary:
+        lines += ["", f"Video: [{summary['video']['file']}]({summary['video']['file']})"]
+    lines += ["", "Per-step log: `steps.csv` (t, q, q_ref, qd, tau, error per joint)."]
+    return "\n".join(lines) + "\n"
+
+
+def print_tuning(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="PID gain search (score: RMS tracking error)")
+    for col in ("Kp×", "Kd×", "Ki×", "RMS err (rad)", "max err (rad)", "saturated %", "e-stop"):
+        table.add_column(col)
+    for r in rows:
+        style = "bold green" if r.get("best") else None
+        table.add_row(f"{r['kp_scale']:g}", f"{r['kd_scale']:g}", f"{r['ki_scale']:g}", f"{r['rms_error_rad']:.2e}",
+                      f"{r['max_error_rad']:.2e}", f"{100 * r['saturated_share']:.2f}", (r["estop"] or "")[:60], style=style)
+    Console().print(table)
+
+
+def print_summary(summary: dict, folder: Path) -> None:
+    from rich.console import Console
+
+    c = Console()
+    stop = f"[red]e-stop: {summary['estop_reason']}[/red]" if summary["estop"] else "no e-stop"
+    c.print(f"{summary['robot']} {summary['controller']}: RMS error {summary['rms_error_rad']:.2e} rad, "
+            f"max {summary['max_error_rad']:.2e} rad, RTF {fmt(summary['real_time_factor'], 3)}x, {stop}")
+    c.print(f"run folder: {folder}")
