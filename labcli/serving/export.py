@@ -21,7 +21,7 @@ from labcli.serving.source import Source
 
 TOLERANCE = 1e-4
 SAMPLE_TEXTS = ["hello world", "how are you", "thank you very much", "where is the temple"]
-FORMAT = 1  # bump when the bundle layout changes
+FORMAT = 2  # bump when the bundle layout changes
 
 
 def load_eager(source: Source):
@@ -141,7 +141,13 @@ def check_parity(folder: Path, model, tokenizer) -> dict:
 
     generator = OnnxGenerator(folder)
     ids, mask, dec = sample_tensors(model, tokenizer)
-    diff = float(np.abs(generator.logits(ids, mask, dec) - eager_logits(model, ids, mask, dec)).max())
+    reference = eager_logits(model, ids, mask, dec)
+    diff = float(np.abs(generator.logits(ids, mask, dec) - reference).max())
+    arrays = {"input_ids": ids, "attention_mask": mask, "logits": reference}
+    if dec is not None:
+        arrays["decoder_input_ids"] = dec
+    with open(folder / "sample.npz", "wb") as fh:  # the servers' smoke tests compare against this
+        np.savez(fh, **arrays)
     onnx_text = generator.generate(SAMPLE_TEXTS)
     eager_text = eager_generate(model, tokenizer, SAMPLE_TEXTS, generator.meta["max_new_tokens"])
     tokens_match = all(generator.encode(t) == tokenizer(t)["input_ids"] for t in SAMPLE_TEXTS)
@@ -225,5 +231,13 @@ def wrappers():
     return EncoderLogits, DecoderLogits, CausalLogits
 
 
-def read_meta(bundle: Path) -> dict:
-    return json.loads((bundle / "meta.json").read_text(encoding="utf-8"))
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_sample(bundle: Path) -> dict:
+    """The sample inputs and their eager logits saved at export time."""
+    import numpy as np
+
+    with np.load(bundle / "sample.npz") as data:
+        return {k: data[k] for k in data.files}

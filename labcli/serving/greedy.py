@@ -35,8 +35,10 @@ class OnnxGenerator:
         opts.intra_op_num_threads = threads or int(os.environ.get("LAB_THREADS", "0")) or 1
         opts.inter_op_num_threads = 1
 
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+
         def session(name: str):
-            return ort.InferenceSession(str(folder / name), opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(folder / name), opts, providers=providers)
 
         if self.task == "seq2seq":
             self.encoder, self.decoder = session("encoder.onnx"), session("decoder.onnx")

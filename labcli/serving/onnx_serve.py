@@ -17,13 +17,14 @@ from pydantic import Field
 from labcli.config import RecipeConfig
 from labcli.engine import atomic
 from labcli.engine.run import Run
-from labcli.serving.export import TOLERANCE, SAMPLE_TEXTS, eager_generate, eager_logits, export_bundle, load_eager, sample_tensors
+from labcli.serving.export import (TOLERANCE, SAMPLE_TEXTS, eager_generate, eager_logits, export_bundle, load_eager, read_json,
+                                   sample_tensors)
 from labcli.serving.source import resolve
 
 
 class Config(RecipeConfig):
     run: str = Field("", description="Training run folder to export (holds model/ and summary.json)")
-    model: str = Field("", description="Or a save_pretrained folder, or a preset: tiny-seq2seq, tiny-causal-lm")
+    model: str = Field("", description="Or a save_pretrained folder, or a tiny-* preset (tiny-mbart, tiny-t5, tiny-gpt2, tiny-llama)")
     max_new_tokens: int = Field(32, ge=1, le=1024, description="Greedy decoding length limit")
     repeats: int = Field(20, ge=1, le=10000, description="Timed calls per latency measurement (after 2 warm-up calls)")
     batch: int = Field(8, ge=1, le=256, description="Batch size of the batched logits measurement")
@@ -58,7 +59,7 @@ def run(cfg: Config, ctx: Run) -> None:
     source = resolve(cfg.run, cfg.model)
     bundle = export_bundle(source, cfg.max_new_tokens)
     link_tree(bundle, ctx.path("onnx"))
-    parity = atomic_json(ctx.path("onnx") / "parity.json")
+    parity = read_json(ctx.path("onnx") / "parity.json")
     model, tokenizer = load_eager(source)
     generator = OnnxGenerator(bundle, threads=int(os.environ.get("LAB_THREADS", "0")) or None)
 
@@ -96,12 +97,6 @@ def run(cfg: Config, ctx: Run) -> None:
     for row in rows:
         print(f"  {row['case']:<26} eager {row['eager_ms']:8.2f} ms   onnxruntime {row['onnxruntime_ms']:8.2f} ms   x{row['speedup']}")
     print(f"report: {ctx.path('report.md')}")
-
-
-def atomic_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def plot(rows: list[dict], path: Path) -> None:

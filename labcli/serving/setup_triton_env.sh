@@ -40,9 +40,14 @@ pip_install() {  # quiet unless it fails
 pip_install --upgrade pip
 pip_install "${REQS[@]}"
 "$TARGET/bin/python" - <<'PY'
-import pathlib, numpy, onnxruntime, tokenizers, pytriton
-server = pathlib.Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
+import pathlib, shutil, sys, numpy, onnxruntime, tokenizers, pytriton
+root = pathlib.Path(pytriton.__file__).parent / "tritonserver"
+server = root / "bin" / "tritonserver"
 assert server.is_file(), f"no tritonserver binary in {server.parent}"
+# The Python backend looks for its stub next to libtriton_python.so; pytriton copies the one
+# matching this interpreter there at run time, we do it once here (same RPATH depth).
+stub = root / "python_backend_stubs" / f"{sys.version_info[0]}.{sys.version_info[1]}" / "triton_python_backend_stub"
+shutil.copy2(stub, root / "backends" / "python" / "triton_python_backend_stub")
 assert int(numpy.__version__.split(".")[0]) < 2, numpy.__version__
 print(f"tritonserver {server} numpy {numpy.__version__} onnxruntime {onnxruntime.__version__}")
 PY

@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labcli.errors import UserError
-from labcli.paths import lab_home
 
 TASKS = ("seq2seq", "causal-lm")
-TINY = {"tiny-seq2seq": "seq2seq", "tiny-causal-lm": "causal-lm"}
 
 
 @dataclass(frozen=True)
@@ -39,18 +37,27 @@ def resolve(run: str = "", model: str = "") -> Source:
             raise UserError(f"{folder} has no model/ folder with config.json",
                             "serve a finished training run (it saves RUN/model/), or pass --model PATH")
         return Source(folder / "model", read_task(folder / "summary.json", folder / "model"), slug(folder.name))
-    if model in TINY:
-        from labcli.serving.tiny import build_tiny
-
-        folder = build_tiny(TINY[model], lab_home() / "serving" / "tiny" / model)
-        return Source(folder / "model", TINY[model], slug(model))
+    if model.startswith("tiny-"):
+        return preset(model)
     folder = Path(model).expanduser()
     if folder.is_dir() and (folder / "model" / "config.json").is_file():
         return resolve(run=str(folder))
     if not (folder / "config.json").is_file():
         raise UserError(f"--model {model}: not a model folder (no config.json) and not a preset",
-                        f"pass a save_pretrained folder or one of: {', '.join(TINY)}")
+                        "pass a save_pretrained folder or a tiny-* preset (tiny-mbart, tiny-gpt2, ...)")
     return Source(folder, read_task(folder.parent / "summary.json", folder), slug(folder.name))
+
+
+def preset(name: str) -> Source:
+    """A `tiny-*` preset from labcli.models (random weights at a fixed seed, built once and cached)."""
+    from labcli.models import presets
+    from labcli.models.loader import load_model
+
+    if name not in presets.PRESETS:
+        raise UserError(f"unknown preset '{name}'", f"presets: {', '.join(presets.PRESETS)}")
+    task = presets.PRESETS[name][0]
+    loaded = load_model(name, task)
+    return Source(Path(loaded.source), task, slug(name))
 
 
 def read_task(summary: Path, model_dir: Path) -> str:
