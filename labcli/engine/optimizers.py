@@ -24,12 +24,19 @@ def _bnb(name: str) -> OptimizerFactory:
     return make
 
 
+def _lab_paged_adamw(params, lr, wd):
+    from labcli.optim import PagedAdamW
+
+    return PagedAdamW(params, lr=lr, weight_decay=wd)
+
+
 OPTIMIZERS: dict[str, OptimizerFactory] = {
     "adamw": _torch_adamw,
     "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9),
     "bnb-adamw8bit": _bnb("AdamW8bit"),
     "bnb-paged-adamw": _bnb("PagedAdamW"),
     "bnb-paged-adamw8bit": _bnb("PagedAdamW8bit"),
+    "lab-paged-adamw": _lab_paged_adamw,  # labcli.optim: state in pages, at most a byte budget resident
 }
 
 
