@@ -77,7 +77,13 @@ def run_verb(args: VerbArgs) -> None:
         check_world_size()
     set_threads()
     ctx = Run(dir=run_dir, verb=args.verb, recipe=name, cfg=cfg, resume_from=ckpt)
-    module.run(cfg, ctx)
+    try:
+        module.run(cfg, ctx)
+    finally:
+        if in_torchrun:
+            from labcli.engine.distributed import shutdown
+
+            shutdown()
 
 
 def relaunch(nproc: int, run_dir: Path, ckpt: Path | None) -> None:
@@ -91,7 +97,8 @@ def relaunch(nproc: int, run_dir: Path, ckpt: Path | None) -> None:
     env = {**os.environ, "LAB_EXPECTED_WORLD_SIZE": str(nproc)}
     code = subprocess.call(cmd, env=env)
     if code != 0:
-        raise SystemExit(code)
+        raise UserError(f"{nproc}-process run failed (exit {code}); the failing rank's error is printed above",
+                        f"fix it and continue with --resume auto --output {run_dir}")
 
 
 def strip_options(argv: list[str], names: set[str]) -> list[str]:

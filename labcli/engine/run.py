@@ -39,6 +39,11 @@ class Run:
             atomic.write_text(self.dir / "config.yaml", to_yaml(self.cfg))
 
     @property
+    def is_main(self) -> bool:
+        """True on the process that writes results (rank 0, or the only one)."""
+        return is_rank0()
+
+    @property
     def metrics_path(self) -> Path:
         return self.dir / "metrics.jsonl"
 

@@ -17,7 +17,7 @@ def _pyplot():
 
 def save(fig, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     os.replace(tmp, path)
     _pyplot().close(fig)

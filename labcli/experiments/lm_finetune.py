@@ -54,6 +54,8 @@ def run(cfg: Config, ctx: Run) -> None:
     n_eval = max(1, int(len(blocks) * cfg.eval_fraction))
     result = train(model, blocks[n_eval:], collate_lm, cfg.train, ctx, seed=cfg.seed, eval_set=blocks[:n_eval])
     save_final_model(result.model, loaded.tokenizer, cfg.method, ctx.path("model"), ctx.path("adapter"))
+    if not ctx.is_main:
+        return
     summary = {"task": "causal-lm", "model": cfg.model, "method": cfg.method, **params,
                "steps": result.steps, "final_loss": result.final_loss, "eval_loss": result.eval_loss,
                "tokens": result.tokens, "wall_s": round(result.wall_s, 2), "peak_memory_mb": round(result.peak_memory_mb, 1)}

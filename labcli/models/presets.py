@@ -48,17 +48,20 @@ def preset_config(name: str, tokenizer, overrides: dict, dropout: float):
 def materialize(name: str, tokenizer, overrides: dict, dropout: float, seed: int) -> Path:
     """Build the preset with `seed` and save it (weights + tokenizer) once under LAB_HOME."""
     import torch
+    from filelock import FileLock
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     task, cfg = preset_config(name, tokenizer, overrides, dropout)
     key = json.dumps([name, cfg.to_dict(), seed, tokenizer.backend_tokenizer.to_str()], sort_keys=True, default=str)
     folder = lab_home() / "presets" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    if not (folder / "config.json").exists():
-        torch.manual_seed(seed)
-        auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSeq2SeqLM
-        model = auto.from_config(cfg)
-        tmp = folder.with_name(folder.name + f".tmp{id(model)}")
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        tmp.replace(folder) if not folder.exists() else None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):  # several ranks may start with an empty cache
+        if not (folder / "config.json").exists():
+            torch.manual_seed(seed)
+            auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSeq2SeqLM
+            model = auto.from_config(cfg)
+            tmp = folder.with_name(folder.name + ".tmp")
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            tmp.replace(folder)
     return folder

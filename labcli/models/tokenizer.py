@@ -13,7 +13,7 @@ SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, extra_specials: Iterable[str] = ()):
     """A PreTrainedTokenizerFast trained on `texts`; the same texts and size load from the cache."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from filelock import FileLock
     from transformers import PreTrainedTokenizerFast
 
     texts = list(texts)
@@ -21,21 +21,28 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, extra_specials
     digest = hashlib.sha256("\n".join(texts + [str(vocab_size)] + extra).encode("utf-8")).hexdigest()[:16]
     folder = lab_home() / "tokenizers" / digest
     file = folder / "tokenizer.json"
-    if not file.exists():
-        tok = Tokenizer(models.BPE(unk_token="<unk>"))
-        tok.normalizer = normalizers.NFC()
-        tok.pre_tokenizer = pre_tokenizers.Metaspace()
-        tok.decoder = decoders.Metaspace()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + extra,
-                                      min_frequency=1, show_progress=False)
-        tok.train_from_iterator(texts, trainer)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".tokenizer.{id(tok)}.tmp"
-        tok.save(str(tmp))
-        tmp.replace(file)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):  # several ranks may start with an empty cache
+        if not file.exists():
+            _train(texts, vocab_size, extra, file)
     return PreTrainedTokenizerFast(tokenizer_file=str(file), pad_token="<pad>", bos_token="<s>",
                                    eos_token="</s>", unk_token="<unk>",
                                    additional_special_tokens=extra or None)
+
+
+def _train(texts: list[str], vocab_size: int, extra: list[str], file: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + extra,
+                                  min_frequency=1, show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tmp = file.with_name(".tokenizer.json.tmp")
+    tok.save(str(tmp))
+    tmp.replace(file)
 
 
 def default_corpus() -> list[str]:
@@ -44,7 +51,3 @@ def default_corpus() -> list[str]:
 
     rows = read_all()
     return [r.en for r in rows] + [r.new for r in rows]
-
-
-def tokenizer_dir_ok(path: Path) -> bool:
-    return (Path(path) / "tokenizer.json").exists() or (Path(path) / "tokenizer_config.json").exists()
