@@ -1,0 +1,127 @@
+"""Helpers every `lab detect` recipe shares: tables, plots, metrics, progress, device, seeding."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from labcli.errors import UserError
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def torch_device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda asked for but no CUDA GPU is visible", "pass --device cpu or --device auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """Rows of dicts -> a GitHub markdown table (floats to 4 decimals)."""
+    if not rows:
+        return "_(no rows)_\n"
+    columns = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_figure(fig, path: Path) -> str:
+    """Save a matplotlib figure atomically as PNG; returns the file name for report links."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        plt.close(fig)
+    return path.name
+
+
+def new_figure(width: float = 6.0, height: float = 4.0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def tpr_at_fpr(y_true, scores, fpr_target: float) -> float:
+    """Highest TPR reachable with FPR <= fpr_target (scores: higher = more 'positive')."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    ok = fpr <= fpr_target
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def equal_error_rate(y_true, scores) -> float:
+    """EER: the point where false-accept and false-reject rates meet."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
+def roc_metrics(y_true, scores) -> dict:
+    """AUROC, membership advantage (max TPR-FPR), TPR at 0.1 % and 1 % FPR, EER."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    return {
+        "auc": float(roc_auc_score(y_true, scores)),
+        "advantage": float(np.max(tpr - fpr)),
+        "tpr@0.1%fpr": tpr_at_fpr(y_true, scores, 0.001),
+        "tpr@1%fpr": tpr_at_fpr(y_true, scores, 0.01),
+        "eer": equal_error_rate(y_true, scores),
+    }
+
+
+def progress():
+    """A rich progress bar (transient, on stderr) for anything that takes more than a few seconds."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True)
+
+
+def choose(values: Iterable[str], allowed: Sequence[str], what: str) -> list[str]:
+    """Check a list of names against the allowed ones, with a one-line error."""
+    values = list(values)
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise UserError(f"unknown {what} '{bad[0]}'", f"choose from: {', '.join(allowed)}")
+    if not values:
+        raise UserError(f"no {what} given", f"choose from: {', '.join(allowed)}")
+    return values
