@@ -53,6 +53,12 @@ def resolve_teacher(cfg: Config) -> str:
         if cfg.teacher == "program" and cfg.task not in ("arith", "svamp"):
             raise UserError(f"teacher=program needs a task with programs (arith, svamp), not '{cfg.task}'",
                             "use teacher=gold or a teacher model id")
+        if cfg.teacher not in ("program", "gold") and ("/" in cfg.teacher or cfg.teacher.startswith(".")):
+            from pathlib import Path
+
+            if cfg.teacher.startswith((".", "/", "~")) and not Path(cfg.teacher).expanduser().exists():
+                raise UserError(f"teacher model folder not found: {cfg.teacher}",
+                                "pass teacher=program|gold, a save_pretrained folder, or a hub id with LAB_ONLINE=1")
         return cfg.teacher
     return "program" if cfg.task in ("arith", "svamp") else "gold"
 

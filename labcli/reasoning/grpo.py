@@ -93,7 +93,7 @@ def policy_loss(logp, old_logp, adv, mask, clip_low: float, clip_high: float, *,
         loss = per_seq.sum() / (n_seqs if n_seqs is not None else len(per_seq))
     is_clipped = ((ratio < 1 - clip_low) & (a < 0)) | ((ratio > 1 + clip_high) & (a > 0))
     stats = {"clip_tokens": float((is_clipped.float() * mask).sum()), "tokens": float(mask.sum()),
-             "kl_sum": float((kl * mask).sum()) if kl is not None else None}
+             "kl_sum": float((kl.detach() * mask).sum()) if kl is not None else None}
     return loss, stats
 
 

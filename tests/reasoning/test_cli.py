@@ -1,0 +1,84 @@
+"""`lab distill cot|grpo|dapo` through the real CLI at tiny sizes, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+COT_SMOKE = ("train.max_steps=40", "train.batch_size=16", "train.micro_batch_size=16", "train.save_every=0",
+             "train_size=256", "test_size=8", "max_new_tokens=24", "eval_batch_size=8", "shots=1", "train.tensorboard=false")
+RL_SMOKE = ("train.max_steps=2", "train.batch_size=4", "train.micro_batch_size=16", "group_size=4", "max_new_tokens=24",
+            "test_size=8", "eval_every=0", "train.lr=1e-3", "train.save_every=1", "train.tensorboard=false")
+
+
+@pytest.fixture(scope="module")
+def runs(lab_home, tmp_path_factory):
+    """One shared runs folder holding a tiny `lab distill cot` run (GRPO/DAPO start from it)."""
+    folder = tmp_path_factory.mktemp("distill_runs")
+    env = {**os.environ, "LAB_HOME": str(lab_home), "LAB_RUNS": str(folder)}
+    proc = subprocess.run([sys.executable, "-m", "labcli", "distill", "cot", "--task", "arith", *COT_SMOKE],
+                          capture_output=True, text=True, env=env, cwd=folder, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
+
+
+def _only(folder, pattern):
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_cot_smoke_writes_table_models_and_metrics(runs):
+    run = _only(runs, "distill-cot-*")
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["results"]) == {"direct answer", "CoT prompting (1-shot, direct student)", "distilled CoT"}
+    assert all(r["n"] == 8 for r in summary["results"].values())
+    assert summary["teacher"] == "program" and summary["kept"] == 256 and summary["steps"] == 40
+    assert summary["final_loss"] < 3.0  # the masked SFT loss falls from ~6.4 (uniform over 600 tokens)
+    for name in ("report.md", "accuracy.png", "loss.png", "model/config.json", "direct/model/config.json", "metrics.jsonl"):
+        assert (run / name).exists(), name
+    assert "| distilled CoT |" in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize("recipe", ["grpo", "dapo"])
+def test_rl_steps_change_the_policy_and_write_metrics(run_lab, runs, recipe):
+    cot = _only(runs, "distill-cot-*")
+    run_lab("distill", recipe, *RL_SMOKE, env={"LAB_RUNS": str(runs)})  # init=auto: the newest cot run
+    run = _only(runs, f"distill-{recipe}-*")
+    before, after = load_file(cot / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
+    assert any((before[k] - after[k]).abs().max() > 0 for k in before)
+    steps = [r for r in (json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()) if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for key in ("reward", "accuracy", "length", "entropy", "clip_frac", "kl", "groups_kept", "groups_drawn"):
+        assert key in steps[-1] or (key != "groups_kept" and steps[-1]["groups_kept"] == 0), key
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["switches"]["clip_high"] == (0.28 if recipe == "dapo" else 0.2)
+    assert summary["switches"]["dynamic_sampling"] is (recipe == "dapo")
+    assert summary["start_test_accuracy"] is not None and summary["final_test_accuracy"] is not None
+    assert (run / "checkpoints" / "step-00000002" / "COMPLETE").exists()
+    for png in ("accuracy.png", "reward.png", "length.png", "policy.png"):
+        assert (run / png).exists()
+
+
+def _one_line_error(proc, text):
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+    assert text in proc.stderr
+
+
+def test_bad_input_fails_with_one_line(run_lab, tmp_path):
+    _one_line_error(run_lab("distill", "cot", "--task", "gsm9k", check=False), "unknown task 'gsm9k'")
+    _one_line_error(run_lab("distill", "cot", "--task", "arc", "--teacher", "gold", check=False), "no gold rationales")
+    _one_line_error(run_lab("distill", "cot", "--task", "gsm8k", "--teacher", "program", check=False), "teacher=program")
+    _one_line_error(run_lab("distill", "cot", "--teacher", str(tmp_path / "no-such-teacher"), "train_size=8", check=False),
+                    "no-such-teacher")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "2+2?", "answer": 4}\nnot json\n', encoding="utf-8")
+    _one_line_error(run_lab("distill", "cot", "--task", str(bad), check=False), "line 2 is not valid JSON")
+    _one_line_error(run_lab("distill", "grpo", check=False, env={"LAB_RUNS": str(tmp_path / "empty")}),
+                    "no `lab distill cot` run")
