@@ -102,17 +102,18 @@ def start(cmd: list[str], *, log: Path, env: dict | None = None, cwd: Path | Non
             raise UserError(f"cannot start {cmd[0]}: not found", "install it (see `lab serve RECIPE --help`)") from None
 
 
-def http_ok(url: str, headers: dict | None = None, timeout: float = 2.0) -> bool:
+def http_ok(url: str, headers: dict | None = None, timeout: float = 2.0, check=None) -> bool:
+    """True when `url` answers 200 (and `check(body)` holds, if given)."""
     try:
         req = urllib.request.Request(url, headers=headers or {})
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status == 200
+            return resp.status == 200 and (check is None or check(resp.read().decode("utf-8", errors="replace")))
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
 def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float, what: str, hint: str,
-               headers: dict | None = None) -> float:
+               headers: dict | None = None, check=None) -> float:
     """Poll `url` until it answers 200; fail with the log's last lines if the process dies or times out."""
     from rich.console import Console
 
@@ -122,7 +123,7 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float, what
             if proc.poll() is not None:
                 stop_group(proc.pid)
                 raise UserError(f"{what} exited with code {proc.returncode} while starting: {last_error(log)}", hint)
-            if http_ok(url, headers):
+            if http_ok(url, headers, check=check):
                 return time.perf_counter() - started
             time.sleep(0.25)
     stop_group(proc.pid)
