@@ -1,0 +1,162 @@
+"""`lab simulate minigrid --agent ppo|dqn --env ID --frames N`: train, save, load and film RL agents.
+
+The agents are this package's own single-file PPO (labcli/sims/ppo.py) and DQN (labcli/sims/dqn.py).
+Every finished episode goes to metrics.jsonl; the run folder gets agent.pt, learning.png,
+summary.json, report.md and, with --render, episode.gif of one greedy episode.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from labcli.config import RecipeConfig, Section
+from labcli.errors import UserError
+
+
+class PPOSection(Section):
+    num_envs: int = Field(16, description="parallel envs (gymnasium SyncVectorEnv)")
+    num_steps: int = Field(128, description="rollout steps per env per update")
+    learning_rate: float = Field(1e-3, description="Adam learning rate")
+    minibatch_size: int = Field(256, description="samples per gradient step")
+    update_epochs: int = Field(4, description="passes over each rollout")
+    gamma: float = Field(0.99, description="discount")
+    gae_lambda: float = Field(0.95, description="GAE λ")
+    clip_coef: float = Field(0.2, description="PPO clip range")
+    ent_coef: float = Field(0.01, description="entropy bonus")
+    vf_coef: float = Field(0.5, description="value-loss weight")
+    max_grad_norm: float = Field(0.5, description="gradient clipping")
+
+
+class DQNSection(Section):
+    buffer_size: int = Field(50_000, description="replay buffer transitions")
+    learning_rate: float = Field(5e-4, description="Adam learning rate")
+    gamma: float = Field(0.99, description="discount")
+    batch_size: int = Field(64, description="replay samples per update")
+    learning_starts: int = Field(1_000, description="frames of pure exploration before learning")
+    train_every: int = Field(4, description="env steps per gradient step")
+    target_every: int = Field(500, description="env steps between target-network copies")
+    end_epsilon: float = Field(0.05, description="final ε of ε-greedy")
+    exploration_fraction: float = Field(0.5, description="share of --frames over which ε decays from 1")
+
+
+class Config(RecipeConfig):
+    agent: Literal["ppo", "dqn"] = Field("ppo", description="ppo or dqn (this package's own single-file agents)")
+    env: str = Field("MiniGrid-DoorKey-5x5-v0", description="a MiniGrid env id, e.g. MiniGrid-Empty-5x5-v0")
+    frames: int = Field(80_000, description="env frames to train for (0 with --load: only evaluate)")
+    load: str | None = Field(None, description="an agent.pt (or its run folder) to start from")
+    eval_episodes: int = Field(20, description="evaluation episodes after training")
+    eval_deterministic: bool = Field(False, description="PPO: evaluate the most likely action (default: sample the policy, as RL Zoo does on MiniGrid); DQN is always greedy")
+    render: bool = Field(False, description="write episode.gif of one evaluation episode")
+    ppo: PPOSection = Field(default_factory=PPOSection)
+    dqn: DQNSection = Field(default_factory=DQNSection)
+
+
+def run(cfg: Config, ctx) -> None:
+    import torch
+
+    from labcli.sims import dqn, ppo
+    from labcli.sims.report import progress_bar
+    from labcli.sims.rl_common import (check_env_id, evaluate, frames_to, load_checkpoint, save_agent, save_gif,
+                                       seed_everything)
+
+    check_env_id(cfg.env)
+    if cfg.frames < 0 or (cfg.frames == 0 and not cfg.load):
+        raise UserError(f"--frames {cfg.frames}: nothing to do", "train with --frames 80000, or evaluate a saved agent with --load RUN --frames 0")
+    network = None
+    n_actions = 7  # every MiniGrid env has the same 7 actions
+    if cfg.load:
+        ckpt = load_checkpoint(cfg.load)
+        if ckpt["algo"] != cfg.agent:
+            raise UserError(f"--load holds a {ckpt['algo']} agent but --agent is {cfg.agent}", f"pass --agent {ckpt['algo']}")
+        network = ppo.Agent(ckpt["n_actions"]) if cfg.agent == "ppo" else dqn.QNetwork(ckpt["n_actions"])
+        network.load_state_dict(ckpt["state_dict"])
+    history: list[dict] = []
+
+    def on_episode(frames: int, ep_return: float, length: int) -> None:
+        history.append({"frames": frames, "return": ep_return, "length": length})
+        ctx.log(frames=frames, episode_return=round(ep_return, 4), episode_length=length)
+
+    import time
+
+    start = time.perf_counter()
+    if cfg.frames:
+        with progress_bar(f"{cfg.agent} {cfg.env}", cfg.frames) as advance:
+            def on_update(frames: int, stats: dict) -> None:
+                advance(frames)
+                ctx.log(frames=frames, **{k: round(v, 5) for k, v in stats.items()})
+
+            if cfg.agent == "ppo":
+                args = ppo.PPOArgs(**cfg.ppo.model_dump())
+                if args.minibatch_size > args.num_envs * args.num_steps:
+                    raise UserError(f"ppo.minibatch_size {args.minibatch_size} exceeds the rollout ({args.num_envs}x{args.num_steps})", "lower ppo.minibatch_size")
+                network = ppo.train(cfg.env, cfg.frames, cfg.seed, args, network, on_episode, on_update)
+            else:
+                network = dqn.train(cfg.env, cfg.frames, cfg.seed, dqn.DQNArgs(**cfg.dqn.model_dump()), network, on_episode, on_update)
+    train_s = time.perf_counter() - start
+    network.eval()
+    seed_everything(cfg.seed)
+    frames_out = [] if cfg.render else None
+    sampled = cfg.agent == "ppo" and not cfg.eval_deterministic
+    policy = network.sample if sampled else network.greedy
+    returns = evaluate(policy, cfg.env, max(1, cfg.eval_episodes), cfg.seed, frames_out)
+    save_agent(ctx.path("agent.pt"), cfg.agent, cfg.env, network, n_actions)
+    if frames_out:
+        save_gif(ctx.path("episode.gif"), frames_out)
+
+    recent = [h["return"] for h in history[-20:]]
+    summary = {
+        "agent": cfg.agent, "env": cfg.env, "frames": cfg.frames, "seed": cfg.seed, "episodes": len(history),
+        "train_return_last20": float(np.mean(recent)) if recent else None,
+        "frames_to_return_0.9": frames_to(0.9, history),
+        "eval_policy": "sampled" if sampled else "greedy", "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)), "eval_episodes": len(returns),
+        "wall_time_s": train_s, "fps": cfg.frames / train_s if train_s > 0 and cfg.frames else None,
+        "threads": torch.get_num_threads(), "loaded_from": cfg.load,
+    }
+    plot = plot_learning(ctx, history, cfg) if history else None
+    ctx.write_summary(summary)
+    ctx.write_report(minigrid_report(summary, plot, bool(frames_out)))
+    print(f"{cfg.agent} on {cfg.env}: {summary['eval_policy']} return {summary['eval_return_mean']:.3f} over {len(returns)} episodes, "
+          f"last-20 training return {summary['train_return_last20']}, frames to 0.9: {summary['frames_to_return_0.9']}")
+    print(f"run folder: {ctx.dir}")
+
+
+def plot_learning(ctx, history: list[dict], cfg: Config) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from labcli.sims.report import save_figure
+
+    frames = np.array([h["frames"] for h in history])
+    returns = np.array([h["return"] for h in history])
+    smooth = np.convolve(returns, np.ones(20) / 20, mode="valid") if len(returns) >= 20 else returns
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(frames, returns, ".", alpha=0.25, label="episode return")
+    ax.plot(frames[len(frames) - len(smooth):], smooth, label="mean of last 20")
+    ax.axhline(0.9, color="k", ls=":", lw=1)
+    ax.set_xlabel("frames")
+    ax.set_ylabel("return")
+    ax.set_title(f"{cfg.agent} on {cfg.env}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, ctx.path("learning.png"))
+    plt.close(fig)
+    return "learning.png"
+
+
+def minigrid_report(summary: dict, plot: str | None, gif: bool) -> str:
+    lines = [f"# simulate minigrid: {summary['agent']} on {summary['env']}", "",
+             f"| frames | episodes | last-20 training return | frames to return 0.9 | eval return ({summary['eval_policy']}) | wall time (s) | frames/s |",
+             "| --- | --- | --- | --- | --- | --- | --- |",
+             f"| {summary['frames']} | {summary['episodes']} | {summary['train_return_last20']} | {summary['frames_to_return_0.9']} | "
+             f"{summary['eval_return_mean']:.3f} ± {summary['eval_return_std']:.3f} | {summary['wall_time_s']:.1f} | {summary['fps'] and round(summary['fps'])} |", ""]
+    if plot:
+        lines.append(f"![learning curve]({plot})")
+    if gif:
+        lines.append("\n![an evaluation episode](episode.gif)")
+    lines.append("\nAgent: `agent.pt` (load with `--load RUN_FOLDER`).")
+    return "\n".join(lines) + "\n"
