@@ -51,7 +51,7 @@ class Config(RecipeConfig):
     test_size: int = Field(200, ge=1, description="Test problems for the greedy accuracy curve")
     eval_every: int = Field(10, ge=0, description="Evaluate test accuracy every N steps (0: start and end only)")
     eval_batch_size: int = Field(100, ge=1, description="Prompts per generation batch at evaluation")
-    train: TrainConfig = TrainConfig(max_steps=60, batch_size=16, micro_batch_size=64, lr=1e-4, schedule="constant",
+    train: TrainConfig = TrainConfig(max_steps=40, batch_size=16, micro_batch_size=64, lr=1e-4, schedule="constant",
                                      save_every=20)
 
 
@@ -290,7 +290,7 @@ def update(cfg: Config, model, ref, optimizer, scheduler, trainable, chunks, kep
             loss, st = policy_loss(logp, old.get(k, logp.detach()), adv, mask, cfg.clip_low, cfg.clip_high,
                                    beta=cfg.beta, ref_logp=refs.get(k), norm=cfg.loss_norm, n_tokens=n_tokens, n_seqs=n_seqs)
             loss.backward()
-            totals["loss"] += float(loss)
+            totals["loss"] += loss.item()
             totals["clip_tokens"] += st["clip_tokens"]
             totals["tokens"] += st["tokens"]
             totals["kl_sum"] += st["kl_sum"] or 0.0
