@@ -78,13 +78,20 @@ def run(cfg: Config, ctx) -> None:
     check_config(cfg)
     dt = 1.0 / cfg.rate
     arm = load_arm(cfg.robot, dt)
+    if cfg.start is not None and len(cfg.start) != arm.nq:
+        raise UserError(f"--start has {len(cfg.start)} angles, the {cfg.robot} has {arm.nq} joints", f"give {arm.nq} numbers in rad, e.g. start=[{', '.join(f'{v:g}' for v in arm.home)}]")
     q_start = np.array(cfg.start, dtype=float) if cfg.start else arm.home.copy()
     kp, ki, kd = gains_for(cfg, arm)
     task = cfg.task
     if cfg.llm:
         task = text_to_task(cfg.task, cfg.llm)
         print(f"llm: '{cfg.task}' -> '{task}'")
-    steps = parse_task(task, arm.nq)
+        try:
+            steps = parse_task(task, arm.nq)
+        except UserError as exc:
+            raise UserError(f"--llm {cfg.llm} turned the request into '{task}', which is not a valid task ({exc.what})", exc.hint) from None
+    else:
+        steps = parse_task(task, arm.nq)
     controller_kind = "computed_torque" if cfg.computed_torque else "pid"
 
     tuning_rows = None

@@ -170,3 +170,26 @@ def test_cli_errors_are_one_line(run_lab, args, needle):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and needle in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_llm_path_runs_a_local_model_and_its_answer_goes_through_the_grammar(tmp_path):
+    """A tiny random GPT-2 built from a config (nothing downloaded) drives the real --llm code path."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from labcli.sims.tasks import text_to_task
+
+    words = ["<unk>", "<eos>", "home", "then", "wave", "reach", ",", "0.5", "0.1", "0.4", "task", ":"]
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="<eos>", pad_token="<eos>")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_positions=256, n_embd=16, n_layer=1, n_head=2,
+                                       eos_token_id=1, bos_token_id=1, pad_token_id=1))
+    tokenizer.save_pretrained(tmp_path / "llm")
+    model.save_pretrained(tmp_path / "llm")
+    answer = text_to_task("go home and wave", str(tmp_path / "llm"))
+    assert isinstance(answer, str)
+    with pytest.raises(UserError, match="no such model folder"):
+        text_to_task("go home", str(tmp_path / "missing"))

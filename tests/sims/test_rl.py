@@ -70,3 +70,13 @@ def test_minigrid_errors_are_one_line(run_lab, tmp_path):
         proc = run_lab("simulate", "minigrid", *args, check=False)
         assert proc.returncode == 2 and proc.stderr.startswith("error:") and needle in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_bench_rl_smoke(run_lab, tmp_path):
+    run = tmp_path / "bench"
+    run_lab("bench", "rl", "--env", ENV, "--frames", "2048", "seeds=[0]", "--output", str(run))
+    summary = json.loads((run / "summary.json").read_text())
+    assert [r["implementation"] for r in summary["runs"]] == ["lab", "sb3"]
+    assert all(r["episodes"] > 0 and r["final_return"] is not None for r in summary["runs"])
+    assert "CPU" in summary["hardware"] and (run / "bench_rl.png").is_file()
+    assert "| lab |" in (run / "report.md").read_text() and "| sb3 |" in (run / "report.md").read_text()
