@@ -1,0 +1,69 @@
+"""`lab distill kd` and `lab bench grpo` through the real CLI at tiny sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from labcli.reasoning.kd import kd_loss
+
+KD_SMOKE = ("train_size=200", "test_size=40", "teacher_size=mini", "--student", "nano", "latency_examples=2", "max_len=32",
+            "vocab_size=500", "train.max_steps=5", "teacher_train.max_steps=5", "train.tensorboard=false",
+            "teacher_train.tensorboard=false")
+
+
+def test_kd_loss_is_hinton_by_hand():
+    class Out:
+        def __init__(self, logits, labels):
+            self.logits = logits
+            self.loss = torch.nn.functional.cross_entropy(logits, labels)
+
+    student = torch.tensor([[1.0, 0.0]])
+    teacher = torch.tensor([[0.0, 2.0]])
+    batch = {"teacher_logits": teacher, "labels": torch.tensor([1])}
+    loss = kd_loss(temperature=2.0, alpha=0.5)(lambda **b: Out(student, b["labels"]), dict(batch))
+    p_t = torch.softmax(teacher / 2, -1)
+    p_s = torch.softmax(student / 2, -1)
+    kl = float((p_t * (p_t.log() - p_s.log())).sum())
+    ce = float(torch.nn.functional.cross_entropy(student, torch.tensor([1])))
+    assert float(loss) == pytest.approx(0.5 * 4 * kl + 0.5 * ce, rel=1e-5)
+
+
+def test_kd_smoke_then_reuse_the_teacher(run_lab, tmp_path):
+    run_lab("distill", "kd", "--task", "sms-spam", *KD_SMOKE, "--output", str(tmp_path / "kd1"))
+    summary = json.loads((tmp_path / "kd1" / "summary.json").read_text())
+    rows = summary["results"]
+    assert len(rows) == 3 and summary["test_examples"] == 40
+    teacher, plain, kd = rows.values()
+    assert teacher["params"] > 5 * kd["params"] and plain["params"] == kd["params"]
+    assert all(0 <= r["accuracy"] <= 1 and r["latency_ms"] > 0 for r in rows.values())
+    for name in ("report.md", "accuracy.png", "teacher/config.json", "model/config.json"):
+        assert (tmp_path / "kd1" / name).exists()
+    run_lab("distill", "kd", "--task", "sms-spam", *KD_SMOKE, "--teacher", str(tmp_path / "kd1" / "teacher"),
+            "baseline=false", "--output", str(tmp_path / "kd2"))
+    assert len(json.loads((tmp_path / "kd2" / "summary.json").read_text())["results"]) == 2
+
+
+def test_kd_bad_input(run_lab, tmp_path):
+    for args, text in [(("--task", "imdb"), "unknown kd task 'imdb'"),
+                       (("--teacher", str(tmp_path)), "is not a classifier folder"),
+                       (("--student", "huge"), "unknown model size 'huge'")]:
+        proc = run_lab("distill", "kd", *args, check=False)
+        assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+        assert text in proc.stderr
+
+
+def test_bench_grpo_against_trl_smoke(run_lab, tmp_path):
+    pytest.importorskip("trl")
+    run_lab("distill", "cot", "train.max_steps=20", "train.batch_size=16", "train.micro_batch_size=16", "train_size=128",
+            "test_size=4", "max_new_tokens=16", "direct_baseline=false", "--output", str(tmp_path / "cot"))
+    run_lab("bench", "grpo", f"init={tmp_path / 'cot' / 'model'}", "steps=2", "prompts_per_step=2", "group_size=2",
+            "test_size=4", "eval_every=1", "max_new_tokens=16", "--output", str(tmp_path / "bench"))
+    summary = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert set(summary["results"]) == {"lab", "trl"}
+    for side in ("lab", "trl"):
+        assert [s for s, _ in summary["curves"][side]] == [0, 1, 2]
+        assert summary["results"][side]["steps_per_s"] > 0
+    assert (tmp_path / "bench" / "bench.png").exists() and "| trl |" in (tmp_path / "bench" / "report.md").read_text()
