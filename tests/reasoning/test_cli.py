@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 COT_SMOKE = ("train.max_steps=40", "train.batch_size=16", "train.micro_batch_size=16", "train.save_every=0",
@@ -82,3 +83,17 @@ def test_bad_input_fails_with_one_line(run_lab, tmp_path):
     _one_line_error(run_lab("distill", "cot", "--task", str(bad), check=False), "line 2 is not valid JSON")
     _one_line_error(run_lab("distill", "grpo", check=False, env={"LAB_RUNS": str(tmp_path / "empty")}),
                     "no `lab distill cot` run")
+
+
+def test_grpo_resume_is_exact(run_lab, runs, tmp_path):
+    init = f"init={_only(runs, 'distill-cot-*') / 'model'}"
+    common = (init, "train.batch_size=2", "train.micro_batch_size=16", "group_size=4", "max_new_tokens=16", "test_size=4",
+              "eval_every=0", "train.lr=1e-3", "train.save_every=1", "train.tensorboard=false")
+    run_lab("distill", "grpo", *common, "train.max_steps=3", "--output", str(tmp_path / "straight"))
+    run_lab("distill", "grpo", *common, "train.max_steps=2", "--output", str(tmp_path / "split"))
+    run_lab("distill", "grpo", *common, "train.max_steps=3", "--output", str(tmp_path / "split"), "--resume", "auto")
+    a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward" in r] == [1, 2, 3]
