@@ -78,10 +78,10 @@ def new_run_dir(verb: str, recipe: str) -> Path:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder (checkpoints/step-NNNNNNNN) of a run, if any."""
-    folder = Path(run_dir) / "checkpoints"
-    done = sorted(p for p in folder.glob("step-*") if (p / "COMPLETE").exists()) if folder.is_dir() else []
-    return done[-1] if done else None
+    """The newest complete checkpoint (checkpoints/step-NNNNNNNN) of a run or of its sub-runs."""
+    found = [p for pattern in ("checkpoints/step-*", "*/checkpoints/step-*") for p in Path(run_dir).glob(pattern)
+             if (p / "COMPLETE").exists()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def resolve_resume(resume: str | None, verb: str, recipe: str, output: Path | None) -> tuple[Path, Path | None]:
@@ -101,7 +101,7 @@ def resolve_resume(resume: str | None, verb: str, recipe: str, output: Path | No
         return (output or new_run_dir(verb, recipe)), None
     path = Path(resume)
     if (path / "COMPLETE").exists():
-        return path.parent.parent, path
+        return output or path.parent.parent, path
     ckpt = latest_checkpoint(path) if path.is_dir() else None
     if ckpt is None:
         raise UserError(f"--resume {resume}: no complete checkpoint there", "pass a run folder with checkpoints/, or --resume auto")

@@ -105,6 +105,7 @@ def train(
     eval_set: Sequence | None = None,
     loss_fn: Callable = default_loss,
     on_eval: Callable[[torch.nn.Module, int], dict] | None = None,
+    profile_steps: int = 0,
 ) -> TrainResult:
     """Train `model` on `train_set` for cfg.max_steps steps, resuming from run.resume_from."""
     device = device or distributed.pick_device(run.cfg.device)
@@ -150,8 +151,11 @@ def train(
 
     t0, loss_value, eval_loss, stopped = time.perf_counter(), float("nan"), None, False
     step = start
+    profiler = StepProfiler(run, device, profile_steps) if profile_steps and rank == 0 else None
     wrapped.train()
     for step in range(start + 1, cfg.max_steps + 1):
+        if profiler:
+            profiler.before(step - start)
         step_t0 = time.perf_counter()
         ids = batch_indices(step - 1, len(train_set), cfg.batch_size, seed)
         loss_sum, n_tok = 0.0, 0
@@ -187,6 +191,8 @@ def train(
             stopped = bool(cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience)
         if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps or stopped:
             save(step)
+        if profiler:
+            profiler.after(step - start)
         if kill_at and step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         if stopped:
@@ -214,3 +220,31 @@ def evaluate(model, eval_set: Sequence, collate, cfg: TrainConfig, device, loss_
     model.train()
     total, count = distributed.all_reduce_sum([total, count], device)
     return total / max(count, 1.0)
+
+
+class StepProfiler:
+    """torch.profiler over the first `steps` steps: a Chrome trace and a top-ops table in RUN/profile/."""
+
+    def __init__(self, run: Run, device: torch.device, steps: int):
+        self.folder, self.steps, self.device, self.prof = run.dir / "profile", steps, device, None
+
+    def before(self, i: int) -> None:
+        if i == 1:
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+            self.prof = profile(activities=acts, record_shapes=True, profile_memory=True)
+            self.prof.__enter__()
+
+    def after(self, i: int) -> None:
+        if self.prof is None or i != self.steps:
+            return
+        from labcli.engine import atomic
+
+        self.prof.__exit__(None, None, None)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.prof.export_chrome_trace(str(self.folder / "trace.json"))
+        sort = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        table = self.prof.key_averages().table(sort_by=sort, row_limit=25)
+        atomic.write_text(self.folder / "top_ops.md", f"# Top ops over {self.steps} training steps\n\n```\n{table}\n```\n")
+        self.prof = None

@@ -31,7 +31,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, extra_specials
 
 
 def _train(texts: list[str], vocab_size: int, extra: list[str], file: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.NFC()
@@ -40,6 +40,8 @@ def _train(texts: list[str], vocab_size: int, extra: list[str], file: Path) -> N
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + extra,
                                   min_frequency=1, show_progress=False)
     tok.train_from_iterator(texts, trainer)
+    # Encoded text ends with </s> (as mBART/T5 tokenizers do); lm_blocks opts out of it.
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 2)])
     tmp = file.with_name(".tokenizer.json.tmp")
     tok.save(str(tmp))
     tmp.replace(file)

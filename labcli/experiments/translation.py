@@ -1,0 +1,84 @@
+"""Translation as a training task: encode pairs, collate, and decode, for seq2seq and causal LMs.
+
+Seq2seq (mBART, T5): source -> encoder, target -> labels; mBART-50 gets language codes.
+Causal (BLOOMZ, Llama): `prompt + target + eos`, loss on the target tokens only (prompt = -100).
+"""
+
+from __future__ import annotations
+
+import torch
+
+IGNORE = -100
+
+
+class Translator:
+    """Everything that differs between a seq2seq and a causal translation model."""
+
+    def __init__(self, tokenizer, task: str, prompt: str, max_source_len: int, max_target_len: int,
+                 src_lang: str | None = None, tgt_lang: str | None = None):
+        self.tok, self.task, self.prompt = tokenizer, task, prompt
+        self.max_src, self.max_tgt = max_source_len, max_target_len
+        self.src_lang, self.tgt_lang = src_lang, tgt_lang
+        if task == "seq2seq" and src_lang and hasattr(tokenizer, "src_lang"):
+            tokenizer.src_lang, tokenizer.tgt_lang = src_lang, tgt_lang
+        if task == "causal-lm":
+            tokenizer.padding_side = "left"  # generation continues from the right edge
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+
+    def encode(self, en: str, new: str) -> dict:
+        if self.task == "seq2seq":
+            enc = self.tok(en, text_target=new, truncation=True, max_length=self.max_src)
+            labels = enc["labels"][: self.max_tgt]
+            return {"input_ids": enc["input_ids"], "labels": labels}
+        prompt_ids = self.tok(self.prompt.format(en=en), add_special_tokens=False)["input_ids"][: self.max_src]
+        target_ids = self.tok(new, add_special_tokens=False)["input_ids"][: self.max_tgt - 1] + [self.tok.eos_token_id]
+        return {"input_ids": prompt_ids + target_ids, "labels": [IGNORE] * len(prompt_ids) + target_ids}
+
+    def collate(self, examples: list[dict]) -> dict:
+        pad = self.tok.pad_token_id
+        width = max(len(e["input_ids"]) for e in examples)
+        ids = torch.full((len(examples), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        if self.task == "seq2seq":
+            lw = max(len(e["labels"]) for e in examples)
+            labels = torch.full((len(examples), lw), IGNORE, dtype=torch.long)
+        else:
+            labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+        for i, e in enumerate(examples):
+            n = len(e["input_ids"])
+            ids[i, :n] = torch.tensor(e["input_ids"])  # right padding for training
+            mask[i, :n] = 1
+            labels[i, : len(e["labels"])] = torch.tensor(e["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def generation_kwargs(self, num_beams: int) -> dict:
+        kwargs = {"num_beams": num_beams, "do_sample": False, "max_new_tokens": self.max_tgt,
+                  "pad_token_id": self.tok.pad_token_id}
+        if num_beams > 1:
+            kwargs["no_repeat_ngram_size"] = 0
+        if self.task == "seq2seq" and self.tgt_lang and hasattr(self.tok, "lang_code_to_id"):
+            kwargs["forced_bos_token_id"] = self.tok.convert_tokens_to_ids(self.tgt_lang)
+        return kwargs
+
+    @torch.no_grad()
+    def translate(self, model, sources: list[str], num_beams: int = 1, batch_size: int = 32) -> tuple[list[str], list[int]]:
+        """Translations and, per sentence, how many <unk> tokens were generated."""
+        model.eval()
+        device = next(model.parameters()).device
+        hyps, unks = [], []
+        for lo in range(0, len(sources), batch_size):
+            chunk = sources[lo:lo + batch_size]
+            if self.task == "seq2seq":
+                enc = self.tok(chunk, return_tensors="pt", padding=True, truncation=True, max_length=self.max_src)
+            else:
+                texts = [self.prompt.format(en=s) for s in chunk]
+                enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            out = model.generate(**enc, **self.generation_kwargs(num_beams))
+            if self.task == "causal-lm":
+                out = out[:, enc["input_ids"].shape[1]:]
+            unk = self.tok.unk_token_id
+            unks += [int((row == unk).sum()) if unk is not None else 0 for row in out]
+            hyps += [t.strip() for t in self.tok.batch_decode(out, skip_special_tokens=True)]
+        return hyps, unks

@@ -1,0 +1,68 @@
+"""full/LoRA/QLoRA preparation: 4-bit bases really are NF4 Params4bit, only adapters train, merges are exact."""
+
+import torch
+
+from labcli.models import LoraSettings, load_model, prepare_for_method
+from labcli.models.peft_prep import merged_for_export
+
+TEXTS = ["hello world", "जिगु नां एलेक्स खः ।", "how are you", "छ गथे च्वं ?"] * 20
+
+
+def tiny(task="seq2seq", **kw):
+    name = "tiny-mbart" if task == "seq2seq" else "tiny-gpt2"
+    return load_model(name, task, tokenizer_texts=lambda: TEXTS, vocab_size=200, seed=0, **kw)
+
+
+def batch(tok):
+    enc = tok(["hello world", "how are you"], text_target=["छ गथे", "जिगु नां"], return_tensors="pt", padding=True)
+    enc["labels"][enc["labels"] == tok.pad_token_id] = -100
+    return enc
+
+
+def test_qlora_base_is_nf4_and_only_lora_trains(lab_home):
+    loaded = tiny(quantize_4bit=True)
+    model, report = prepare_for_method(loaded.model, "qlora", LoraSettings(r=4), "seq2seq")
+    linears = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    assert linears and all(type(m.weight).__name__ == "Params4bit" for m in linears)
+    assert all(m.weight.quant_type == "nf4" and m.weight.compress_statistics for m in linears)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert report["trainable_params"] < report["total_params"]
+    model.train()
+    loss = model(**batch(loaded.tokenizer)).loss
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_merged_lora_matches_adapter_model(lab_home):
+    loaded = tiny()
+    model, _ = prepare_for_method(loaded.model, "lora", LoraSettings(r=4, dropout=0.0), "seq2seq")
+    with torch.no_grad():  # make the adapters non-trivial
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    model.eval()
+    enc = batch(loaded.tokenizer)
+    with torch.no_grad():
+        before = model(**enc).logits
+        merged = merged_for_export(model, "lora")
+        after = merged(**enc).logits
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    assert (before - after).abs().max().item() < 1e-5
+
+
+def test_merged_qlora_matches_adapter_model(lab_home):
+    loaded = tiny(quantize_4bit=True)
+    model, _ = prepare_for_method(loaded.model, "qlora", LoraSettings(r=4, dropout=0.0), "seq2seq")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    model.eval()
+    enc = batch(loaded.tokenizer)
+    with torch.no_grad():
+        before = model(**enc).logits
+        merged = merged_for_export(model, "qlora")
+        after = merged(**enc).logits
+    assert not any(type(m).__name__ == "Linear4bit" for m in merged.modules())
+    assert (before - after).abs().max().item() < 1e-4
