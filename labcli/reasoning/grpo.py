@@ -43,7 +43,8 @@ class Config(RecipeConfig):
     track_kl: bool = Field(True, description="Log the KL to the start model even when beta is 0 (keeps a frozen copy)")
     scale_rewards: bool = Field(True, description="Divide advantages by the group's reward std (GRPO); false: Dr. GRPO")
     loss_norm: Literal["token", "sequence"] = Field("token", description="token: mean over all tokens (DAPO); sequence: per-sequence mean (original GRPO)")
-    num_iterations: int = Field(1, ge=1, description="mu: optimizer steps on each sampled batch (ratio != 1 after the first)")
+    num_iterations: int = Field(1, ge=1, description="mu: passes over each sampled batch")
+    mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass, each on a slice of the groups (DAPO/PPO style)")
     dynamic_sampling: bool = Field(False, description="DAPO: drop all-right/all-wrong groups and refill the batch")
     max_sample_rounds: int = Field(4, ge=1, description="Most generation rounds per step when refilling")
     overlong_filter: bool = Field(False, description="DAPO: truncated completions do not enter the loss")
@@ -182,7 +183,7 @@ def run(cfg: Config, ctx: Run) -> None:
     tc = cfg.train
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(tc.optimizer, trainable, tc.lr, tc.weight_decay)
-    scheduler = make_scheduler(optimizer, tc.schedule, tc.warmup_steps, tc.max_steps * cfg.num_iterations, tc.min_lr_ratio)
+    scheduler = make_scheduler(optimizer, tc.schedule, tc.warmup_steps, tc.max_steps * cfg.num_iterations * cfg.mini_batches, tc.min_lr_ratio)
     start = 0
     if ctx.resume_from is not None:
         start = checkpoint.load(ctx.resume_from, model, optimizer, scheduler)["step"]
@@ -245,63 +246,74 @@ def run(cfg: Config, ctx: Run) -> None:
 
 
 def update(cfg: Config, model, ref, optimizer, scheduler, trainable, chunks, kept: list[Group]) -> dict:
-    """`num_iterations` optimizer steps on the kept groups; returns loss, entropy, clip fraction, KL."""
+    """Optimizer steps on the kept groups: `num_iterations` passes, each split into `mini_batches`
+    steps (the ratio leaves 1 from the second step on, so clipping acts). Returns loss, entropy,
+    clip fraction and KL to the start model."""
     from labcli.reasoning import lm
 
     G, mb = cfg.group_size, cfg.train.micro_batch_size
-    # rows of each generation round that enter the loss, with their advantages
-    parts = []
-    for c, chunk in enumerate(chunks):
-        mine = [g for g in kept if g.chunk == c]
-        if not mine:
-            continue
-        rows = torch.cat([torch.arange(g.lo, g.lo + G) for g in mine])
-        adv = group_advantages(torch.cat([g.rewards for g in mine]), G, cfg.scale_rewards)
+    # per group: its generation round, rows, advantages (group-normalised) and loss mask
+    items = []
+    for g in kept:
+        chunk = chunks[g.chunk]
+        rows = torch.arange(g.lo, g.lo + G)
         mask = chunk.completion_mask[rows].clone()
         if cfg.overlong_filter:
-            trunc = torch.tensor([chunk.truncated[int(r)] for r in rows])
-            mask[trunc] = 0
-        parts.append((chunk, rows, adv, mask))
-    n_tokens = float(sum(float(m.sum()) for _, _, _, m in parts))
-    n_seqs = float(sum(int((m.sum(1) > 0).sum()) for _, _, _, m in parts))
-    if n_tokens == 0:
-        return {"loss": 0.0}
+            mask[torch.tensor([chunk.truncated[g.lo + j] for j in range(G)])] = 0
+        items.append((g.chunk, rows, group_advantages(g.rewards, G, cfg.scale_rewards), mask))
+    n_mini = min(cfg.mini_batches, len(items))
+    minis = [items[i::n_mini] for i in range(n_mini)]
 
-    def micro_batches():
-        for chunk, rows, adv, mask in parts:
+    def micro_batches(mini):
+        """Rows of one mini-batch, grouped by generation round (same prompt length), in micro-batches."""
+        for c in sorted({it[0] for it in mini}):
+            rows = torch.cat([it[1] for it in mini if it[0] == c])
+            adv = torch.cat([it[2] for it in mini if it[0] == c])
+            mask = torch.cat([it[3] for it in mini if it[0] == c])
             for lo in range(0, len(rows), mb):
-                r = rows[lo:lo + mb]
-                yield chunk, r, adv[lo:lo + mb], mask[lo:lo + mb]
+                yield (c, lo), chunks[c], rows[lo:lo + mb], adv[lo:lo + mb], mask[lo:lo + mb]
 
     old, refs = {}, {}
-    with torch.no_grad():
-        for k, (chunk, r, _, _) in enumerate(micro_batches()):
-            seq, att = chunk.sequences[r], chunk.attention_mask[r]
-            if cfg.num_iterations > 1:
-                old[k] = lm.token_logprobs(model, seq, att, chunk.prompt_len)[0]
-            if ref is not None:
-                refs[k] = lm.token_logprobs(ref, seq, att, chunk.prompt_len)[0]
-    totals = {"loss": 0.0, "clip_tokens": 0.0, "tokens": 0.0, "kl_sum": 0.0, "entropy_sum": 0.0}
+    with torch.no_grad():  # the sampling policy's log-probs (needed once the policy has moved) and the reference's
+        for m, mini in enumerate(minis):
+            for key, chunk, r, _, _ in micro_batches(mini):
+                seq, att = chunk.sequences[r], chunk.attention_mask[r]
+                if cfg.num_iterations > 1 or n_mini > 1:
+                    old[m, key] = lm.token_logprobs(model, seq, att, chunk.prompt_len)[0]
+                if ref is not None:
+                    refs[m, key] = lm.token_logprobs(ref, seq, att, chunk.prompt_len)[0]
+    totals = {"loss": 0.0, "clip_tokens": 0.0, "tokens": 0.0, "kl_sum": 0.0, "entropy_sum": 0.0, "updates": 0}
+    grad_norm = torch.tensor(0.0)
     model.train()
     for _ in range(cfg.num_iterations):
-        for k, (chunk, r, adv, mask) in enumerate(micro_batches()):
-            seq, att = chunk.sequences[r], chunk.attention_mask[r]
-            logp, entropy = lm.token_logprobs(model, seq, att, chunk.prompt_len, with_entropy=True)
-            loss, st = policy_loss(logp, old.get(k, logp.detach()), adv, mask, cfg.clip_low, cfg.clip_high,
-                                   beta=cfg.beta, ref_logp=refs.get(k), norm=cfg.loss_norm, n_tokens=n_tokens, n_seqs=n_seqs)
-            loss.backward()
-            totals["loss"] += loss.item()
-            totals["clip_tokens"] += st["clip_tokens"]
-            totals["tokens"] += st["tokens"]
-            totals["kl_sum"] += st["kl_sum"] or 0.0
-            totals["entropy_sum"] += float((entropy.detach() * mask).sum())
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm) if cfg.train.max_grad_norm > 0 else torch.tensor(0.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        for m, mini in enumerate(minis):
+            n_tokens = float(sum(float(it[3].sum()) for it in mini))
+            n_seqs = float(sum(int((it[3].sum(1) > 0).sum()) for it in mini))
+            if n_tokens == 0:
+                continue
+            for key, chunk, r, adv, mask in micro_batches(mini):
+                seq, att = chunk.sequences[r], chunk.attention_mask[r]
+                logp, entropy = lm.token_logprobs(model, seq, att, chunk.prompt_len, with_entropy=True)
+                loss, st = policy_loss(logp, old.get((m, key), logp.detach()), adv, mask, cfg.clip_low, cfg.clip_high,
+                                       beta=cfg.beta, ref_logp=refs.get((m, key)), norm=cfg.loss_norm,
+                                       n_tokens=n_tokens, n_seqs=n_seqs)
+                loss.backward()
+                totals["loss"] += loss.item()
+                totals["clip_tokens"] += st["clip_tokens"]
+                totals["tokens"] += st["tokens"]
+                totals["kl_sum"] += st["kl_sum"] or 0.0
+                totals["entropy_sum"] += float((entropy.detach() * mask).sum())
+            if cfg.train.max_grad_norm > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            totals["updates"] += 1
+    if not totals["updates"]:
+        return {"loss": 0.0}
     n = max(totals["tokens"], 1.0)
-    out = {"loss": totals["loss"] / cfg.num_iterations, "entropy": totals["entropy_sum"] / n,
-           "clip_frac": totals["clip_tokens"] / n, "grad_norm": float(grad_norm), "train_tokens": n_tokens}
+    out = {"loss": totals["loss"] / totals["updates"], "entropy": totals["entropy_sum"] / n,
+           "clip_frac": totals["clip_tokens"] / n, "grad_norm": float(grad_norm), "updates": totals["updates"]}
     if ref is not None:
         out["kl"] = totals["kl_sum"] / n
     return out
@@ -327,7 +339,7 @@ def report(cfg: Config, ctx: Run, init: str, params: dict, plots) -> None:
                "mean_step_s": mean("step_s"), "mean_gen_s": mean("gen_s"), "mean_clip_frac": mean("clip_frac"),
                "mean_groups_drawn": mean("groups_drawn"),
                "switches": {k: getattr(cfg, k) for k in ("clip_low", "clip_high", "beta", "dynamic_sampling", "overlong_filter",
-                                                         "overlong_cache", "loss_norm", "scale_rewards", "num_iterations")}}
+                                                         "overlong_cache", "loss_norm", "scale_rewards", "num_iterations", "mini_batches")}}
     ctx.write_summary(summary)
     title = f"{name} on {cfg.task} (G={cfg.group_size})"
     plots.curves(rows, ["accuracy", "test_accuracy"], ctx.path("accuracy.png"), title)
