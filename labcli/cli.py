@@ -48,6 +48,21 @@ def cp(
     copy_recipe(spec, dest)
 
 
+export_app = typer.Typer(help="Package a run for somewhere else (a Hugging Face Space).", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("space")
+def export_space(
+    run: Path = typer.Option(..., "--run", help="A finished `lab finetune newari` run folder."),
+    out: Path = typer.Argument(..., help="New folder to write (app.py, requirements.txt, README.md, model/)."),
+) -> None:
+    """A Hugging Face Spaces-ready folder: Streamlit app.py, requirements, README front matter, merged model."""
+    from labcli.serving.space import export_space as export
+
+    typer.echo(f"wrote {export(run, out)}; push it with `huggingface-cli upload USER/SPACE {out} --repo-type space`")
+
+
 @app.command("env")
 def env(short: bool = typer.Option(False, "--short", help="Versions only, skip the probes.")) -> None:
     """Versions of every dependency, threads, devices, and which optional paths work here."""

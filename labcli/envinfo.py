@@ -59,12 +59,16 @@ PROBES = {
 def collect(short: bool = False) -> dict:
     import torch
 
+    from labcli.launch import set_threads
+
+    set_threads()
+
     info = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "torch threads (intra/inter)": f"{torch.get_num_threads()}/{torch.get_num_interop_threads()}",
-        "LAB_THREADS": os.environ.get("LAB_THREADS", "(default: cores / local processes)"),
+        "LAB_THREADS": os.environ.get("LAB_THREADS", "1 (default: one intra-op thread per process)"),
         "LAB_HOME": os.environ.get("LAB_HOME", "~/.cache/lab"),
         "offline (HF_HUB_OFFLINE)": os.environ.get("HF_HUB_OFFLINE", "0"),
         "devices": "cpu" + (f", cuda x{torch.cuda.device_count()}" if torch.cuda.is_available() else ""),

@@ -117,12 +117,15 @@ def strip_options(argv: list[str], names: set[str]) -> list[str]:
 
 
 def set_threads() -> None:
-    """Explicit intra-op threads: LAB_THREADS, else cores / local processes (never oversubscribe)."""
+    """Explicit intra-op threads per process: LAB_THREADS, default 1.
+
+    Oversubscribed CPU threads (processes x threads > cores, or other jobs running) made training
+    about 7x slower on a 2-core machine; one thread per process never oversubscribes. A single
+    run on an otherwise idle machine may gain from LAB_THREADS=<cores>.
+    """
     import torch
 
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    threads = int(os.environ.get("LAB_THREADS", "0")) or max(1, (os.cpu_count() or 1) // local)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(max(1, int(os.environ.get("LAB_THREADS", "1"))))
 
 
 def check_world_size() -> None:
