@@ -55,6 +55,9 @@ def flags_to_overrides(extra: list[str]) -> list[str]:
 def run_verb(args: VerbArgs) -> None:
     from labcli.engine.run import Run, resolve_resume
 
+    if args.recipe is not None and "=" in args.recipe:  # `lab VERB --config F key=value`: no recipe name
+        args.extra.insert(0, args.recipe)
+        args.recipe = None
     if args.recipe is None and args.config is None:
         raise UserError(f"no {args.verb} recipe given", f"`lab ls {args.verb}` lists them; run `lab {args.verb} NAME`")
     recipe = registry.find(args.verb, args.recipe) if args.recipe else None

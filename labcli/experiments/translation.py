@@ -55,9 +55,7 @@ class Translator:
     def generation_kwargs(self, num_beams: int) -> dict:
         kwargs = {"num_beams": num_beams, "do_sample": False, "max_new_tokens": self.max_tgt,
                   "pad_token_id": self.tok.pad_token_id}
-        if num_beams > 1:
-            kwargs["no_repeat_ngram_size"] = 0
-        if self.task == "seq2seq" and self.tgt_lang and hasattr(self.tok, "lang_code_to_id"):
+        if self.task == "seq2seq" and self.tgt_lang:  # mBART-50: the first target token is the language code
             kwargs["forced_bos_token_id"] = self.tok.convert_tokens_to_ids(self.tgt_lang)
         return kwargs
 

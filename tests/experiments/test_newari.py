@@ -9,24 +9,28 @@ FAST = ["train.max_steps=3", "train.batch_size=8", "train.micro_batch_size=8", "
         "vocab_size=600", "max_target_len=8"]
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
-def test_each_method_runs_and_scores(run_lab, tmp_path, method):
-    out = tmp_path / method
-    run_lab("finetune", "newari", "--method", method, *FAST, "--output", str(out))
-    s = json.loads((out / "summary.json").read_text())
-    assert s["method"] == method and s["steps"] == 3
-    assert set(s["scores"]) == {"greedy", "beam2"}
-    by_domain = s["scores"]["greedy"]["by_domain"]
-    assert by_domain["all"]["n"] == 12 and {"conversation", "general", "lexicon", "software_ui"} <= set(by_domain)
-    assert "nw:2" in by_domain["all"]["chrf++_signature"]
-    rows = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert len(rows) == 12 and {"src", "ref", "hyp", "chrf++", "empty", "latin_script"} <= set(rows[0])
+def test_method_all_runs_each_method_and_compares(run_lab, tmp_path):
+    """--method all: full, LoRA and QLoRA each train a few steps in their own process and write scores."""
+    out = tmp_path / "all"
+    table = run_lab("finetune", "newari", "--method", "all", *FAST, "--output", str(out)).stdout
+    for method in ("full", "lora", "qlora"):
+        s = json.loads((out / method / "summary.json").read_text())
+        assert s["method"] == method and s["steps"] == 3
+        assert set(s["scores"]) == {"greedy", "beam2"}
+        by_domain = s["scores"]["greedy"]["by_domain"]
+        assert by_domain["all"]["n"] == 12 and {"conversation", "general", "lexicon", "software_ui"} <= set(by_domain)
+        assert "nw:2" in by_domain["all"]["chrf++_signature"]
+        rows = [json.loads(line) for line in (out / method / "errors.jsonl").read_text().splitlines()]
+        assert len(rows) == 12 and {"src", "ref", "hyp", "chrf++", "empty", "latin_script"} <= set(rows[0])
+        assert "Worst sentences" in (out / method / "report.md").read_text()
+        assert (out / method / "scores_by_domain.png").exists() and (out / method / "model" / "config.json").exists()
+        if method != "full":
+            assert (out / method / "adapter" / "adapter_config.json").exists()
+            assert s["trainable_params"] < s["total_params"]
+        assert f"| {method} |" in table
     report = (out / "report.md").read_text()
-    assert "silver" in report and "Worst sentences" in report
-    assert (out / "scores_by_domain.png").exists() and (out / "model" / "config.json").exists()
-    if method != "full":
-        assert (out / "adapter" / "adapter_config.json").exists()
-        assert s["trainable_params"] < s["total_params"]
+    assert "silver" in report and "chrF++ lexicon" in report and (out / "chrf_by_domain.png").exists()
+    assert set(json.loads((out / "summary.json").read_text())["methods"]) == {"full", "lora", "qlora"}
 
 
 def test_eval_only_rescores_a_run(run_lab, tmp_path):
