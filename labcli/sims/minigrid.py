@@ -28,6 +28,7 @@ class PPOSection(Section):
     ent_coef: float = Field(0.01, description="entropy bonus")
     vf_coef: float = Field(0.5, description="value-loss weight")
     max_grad_norm: float = Field(0.5, description="gradient clipping")
+    norm_adv: bool = Field(False, description="normalise advantages per minibatch (CleanRL's default; off here, see docs/results/sims.md)")
 
 
 class DQNSection(Section):

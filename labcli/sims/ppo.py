@@ -32,6 +32,9 @@ class PPOArgs:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    # Per-minibatch advantage normalisation (CleanRL's default) made one DoorKey-5x5 seed in three
+    # collapse to return 0 at 80k frames here; without it all three reached 0.9 (docs/results/sims.md).
+    norm_adv: bool = False
 
 
 class Agent(nn.Module):
@@ -125,7 +128,8 @@ def train(env_id: str, total_frames: int, seed: int, args: PPOArgs, agent: Agent
                 _, new_logprob, entropy, new_value = agent.act(b_obs[mb], b_actions[mb])
                 ratio = (new_logprob - b_logprobs[mb]).exp()
                 adv = b_adv[mb]
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                if args.norm_adv:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
                 # Clipped value loss, as in the PPO reference implementation.
                 v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)

@@ -170,7 +170,7 @@ def print_tuning(rows: list[dict]) -> None:
     for r in rows:
         style = "bold green" if r.get("best") else None
         table.add_row(f"{r['kp_scale']:g}", f"{r['kd_scale']:g}", f"{r['ki_scale']:g}", f"{r['rms_error_rad']:.2e}",
-                      f"{r['max_error_rad']:.2e}", f"{100 * r['saturated_share']:.2f}", (r["estop"] or "")[:60], style=style)
+                      f"{r['max_error_rad']:.2e}", f"{100 * r['saturated_share']:.2f}", (r["estop"] or "").split(" at ")[0], style=style)
     Console().print(table)
 
 

@@ -53,7 +53,7 @@ ARMS: dict[str, ArmSpec] = {
         kp=(600, 600, 600, 600, 250, 150, 50),
         kd=(50, 50, 50, 50, 20, 20, 3),  # joint 7 has 5e-3 kg·m² and no rotor inertia in the model
         ki=(50, 50, 50, 50, 20, 20, 10),
-        wave_joint=6,
+        wave_joint=5,  # panda_joint6 flexes the wrist
     ),
     # UR5e: 150 N·m on the three large joints, 28 N·m on the wrists; 180 deg/s on every joint.
     "ur5": ArmSpec(
@@ -68,7 +68,7 @@ ARMS: dict[str, ArmSpec] = {
         kp=(2000, 2000, 2000, 500, 500, 500),
         kd=(150, 150, 150, 40, 40, 40),
         ki=(200, 200, 200, 50, 50, 50),
-        wave_joint=5,
+        wave_joint=3,  # wrist_1 flexes the wrist
     ),
 }
 
