@@ -33,6 +33,7 @@ class Config(RecipeConfig):
     eval_every: int = Field(5, ge=1, description="Greedy test accuracy every N steps")
     micro_batch_size: int = Field(64, ge=1, description="Completions per forward/backward (lab); TRL takes the batch at once")
     run_trl: bool = Field(True, description="Run TRL's GRPOTrainer (false: only lab, e.g. without trl installed)")
+    parallel: bool = Field(False, description="Run both sides at the same time (a fair share of a busy shared CPU); false: one after the other")
 
 
 def lab_side(cfg: Config, ctx: Run) -> dict:
@@ -119,15 +120,24 @@ def _side(name: str, cfg: Config, ctx: Run, threads: int) -> dict:
     return lab_side(cfg, ctx) if name == "lab" else trl_side(cfg, ctx, cfg.init)
 
 
-def in_own_process(name: str, cfg: Config, ctx: Run) -> dict:
-    """Each side runs in a fresh process, so peak memory (RSS on the CPU) is its own."""
+def in_own_processes(sides: list[str], cfg: Config, ctx: Run) -> dict:
+    """Each side runs in a fresh process, so peak memory (RSS on the CPU) is its own; with
+    `parallel` both run at once and see the same machine load."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     import torch
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_side, name, cfg, ctx, torch.get_num_threads()).result()
+    spawn = multiprocessing.get_context("spawn")
+    if cfg.parallel:
+        with ProcessPoolExecutor(max_workers=len(sides), mp_context=spawn) as pool:
+            futures = {s: pool.submit(_side, s, cfg, ctx, torch.get_num_threads()) for s in sides}
+            return {s: f.result() for s, f in futures.items()}
+    results = {}
+    for s in sides:
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            results[s] = pool.submit(_side, s, cfg, ctx, torch.get_num_threads()).result()
+    return results
 
 
 def run(cfg: Config, ctx: Run) -> None:
@@ -146,9 +156,8 @@ def run(cfg: Config, ctx: Run) -> None:
         except ImportError:
             raise UserError("TRL is not installed", "pip install 'trl>=1.0', or pass run_trl=false") from None
     cfg = cfg.model_copy(update={"init": init})
-    results = {"lab": in_own_process("lab", cfg, ctx)}
-    if cfg.run_trl:
-        results["trl"] = in_own_process("trl", cfg, ctx)
+    sides = ["lab", "trl"] if cfg.run_trl else ["lab"]
+    results = in_own_processes(sides, cfg, ctx)
 
     hardware = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     table = {}

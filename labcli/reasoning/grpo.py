@@ -10,6 +10,7 @@ The engine provides the optimizer, schedule, checkpoints (exact `--resume auto`)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -252,6 +253,8 @@ def update(cfg: Config, model, ref, optimizer, scheduler, trainable, chunks, kep
     from labcli.reasoning import lm
 
     G, mb = cfg.group_size, cfg.train.micro_batch_size
+    device_type = next(model.parameters()).device.type
+    autocast = (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if cfg.train.precision == "bf16" else contextlib.nullcontext
     # per group: its generation round, rows, advantages (group-normalised) and loss mask
     items = []
     for g in kept:
@@ -278,10 +281,11 @@ def update(cfg: Config, model, ref, optimizer, scheduler, trainable, chunks, kep
         for m, mini in enumerate(minis):
             for key, chunk, r, _, _ in micro_batches(mini):
                 seq, att = chunk.sequences[r], chunk.attention_mask[r]
-                if cfg.num_iterations > 1 or n_mini > 1:
-                    old[m, key] = lm.token_logprobs(model, seq, att, chunk.prompt_len)[0]
-                if ref is not None:
-                    refs[m, key] = lm.token_logprobs(ref, seq, att, chunk.prompt_len)[0]
+                with autocast():
+                    if cfg.num_iterations > 1 or n_mini > 1:
+                        old[m, key] = lm.token_logprobs(model, seq, att, chunk.prompt_len)[0]
+                    if ref is not None:
+                        refs[m, key] = lm.token_logprobs(ref, seq, att, chunk.prompt_len)[0]
     totals = {"loss": 0.0, "clip_tokens": 0.0, "tokens": 0.0, "kl_sum": 0.0, "entropy_sum": 0.0, "updates": 0}
     grad_norm = torch.tensor(0.0)
     model.train()
@@ -293,7 +297,8 @@ def update(cfg: Config, model, ref, optimizer, scheduler, trainable, chunks, kep
                 continue
             for key, chunk, r, adv, mask in micro_batches(mini):
                 seq, att = chunk.sequences[r], chunk.attention_mask[r]
-                logp, entropy = lm.token_logprobs(model, seq, att, chunk.prompt_len, with_entropy=True)
+                with autocast():
+                    logp, entropy = lm.token_logprobs(model, seq, att, chunk.prompt_len, with_entropy=True)
                 loss, st = policy_loss(logp, old.get((m, key), logp.detach()), adv, mask, cfg.clip_low, cfg.clip_high,
                                        beta=cfg.beta, ref_logp=refs.get((m, key)), norm=cfg.loss_norm,
                                        n_tokens=n_tokens, n_seqs=n_seqs)

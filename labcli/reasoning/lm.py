@@ -76,13 +76,15 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, num_r
 def token_logprobs(model, sequences, attention_mask, prompt_len: int, with_entropy: bool = False):
     """log p(token) of every completion token, [N, T]; plus the policy entropy per token if asked."""
     position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids).logits
-    logits = logits[:, prompt_len - 1:-1].float()
+    keep = sequences.shape[1] - prompt_len + 1  # the LM head runs only where completion tokens are predicted
+    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep).logits
+    logits = logits[:, -keep:-1].float()
     logp_all = logits.log_softmax(-1)
     logp = logp_all.gather(-1, sequences[:, prompt_len:].unsqueeze(-1)).squeeze(-1)
     if not with_entropy:
         return logp, None
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    with torch.no_grad():
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy
 
 
