@@ -82,6 +82,8 @@ def model_traces(cfg: Config, teacher: str, train_set: list[Example], device):
     from labcli.reasoning import lm, rewards
 
     loaded = load_model(teacher, "causal-lm")
+    if loaded.tokenizer.pad_token_id is None:
+        loaded.tokenizer.pad_token = loaded.tokenizer.eos_token
     model = loaded.model.to(device)
     shots = [ex for ex in train_set if ex.rationale][:cfg.shots]
     kept = []
