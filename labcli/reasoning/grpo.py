@@ -162,6 +162,10 @@ def run(cfg: Config, ctx: Run) -> None:
 
     if world()[1] > 1:
         raise UserError("lab distill grpo/dapo runs in one process", "drop --nproc")
+    unsupported = {k: v for k, v in (("strategy", cfg.train.strategy in ("ddp", "fsdp")), ("compile", cfg.train.compile),
+                                     ("activation_checkpointing", cfg.train.activation_checkpointing)) if v}
+    if unsupported:
+        raise UserError(f"train.{next(iter(unsupported))} is not supported by the GRPO loop", "leave it at its default")
     device = pick_device(cfg.device)
     steps = (cfg.arith.min_steps, max(cfg.arith.min_steps, cfg.arith.max_steps))
     train_set = load_task(cfg.task, "train", seed=cfg.seed, steps=steps, digits=cfg.arith.digits)
