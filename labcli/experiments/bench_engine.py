@@ -60,7 +60,7 @@ def render_table(rows: list[dict], cfg: Config, hardware: str) -> str:
     head = ("| technique | peak RSS MB | Δ% | steps/s | tokens/s | Δ% | mean train loss |\n"
             "|---|---|---|---|---|---|---|\n")
     body = "".join(f"| {r['technique']} | {r['peak_rss_mb']} | {100 * (r['rss_ratio'] - 1):+.1f} | {r['steps_per_s']} | "
-                   f"{r['tokens_per_s']} | {100 * (r['throughput_ratio'] - 1):+.1f} | {r["mean_loss"]} |\n" for r in rows)
+                   f"{r['tokens_per_s']} | {100 * (r['throughput_ratio'] - 1):+.1f} | {r['mean_loss']} |\n" for r in rows)
     return (f"{cfg.model}, batch {cfg.batch_size} x {cfg.block_size} tokens, {cfg.steps} steps, fp32, one process; "
             f"{hardware}. Δ% against HF Trainer.\n\n" + head + body)
 
