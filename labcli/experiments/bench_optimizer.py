@@ -36,6 +36,8 @@ class Config(RecipeConfig):
     optimizers: str = Field(",".join(ALL), description="Comma-separated train.optimizer names to compare")
     strategy: str = Field("single,ddp,fsdp", description="Comma-separated: single, ddp, fsdp (ddp/fsdp use `procs` processes)")
     model: str = Field("tiny-gpt2", description="tiny-gpt2, tiny-llama, a local model folder, or a cached hub id")
+    width: int | None = Field(None, ge=16, description="Hidden size of a tiny-* preset (None: the preset's 128)")
+    layers: int | None = Field(None, ge=1, description="Blocks of a tiny-* preset (None: the preset's 2)")
     steps: int = Field(30, ge=2, description="Optimizer steps per cell")
     batch_size: int = Field(8, ge=1, description="Global batch: sequences per optimizer step over all processes")
     block_size: int = Field(128, ge=8, description="Tokens per sequence")
@@ -62,6 +64,11 @@ def chosen(cfg: Config) -> tuple[list[str], list[str]]:
     if cfg.paged:
         opts = [o for o in opts if o == "adamw" or o in PAGED]
     strategies = names(cfg.strategy, STRATEGIES, "strategy")
+    if cfg.page_kb % 8:
+        raise UserError(f"page_kb={cfg.page_kb} is not a multiple of 8", "use e.g. --page-kb 64")
+    if "lab-paged-adamw" in opts and cfg.page_budget * 2**20 < 2 * cfg.page_kb * 2**10:
+        raise UserError(f"--page-budget {cfg.page_budget} MB holds fewer than 2 pages of {cfg.page_kb} KB",
+                        f"use --page-budget {2 * cfg.page_kb / 1024:g} or more, or a smaller --page-kb")
     if any(s != "single" for s in strategies) and cfg.batch_size % cfg.procs:
         raise UserError(f"batch_size={cfg.batch_size} does not split over procs={cfg.procs}", "pick a multiple of procs")
     return opts, strategies
@@ -84,7 +91,13 @@ def prepare(cfg: Config):
     from labcli.models import load_model
 
     texts = read_texts(None)
-    loaded = load_model(cfg.model, "causal-lm", tokenizer_texts=lambda: texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
+    overrides = {}
+    if cfg.model.startswith("tiny-") and cfg.width:
+        overrides.update(n_embd=cfg.width, hidden_size=cfg.width, intermediate_size=cfg.width * 11 // 4)
+    if cfg.model.startswith("tiny-") and cfg.layers:
+        overrides.update(n_layer=cfg.layers, num_hidden_layers=cfg.layers)
+    loaded = load_model(cfg.model, "causal-lm", tokenizer_texts=lambda: texts, vocab_size=cfg.vocab_size,
+                        preset_overrides=overrides, seed=cfg.seed)
     blocks = lm_blocks(texts, loaded.tokenizer, cfg.block_size)
     warm_up(loaded.model, blocks, cfg)
     return loaded.model, blocks
@@ -109,7 +122,8 @@ def state_bytes(optimizer) -> tuple[float, float, str]:
 
     if isinstance(optimizer, PagedAdamW):
         rep = optimizer.memory_report()
-        return rep["max_resident_bytes"] / 2**20, rep["backing_bytes"] / 2**20, rep["backing"]
+        out = rep["backing_bytes"] - rep["resident_bytes"]  # resident pages are the live copies of theirs
+        return rep["max_resident_bytes"] / 2**20, out / 2**20, rep["backing"]
     resident = paged = 0
     for state in optimizer.state.values():
         for value in state.values():
@@ -129,7 +143,7 @@ def run_cell(cfg: Config, ctx: Run, name: str, strategy: str, base_model, blocks
     from labcli.data.text import collate_lm
     from labcli.engine import distributed
     from labcli.engine.trainer import TrainConfig, train
-    from labcli.experiments.bench_util import peak_mb, reset_peak
+    from labcli.experiments.bench_util import current_mb, peak_mb, reset_peak
 
     _, world = distributed.world()
     cell = {"optimizer": name, "strategy": strategy, "processes": world, "status": "ok", "note": ""}
@@ -139,6 +153,7 @@ def run_cell(cfg: Config, ctx: Run, name: str, strategy: str, base_model, blocks
     model = copy.deepcopy(base_model)
     gc.collect()
     reset_peak(device)
+    cell["memory_at_start_mb"] = current_mb(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -158,7 +173,9 @@ def run_cell(cfg: Config, ctx: Run, name: str, strategy: str, base_model, blocks
         records = [r for r in run.metrics() if "loss" in r and "step" in r]
         speeds = sorted(r["tokens_per_s"] for r in records if r["step"] > 1) or [r["tokens_per_s"] for r in records]
         resident, paged_out, where = state_bytes(result.optimizer)
-        cell.update(peak_memory_mb=float(peak.item()), tokens_per_s=speeds[len(speeds) // 2],
+        train_peak = max((r["peak_mem_mb"] for r in records if "peak_mem_mb" in r), default=None)
+        cell.update(peak_memory_mb=train_peak, peak_growth_mb=train_peak - cell["memory_at_start_mb"],
+                    peak_with_checkpoint_mb=float(peak.item()), tokens_per_s=speeds[len(speeds) // 2],
                     final_loss=result.final_loss, losses=[r["loss"] for r in records],
                     state_resident_mb=resident, state_paged_out_mb=paged_out, state_where=where)
         if name == "lab-paged-adamw":
@@ -221,16 +238,16 @@ def report(cfg: Config, ctx: Run, cells: list[dict], info: dict) -> None:
     from labcli.experiments.bench_util import delta, fmt, markdown_table
 
     compare(cells)
-    header = ["strategy", "optimizer", f"peak memory (MB)", "Δ", "tokens/s", "Δ", "state resident (MB)",
-              "state paged out (MB)", "final loss", "max |Δloss| vs AdamW", "note"]
+    header = ["strategy", "optimizer", "peak memory (MB)", "growth in cell (MB)", "Δ", "tokens/s", "Δ", "state resident (MB)",
+              "state paged out (MB)", "final loss", "max \\|Δloss\\| vs AdamW", "note"]
     rows = []
     for cell in cells:
         base = next((c for c in cells if c["strategy"] == cell["strategy"] and c["optimizer"] == "adamw"), {})
         if cell["status"] != "ok":
-            rows.append([cell["strategy"], cell["optimizer"], *["-"] * 8, f"**{cell['status']}**: {cell['note']}"])
+            rows.append([cell["strategy"], cell["optimizer"], *["-"] * 9, f"**{cell['status']}**: {cell['note']}"])
             continue
-        rows.append([cell["strategy"], cell["optimizer"], fmt(cell["peak_memory_mb"]),
-                     delta(cell["peak_memory_mb"], base.get("peak_memory_mb")), fmt(cell["tokens_per_s"], 0),
+        rows.append([cell["strategy"], cell["optimizer"], fmt(cell["peak_memory_mb"]), fmt(cell["peak_growth_mb"]),
+                     delta(cell["peak_growth_mb"], base.get("peak_growth_mb")), fmt(cell["tokens_per_s"], 0),
                      delta(cell["tokens_per_s"], base.get("tokens_per_s")), fmt(cell["state_resident_mb"], 2),
                      fmt(cell["state_paged_out_mb"], 2), fmt(cell["final_loss"], 4),
                      fmt(cell.get("max_loss_dev_vs_adamw"), 4), cell["note"]])
@@ -242,8 +259,12 @@ def report(cfg: Config, ctx: Run, cells: list[dict], info: dict) -> None:
     ctx.write_report(
         f"# {ctx.verb} {ctx.recipe}\n\n"
         f"Hardware: {info['hardware']}. Model: {info['model']} ({info['parameters'] / 1e6:.2f} M parameters). "
-        f"Batch: {info['batch']}. {cfg.steps} steps, constant lr {cfg.lr}. Peak memory: {info['peak_memory']} per "
-        f"process, reset before each cell; tokens/s: median step after the first. Optimizer state is per process (a shard under fsdp). "
+        f"Batch: {info['batch']}. {cfg.steps} steps, constant lr {cfg.lr}. Peak memory: {info['peak_memory']} of rank 0, "
+        f"reset before each cell, over the training steps (the engine's final checkpoint, which materialises every "
+        f"optimizer's full state, is in the JSON as peak_with_checkpoint_mb); growth in cell: that peak minus the memory in use when "
+        f"the cell started (earlier cells leave some behind), and its Δ; tokens/s: median step after the first. Optimizer state is per process (a shard "
+        f"under fsdp): resident = in device memory (lab-paged-adamw: the most pages resident at once), paged out = in the "
+        f"backing store only. "
         f"lab-paged-adamw: {cfg.page_kb} KB pages, {cfg.page_budget} MB budget. Δ is against adamw in the same strategy.\n\n"
         f"{table}\n\n{images}\n")
 
@@ -259,8 +280,8 @@ def plot(cells: list[dict], ctx: Run) -> list[Path]:
     strategies = list(dict.fromkeys(c["strategy"] for c in cells))
     fig, axes = plt.subplots(1, len(strategies), figsize=(5 * len(strategies), 3.6), squeeze=False)
     for ax, strategy in zip(axes[0], strategies):
-        for c in (c for c in cells if c["strategy"] == strategy and c.get("losses")):
-            ax.plot(range(1, len(c["losses"]) + 1), c["losses"], label=c["optimizer"])
+        for i, c in enumerate(c for c in cells if c["strategy"] == strategy and c.get("losses")):
+            ax.plot(range(1, len(c["losses"]) + 1), c["losses"], label=c["optimizer"], linestyle=("-", "--", ":", "-.")[i % 4])
         ax.set_title(strategy)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -39,6 +39,16 @@ def peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_mb(device: torch.device) -> float:
+    """Memory in use now: CUDA allocated, or the process RSS (VmRSS)."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def peak_kind(device: torch.device) -> str:
     return "CUDA max allocated" if device.type == "cuda" else "process peak RSS"
 

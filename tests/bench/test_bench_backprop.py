@@ -18,7 +18,7 @@ def gpt2():
     torch.manual_seed(0)
     cfg = GPT2Config(n_layer=4, n_embd=64, n_head=4, vocab_size=128, n_positions=128, resid_pdrop=0.0,
                      embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
-    ids = torch.randint(0, 128, (2, 64), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, 128, (2, 32), generator=torch.Generator().manual_seed(1))
     return GPT2LMHeadModel(cfg), {"input_ids": ids, "labels": ids}
 
 
@@ -34,20 +34,17 @@ def test_every_technique_matches_the_baseline(gpt2):
     base, batch = gpt2
     ref, ref_saved, ref_loss = bt.measure_grads(copy.deepcopy(base), batch, "baseline")
     assert ref_saved.bytes > 0
+    ordered = {}
     for technique in bt.TECHNIQUES:
         model = copy.deepcopy(base)
         bt.apply(model, technique, every_k=2)
         grads, saved, loss = bt.measure_grads(model, batch, technique)
+        ordered[technique] = saved
         assert loss == pytest.approx(ref_loss, abs=1e-6), technique
         assert bt.max_grad_diff(grads, ref) <= 1e-6, technique
         if technique in bt.CHECKPOINTING:
             assert saved.bytes < ref_saved.bytes, technique
     # full checkpointing keeps only block inputs; every-k keeps more; offload keeps nothing on the device
-    ordered = {}
-    for technique in ("ckpt-every-block", "hf-checkpointing", "ckpt-every-k", "offload-cpu"):
-        model = copy.deepcopy(base)
-        bt.apply(model, technique)
-        ordered[technique] = bt.measure_grads(model, batch, technique)[1]
     assert ordered["ckpt-every-block"].bytes == ordered["hf-checkpointing"].bytes < ordered["ckpt-every-k"].bytes
     assert ordered["offload-cpu"].bytes == 0 and ordered["offload-cpu"].offloaded_bytes >= ref_saved.bytes
 
