@@ -97,13 +97,15 @@ class PageStore:
 
     def _write_back(self, page: int, slot: int) -> None:
         if page in self.dirty:
-            self.backing[:, page].copy_(self.slots[slot])  # synchronous: the slot is reused next
+            for half in (0, 1):  # contiguous copies; synchronous: the slot is reused next
+                self.backing[half, page].copy_(self.slots[slot, half])
             self.dirty.discard(page)
             self.stats["page_outs"] += 1
             self._drop_from_rss(page)
 
     def _load(self, page: int, slot: int) -> None:
-        self.slots[slot].copy_(self.backing[:, page], non_blocking=self.stream is not None)
+        for half in (0, 1):  # pinned -> device copies are asynchronous on CUDA
+            self.slots[slot, half].copy_(self.backing[half, page], non_blocking=self.stream is not None)
         self._drop_from_rss(page)
 
     def prefetch(self, page: int) -> None:
