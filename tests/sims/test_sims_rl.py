@@ -76,7 +76,8 @@ def test_bench_rl_smoke(run_lab, tmp_path):
     run = tmp_path / "bench"
     run_lab("bench", "rl", "--env", ENV, "--frames", "2048", "seeds=[0]", "--output", str(run))
     summary = json.loads((run / "summary.json").read_text())
-    assert [r["implementation"] for r in summary["runs"]] == ["lab", "sb3"]
+    assert [r["implementation"] for r in summary["runs"]] == ["lab", "sb3_matched", "sb3_zoo"]
     assert all(r["episodes"] > 0 and r["final_return"] is not None for r in summary["runs"])
     assert "CPU" in summary["hardware"] and (run / "bench_rl.png").is_file()
-    assert "| lab |" in (run / "report.md").read_text() and "| sb3 |" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "| lab |" in report and "| sb3_matched |" in report and "| sb3_zoo |" in report
