@@ -30,11 +30,14 @@ for module in (finetune, distill, bench, profile, serve, simulate, reproduce, de
 
 
 @app.command("ls")
-def ls(verb: Optional[str] = typer.Argument(None, help="Only this verb's recipes.")) -> None:
+def ls(
+    verb: Optional[str] = typer.Argument(None, help="Only this verb's recipes."),
+    markdown: bool = typer.Option(False, "--markdown", help="A markdown table (the README's)."),
+) -> None:
     """List every recipe by verb with a one-line description and an example command."""
     from labcli.commands.listing import list_recipes
 
-    list_recipes(verb)
+    list_recipes(verb, markdown)
 
 
 @app.command("cp")

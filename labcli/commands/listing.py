@@ -15,9 +15,15 @@ from labcli.errors import UserError
 console = Console()
 
 
-def list_recipes(verb: str | None) -> None:
+def list_recipes(verb: str | None, markdown: bool = False) -> None:
     if verb is not None and verb not in registry.VERBS:
         raise UserError(f"unknown verb '{verb}'", f"one of: {', '.join(registry.VERBS)}")
+    if markdown:  # the README's table is this output
+        print("| verb | recipe | what it does | example |\n|---|---|---|---|")
+        for v in [verb] if verb else registry.VERBS:
+            for r in registry.recipes_for(v):
+                print(f"| {v} | {r.name} | {r.description} | `{r.command}` |")
+        return
     table = Table(title="lab recipes", show_lines=False)
     table.add_column("verb", style="bold cyan")
     table.add_column("recipe", style="bold")

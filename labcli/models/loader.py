@@ -74,4 +74,18 @@ def load_model(
                             "pass a local path or a tiny-* preset, or set LAB_ONLINE=1 to download") from None
         raise UserError(f"could not load model '{name}': {str(exc).splitlines()[0][:160]}",
                         "check the name or path") from None
+    if quantize_4bit:
+        keep_trainable_4bit_layout(model)
     return LoadedModel(model, tokenizer, source, task, {"name": name, "quantized": "nf4" if quantize_4bit else None})
+
+
+def keep_trainable_4bit_layout(model) -> None:
+    """Stop bitsandbytes (>= 0.48) from repacking NF4 weights into its CPU inference layout.
+
+    On CPUs with AVX512-BF16 an eval-mode forward converts the weight in place, one way; the next
+    training step then runs the inference kernel and fails (or would compute in bf16). QLoRA
+    alternates train and eval, so the layout must stay the trainable one.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False

@@ -25,24 +25,11 @@ def prepare_for_method(model, method: Method, lora: LoraSettings, task: str):
 
         if method == "qlora":
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-            keep_trainable_4bit_layout(model)
         config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             target_modules=lora.target_modules,
                             task_type="SEQ_2_SEQ_LM" if task == "seq2seq" else "CAUSAL_LM")
         model = get_peft_model(model, config)
     return model, parameter_report(model)
-
-
-def keep_trainable_4bit_layout(model) -> None:
-    """Stop bitsandbytes (>= 0.48) from repacking NF4 weights into its CPU inference layout.
-
-    On CPUs with AVX512-BF16 an eval-mode forward converts the weight in place, one way; the next
-    training step then runs the inference kernel and fails (or would compute in bf16). QLoRA
-    alternates train and eval, so the layout must stay the trainable one.
-    """
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
 
 
 def parameter_report(model) -> dict:

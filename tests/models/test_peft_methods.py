@@ -21,6 +21,9 @@ def batch(tok):
 
 def test_qlora_base_is_nf4_and_only_lora_trains(lab_home):
     loaded = tiny(quantize_4bit=True)
+    loaded.model.eval()  # an eval-mode forward first (the untrained baseline) must not break training
+    with torch.no_grad():
+        loaded.model(**batch(loaded.tokenizer))
     model, report = prepare_for_method(loaded.model, "qlora", LoraSettings(r=4), "seq2seq")
     linears = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
     assert linears and all(type(m.weight).__name__ == "Params4bit" for m in linears)
