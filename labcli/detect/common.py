@@ -42,7 +42,7 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
     """Rows of dicts -> a GitHub markdown table (floats to 4 decimals)."""
     if not rows:
         return "_(no rows)_\n"
-    columns = list(columns or rows[0].keys())
+    columns = list(columns or dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
     for row in rows:
         lines.append("| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |")

@@ -1,0 +1,159 @@
+"""The small MNIST CNN, its training loop (optionally PGD-adversarial), and white-box evasion attacks.
+
+Attacks work on images in [0, 1]: FGSM (Goodfellow et al.), PGD with random start in L-inf and L2
+(Madry et al.), and Carlini-Wagner L2 (tanh box, Adam, fixed c). All are batched and deterministic under a seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    """conv16-conv32-fc128-fc10 (width=16) (no batch norm, so Opacus can train it too)."""
+
+    def __init__(self, channels: int = 1, classes: int = 10, width: int = 16, side: int = 28):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.fc1 = nn.Linear(2 * width * (side // 4) ** 2, 128)
+        self.fc2 = nn.Linear(128, classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations (what activation clustering and spectral signatures look at)."""
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.relu(self.fc1(x.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.features(x))
+
+
+def batches(n: int, size: int, generator: torch.Generator | None = None):
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    return order.split(size)
+
+
+def train_model(model, X, y, *, epochs: int, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+                adversary=None, bar=None, label: str = "train"):
+    """Adam training; with `adversary(model, x, y) -> x_adv` each batch is replaced by its attacked copy."""
+    X, y = torch.as_tensor(X), torch.as_tensor(y)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * ((len(X) + batch_size - 1) // batch_size)
+    task = bar.add_task(label, total=steps) if bar is not None else None
+    for _ in range(epochs):
+        for idx in batches(len(X), batch_size, gen):
+            xb, yb = X[idx], y[idx]
+            if adversary is not None:
+                model.eval()
+                xb = adversary(model, xb, yb)
+            model.train()
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if bar is not None:
+                bar.advance(task)
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict(model, X, batch_size: int = 500) -> np.ndarray:
+    X = torch.as_tensor(X)
+    return torch.cat([model(X[i : i + batch_size]).argmax(1) for i in range(0, len(X), batch_size)]).numpy()
+
+
+def accuracy(model, X, y) -> float:
+    return float((predict(model, X) == np.asarray(y)).mean())
+
+
+def _grad(model, x, y):
+    x = x.clone().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y)
+    return torch.autograd.grad(loss, x)[0]
+
+
+def fgsm(model, x, y, eps: float):
+    if eps == 0:
+        return x
+    return (x + eps * _grad(model, x, y).sign()).clamp(0, 1).detach()
+
+
+def _l2_normalise(v):
+    return v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (v.dim() - 1))
+
+
+def _l2_project(delta, eps):
+    norms = delta.flatten(1).norm(dim=1).view(-1, *[1] * (delta.dim() - 1))
+    return delta * torch.clamp(eps / norms.clamp_min(1e-12), max=1.0)
+
+
+def pgd(model, x, y, eps: float, steps: int = 40, step_size: float | None = None, norm: str = "linf",
+        random_start: bool = True, generator: torch.Generator | None = None):
+    """Projected gradient descent on the cross-entropy (untargeted), random start inside the ball."""
+    if eps == 0:
+        return x
+    step_size = step_size or 2.5 * eps / steps
+    if random_start and norm == "linf":
+        delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+    elif random_start:
+        direction = _l2_normalise(torch.randn(x.shape, generator=generator))
+        radius = torch.rand(len(x), generator=generator).view(-1, *[1] * (x.dim() - 1)) * eps
+        delta = direction * radius
+    else:
+        delta = torch.zeros_like(x)
+    x_adv = (x + delta).clamp(0, 1)
+    for _ in range(steps):
+        g = _grad(model, x_adv, y)
+        if norm == "linf":
+            x_adv = x_adv + step_size * g.sign()
+            x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)
+        else:
+            x_adv = x_adv + step_size * _l2_normalise(g)
+            x_adv = (x + _l2_project(x_adv - x, eps)).clamp(0, 1)
+    return x_adv.detach()
+
+
+def carlini_wagner_l2(model, x, y, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01):
+    """CW-L2 (untargeted) with a fixed trade-off c: keeps, per image, the smallest successful perturbation."""
+    w = torch.atanh((x * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)).detach().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    best = x.clone()
+    best_l2 = torch.full((len(x),), float("inf"))
+    onehot = F.one_hot(y, 10).bool()
+    for _ in range(steps):
+        x_adv = (torch.tanh(w) + 1) / 2
+        logits = model(x_adv)
+        real = logits[onehot]
+        other = logits.masked_fill(onehot, -1e9).max(1).values
+        margin = torch.clamp(real - other, min=-kappa)
+        l2 = (x_adv - x).flatten(1).pow(2).sum(1)
+        loss = (l2 + c * margin).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            success = logits.argmax(1) != y
+            better = success & (l2.sqrt() < best_l2)
+            best_l2 = torch.where(better, l2.sqrt(), best_l2)
+            best[better] = x_adv[better].detach()
+    return best.detach(), best_l2
+
+
+def attack_accuracy(model, X, y, attack, batch_size: int = 250, bar=None, task=None) -> float:
+    """Accuracy of `model` on attack(model, x, y) over the whole set, in batches."""
+    X, y = torch.as_tensor(X), torch.as_tensor(y)
+    correct = 0
+    for i in range(0, len(X), batch_size):
+        xb, yb = X[i : i + batch_size], y[i : i + batch_size]
+        x_adv = attack(model, xb, yb)
+        with torch.no_grad():
+            correct += (model(x_adv).argmax(1) == yb).sum().item()
+        if bar is not None:
+            bar.advance(task)
+    return correct / len(X)
