@@ -24,7 +24,8 @@ def save_final_model(model, tokenizer, method: str, folder: Path, adapter_folder
         tmp = folder.with_name(f".{folder.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         if adapter_folder is not None and method != "full":
-            model.save_pretrained(str(adapter_folder))
+            embeddings_trained = model.get_input_embeddings().weight.requires_grad
+            model.save_pretrained(str(adapter_folder), save_embedding_layers=embeddings_trained)
         plain = model if sharded else merged_for_export(model, method)
         plain.save_pretrained(str(tmp), state_dict=state) if sharded else plain.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))

@@ -16,6 +16,8 @@ class LoraSettings(Section):
     alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, le=1)
     target_modules: str | list[str] = Field("all-linear", description="Modules to adapt (PEFT names)")
+    train_embeddings: bool = Field(False, description="Also train the (unquantized) token embeddings: "
+                                   "needed when the tokenizer is new, as with tiny-* presets")
 
 
 def prepare_for_method(model, method: Method, lora: LoraSettings, task: str):
@@ -29,6 +31,10 @@ def prepare_for_method(model, method: Method, lora: LoraSettings, task: str):
                             target_modules=lora.target_modules,
                             task_type="SEQ_2_SEQ_LM" if task == "seq2seq" else "CAUSAL_LM")
         model = get_peft_model(model, config)
+        if lora.train_embeddings:  # embeddings are never 4-bit; tied input/output share one matrix
+            for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
+                if emb is not None:
+                    emb.weight.requires_grad_(True)
     return model, parameter_report(model)
 
 

@@ -69,3 +69,11 @@ def test_merged_qlora_matches_adapter_model(lab_home):
         after = merged(**enc).logits
     assert not any(type(m).__name__ == "Linear4bit" for m in merged.modules())
     assert (before - after).abs().max().item() < 1e-4
+
+
+def test_train_embeddings_adds_only_the_embedding_matrix(lab_home):
+    loaded = tiny(quantize_4bit=True)
+    model, report = prepare_for_method(loaded.model, "qlora", LoraSettings(r=4, train_embeddings=True), "seq2seq")
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert [n for n in trainable if "lora_" not in n] == [n for n in trainable if "shared" in n or "embed" in n]
+    assert any("shared" in n or "embed" in n for n in trainable)
