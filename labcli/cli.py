@@ -74,9 +74,22 @@ def env(short: bool = typer.Option(False, "--short", help="Versions only, skip t
     print_env(short)
 
 
+def quiet_libraries() -> None:
+    """Hide library chatter that says nothing about the user's run (deprecations inside
+    transformers/peft, bitsandbytes' optional hub-kernel probe, which cannot work offline)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
 def main() -> None:
     """Entry point: user errors become one line and exit 2; --debug shows the traceback."""
     debug = "--debug" in sys.argv or os.environ.get("LAB_DEBUG") == "1"
+    if not debug:
+        quiet_libraries()
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     try:
