@@ -34,6 +34,8 @@ def torch_device(name: str):
 
 def fmt(value) -> str:
     if isinstance(value, float):
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.2g}"
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
     return str(value)
 

@@ -149,8 +149,11 @@ def run(cfg: Config, ctx) -> None:
         X_tr, y_tr = X_tr[: cfg.train_size], y_tr[: cfg.train_size]
     X_ev, y_ev = X_te[: cfg.eval_size], y_te[: cfg.eval_size]
     models = {}
+    if cfg.model:  # check the user's file before any progress bar is on screen
+        models["standard"], source = load_or_train(cfg, X_tr, y_tr, None)
     with common.progress() as bar:
-        models["standard"], source = load_or_train(cfg, X_tr, y_tr, bar)
+        if not cfg.model:
+            models["standard"], source = load_or_train(cfg, X_tr, y_tr, bar)
         if cfg.defend == "adv-train":
             gen = torch.Generator().manual_seed(cfg.seed)
             a = cfg.adv
