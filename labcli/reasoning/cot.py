@@ -44,7 +44,7 @@ class Config(RecipeConfig):
     vocab_size: int = Field(600, ge=100, description="Tokenizer size for tiny-* students")
     teacher_max_new_tokens: int = Field(256, ge=1, description="Tokens a teacher model may write per trace")
     teacher_batch_size: int = Field(8, ge=1, description="Prompts per teacher generation batch")
-    train: TrainConfig = TrainConfig(max_steps=600, batch_size=32, micro_batch_size=32, lr=3e-3, warmup_steps=30,
+    train: TrainConfig = TrainConfig(max_steps=400, batch_size=32, micro_batch_size=32, lr=3e-3, warmup_steps=30,
                                      save_every=200)
 
 
