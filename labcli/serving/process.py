@@ -31,7 +31,9 @@ def state_dir() -> Path:
 
 
 def port_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, as servers set: TIME_WAIT is no obstacle)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -71,6 +73,7 @@ class Server:
     endpoints: dict
     run_dir: str
     log: str
+    tmp_dir: str = ""  # a scratch folder to remove once the server is stopped
     started: float = field(default_factory=time.time)
 
     @property
@@ -113,8 +116,11 @@ def http_ok(url: str, headers: dict | None = None, timeout: float = 2.0, check=N
 
 
 def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float, what: str, hint: str,
-               headers: dict | None = None, check=None) -> float:
-    """Poll `url` until it answers 200; fail with the log's last lines if the process dies or times out."""
+               headers: dict | None = None, check=None, failed=None) -> float:
+    """Poll `url` until it answers 200; fail with the log's last lines if the process dies or times out.
+
+    `failed()` may return a message when the server is alive but cannot become ready (crash-looping workers).
+    """
     from rich.console import Console
 
     started = time.perf_counter()
@@ -125,6 +131,10 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float, what
                 raise UserError(f"{what} exited with code {proc.returncode} while starting: {last_error(log)}", hint)
             if http_ok(url, headers, check=check):
                 return time.perf_counter() - started
+            problem = failed() if failed else None
+            if problem:
+                stop_group(proc.pid)
+                raise UserError(f"{what} could not start: {problem[:300]}", hint)
             time.sleep(0.25)
     stop_group(proc.pid)
     raise UserError(f"{what} was not ready after {timeout:.0f}s: {last_error(log)}", f"see {log}; {hint}")
@@ -183,20 +193,38 @@ def reap(pid: int) -> None:
 
 
 def stop_server(server: Server) -> bool:
+    import shutil
+
     ok = stop_group(server.pgid)
     if ok:
         server.state_file.unlink(missing_ok=True)
+        if server.tmp_dir:
+            shutil.rmtree(server.tmp_dir, ignore_errors=True)
     return ok
 
 
 def serve_foreground(proc: subprocess.Popen, server: Server) -> None:
-    """Block until Ctrl-C (or the server dies), then stop the whole process group."""
+    """Block until Ctrl-C / SIGTERM (or the server dies), then stop the whole process group.
+
+    Our own handlers, installed here, decide what SIGINT and SIGTERM do: client libraries imported
+    for the smoke test (gevent, grpc) may have replaced Python's default SIGINT handling.
+    """
+    stop = {"signal": None}
+
+    def request_stop(signum, frame):
+        stop["signal"] = signum
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    print("serving; press Ctrl-C to stop", flush=True)
     try:
-        while proc.poll() is None:
-            time.sleep(0.5)
-        print(f"{server.backend} exited with code {proc.returncode}: {last_error(Path(server.log))}")
-    except KeyboardInterrupt:
-        print(f"stopping {server.backend} ...")
+        while proc.poll() is None and stop["signal"] is None:
+            time.sleep(0.2)
+        if stop["signal"] is None:
+            print(f"{server.backend} exited with code {proc.returncode}: {last_error(Path(server.log))}", flush=True)
+        else:
+            print(f"stopping {server.backend} ...", flush=True)
     finally:
         left = not stop_server(server)
-        print(f"{server.backend} stopped" + (" (some processes did not exit!)" if left else ", no process left"))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print(f"{server.backend} stopped" + (" (some processes did not exit!)" if left else ", no process left"), flush=True)

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from pydantic import Field
@@ -115,6 +116,19 @@ def read_keys(folder: Path, proc, log: Path, timeout: float) -> dict:
     raise UserError(f"TorchServe wrote no token file {path}", "see ts_log in the run folder")
 
 
+def worker_failure(run_dir: Path) -> str | None:
+    """The worker's error once it has died three times (TorchServe would retry with back-off for minutes)."""
+    log = run_dir / "ts_log" / "model_log.log"
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if text.count("Traceback (most recent call last)") < 3:
+        return None
+    errors = [ln.split("MODEL_LOG - ", 1)[-1] for ln in text.splitlines() if "Error" in ln or "error" in ln]
+    return errors[-1] if errors else "the model worker keeps crashing"
+
+
 def start_torchserve(cfg, source: Source, run_dir: Path, name: str, batch_size: int | None = None):
     """Archive, configure and start TorchServe; wait until the model's workers are ready."""
     java_check()
@@ -127,8 +141,8 @@ def start_torchserve(cfg, source: Source, run_dir: Path, name: str, batch_size: 
     props = run_dir / "config.properties"
     write_properties(props, cfg, store, source.name, cfg.port)
     log = run_dir / "server.log"
-    tmp = run_dir / "tmp"
-    tmp.mkdir(exist_ok=True)
+    # Short: workers put AF_UNIX sockets here (108-byte path limit); also holds TorchServe's pid file.
+    tmp = Path(tempfile.mkdtemp(prefix="lab-ts-"))
     env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(run_dir / "ts_log"),
            "METRICS_LOCATION": str(run_dir / "ts_log")}
     torchserve = Path(sys.executable).parent / "torchserve"
@@ -139,7 +153,7 @@ def start_torchserve(cfg, source: Source, run_dir: Path, name: str, batch_size: 
                  "metrics": f"http://{cfg.host}:{cfg.port + 2}/metrics", "grpc": f"{cfg.host}:{cfg.port + 3}",
                  "predict": f"http://{cfg.host}:{cfg.port}/predictions/{source.name}", "key_file": str(run_dir / "key_file.json")}
     server = process.Server(name=name, backend="torchserve", pid=proc.pid, pgid=proc.pid, endpoints=endpoints,
-                            run_dir=str(run_dir), log=str(log))
+                            run_dir=str(run_dir), log=str(log), tmp_dir=str(tmp))
     server.save()
     (run_dir / "key_file.json").unlink(missing_ok=True)
     try:
@@ -150,7 +164,7 @@ def start_torchserve(cfg, source: Source, run_dir: Path, name: str, batch_size: 
         auth = {"Authorization": f"Bearer {keys['management']}"}
         ready_s = process.wait_ready(proc, f"{endpoints['management']}/models/{source.name}", log, cfg.ready_timeout,
                                      "TorchServe model", "see ts_log/ in the run folder", headers=auth,
-                                     check=lambda body: '"READY"' in body)
+                                     check=lambda body: '"READY"' in body, failed=lambda: worker_failure(run_dir))
     except BaseException:
         process.stop_server(server)
         raise
@@ -195,7 +209,6 @@ def run(cfg: Config, ctx: Run) -> None:
     if cfg.detach:
         print(f"running in the background (pid {server.pid}); stop it with: lab serve stop --name {server.name}")
         return
-    print("serving; press Ctrl-C to stop")
     process.serve_foreground(proc, server)
 
 

@@ -188,7 +188,6 @@ def run(cfg: Config, ctx: Run) -> None:
     if cfg.detach:
         print(f"running in the background (pid {server.pid}); stop it with: lab serve stop --name {server.name}")
         return
-    print("serving; press Ctrl-C to stop")
     process.serve_foreground(proc, server)
 
 
