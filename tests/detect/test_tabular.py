@@ -68,8 +68,7 @@ def test_phishing_tree_models(run_lab, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (("intrusion", "data=no_such_set"), ["unknown data set 'no_such_set'"]),
-    (("intrusion", "supervised=[svm9]"), ["unknown supervised model 'svm9'"]),
-    (("spam", "models=[bert-large]"), ["unknown spam model"]),
+    (("spam", "models=[bert-large]"), ["unknown spam model 'bert-large'"]),
 ])
 def test_bad_names_fail_with_one_line(run_lab, args, words):
     assert_one_line_error(run_lab("detect", *args, check=False), *words)
@@ -79,7 +78,26 @@ def test_wrong_feature_count_fails_with_one_line(run_lab, tmp_path):
     bad = tmp_path / "ten_columns.csv"
     bad.write_text(",".join(f"f{i}" for i in range(10)) + "\n" + ",".join("1" for _ in range(10)) + "\n")
     assert_one_line_error(run_lab("detect", "phishing", f"data={bad}", check=False), "has 10 columns", "needs 31")
-    assert_one_line_error(run_lab("detect", "intrusion", f"data={bad}", "unsupervised=[]", check=False), "needs 43")
+
+
+def test_loaders_and_names_raise_user_errors(tmp_path):
+    """The same checks in-process (no CLI start-up): wrong column counts, unreadable files, bad labels and names."""
+    from labcli.detect import common, datasets
+    from labcli.errors import UserError
+
+    bad = tmp_path / "ten_columns.csv"
+    bad.write_text(",".join("1" for _ in range(10)) + "\n")
+    with pytest.raises(UserError, match="needs 43"):
+        datasets.load_nsl_kdd("test", str(bad))
     binary = tmp_path / "binary.tsv"
     binary.write_bytes(b"\xff\xfe\x00\x81garbage\x00")
-    assert_one_line_error(run_lab("detect", "spam", f"data={binary}", check=False), "error:")
+    with pytest.raises(UserError, match="cannot read|columns|label"):
+        datasets.load_sms_spam(str(binary))
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("ham\thello\nmaybe\tworld\n")
+    with pytest.raises(UserError, match="label 'maybe'"):
+        datasets.load_sms_spam(str(labels))
+    with pytest.raises(UserError, match="unknown data set"):
+        datasets.load_phishing("uci_phish")
+    with pytest.raises(UserError, match="unknown supervised model 'svm9'"):
+        common.choose(["tree", "svm9"], ["tree", "forest"], "supervised model")
