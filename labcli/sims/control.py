@@ -27,7 +27,8 @@ class JointPID:
         self.tau_max = np.asarray(tau_max, dtype=float)
         self.dt = dt
         self.feedforward = feedforward
-        self.i_limit = i_clamp * self.tau_max  # integral contribution never exceeds this share of the limit
+        # The integral term never exceeds `i_clamp` x the torque limit: |Ki ∫e| <= i_clamp tau_max.
+        self.i_bound = np.divide(i_clamp * self.tau_max, self.ki, out=np.zeros_like(self.ki), where=self.ki > 0)
         self.integral = np.zeros_like(self.kp)
         self.saturated = np.zeros(len(self.kp), dtype=bool)
 
@@ -39,13 +40,14 @@ class JointPID:
         raw = self.kp * error + self.kd * (qd_ref - qd) + self.ki * self.integral
         if self.feedforward:
             raw = raw + bias
-        tau = np.clip(raw, -self.tau_max, self.tau_max)
+        tau = np.minimum(np.maximum(raw, -self.tau_max), self.tau_max)  # np.clip is slower on tiny arrays
         self.saturated = tau != raw
-        pushing_further = self.saturated & (np.sign(error) == np.sign(raw))
-        self.integral += np.where(pushing_further, 0.0, error * self.dt)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            bound = np.where(self.ki > 0, self.i_limit / self.ki, 0.0)
-        np.clip(self.integral, -bound, bound, out=self.integral)
+        if self.saturated.any():
+            pushing_further = self.saturated & (error * raw > 0)
+            self.integral += np.where(pushing_further, 0.0, error * self.dt)
+        else:
+            self.integral += error * self.dt
+        np.minimum(np.maximum(self.integral, -self.i_bound, out=self.integral), self.i_bound, out=self.integral)
         return tau
 
 

@@ -37,6 +37,7 @@ class SafetyMonitor:
     estop_reason: str | None = None
     estop_time: float | None = None
     _was_saturated: np.ndarray | None = None
+    _any_was_saturated: bool = False
 
     def __post_init__(self) -> None:
         lo, hi = self.arm.spec.workspace
@@ -54,22 +55,24 @@ class SafetyMonitor:
     def check(self, t: float, q: np.ndarray, qd: np.ndarray, saturated: np.ndarray) -> bool:
         """Run every check; returns True when the e-stop has just been tripped."""
         names = self.arm.joint_names
-        if saturated.any() or self._was_saturated.any():
+        any_saturated = saturated.any()
+        if any_saturated or self._any_was_saturated:
             for j in np.flatnonzero(saturated & ~self._was_saturated):
                 self.events.append(SafetyEvent(t, "torque_saturation", f"{names[j]} at ±{self.arm.tau_max[j]:g} N·m", False))
             self._was_saturated = saturated.copy()
+            self._any_was_saturated = bool(any_saturated)
         if self.tripped:
             return False
         out = (q < self.q_lo) | (q > self.q_hi)
-        if out.any():
-            j = int(np.argmax(out))
-            return self.trip(t, "joint_position", f"{names[j]} at {q[j]:.4f} rad, outside [{self.q_lo[j]:.4f}, {self.q_hi[j]:.4f}] (limit minus {self.position_margin} rad margin)")
         fast = np.abs(qd) > self.qd_lim
-        if fast.any():
+        if (out | fast).any():  # one reduction for both joint checks in the common, safe case
+            if out.any():
+                j = int(np.argmax(out))
+                return self.trip(t, "joint_position", f"{names[j]} at {q[j]:.4f} rad, outside [{self.q_lo[j]:.4f}, {self.q_hi[j]:.4f}] (limit minus {self.position_margin} rad margin)")
             j = int(np.argmax(fast))
             return self.trip(t, "joint_velocity", f"{names[j]} at {qd[j]:.3f} rad/s, above {self.qd_lim[j]:.3f} rad/s ({self.velocity_margin:.0%} of the limit)")
         ee = self.arm.data.site_xpos[self.arm.ee_site_id]
-        if (ee < self.workspace_min).any() or (ee > self.workspace_max).any():
+        if ((ee < self.workspace_min) | (ee > self.workspace_max)).any():
             return self.trip(t, "workspace", f"end effector at {np.round(ee, 3).tolist()} m, outside the box {self.workspace_min.tolist()}..{self.workspace_max.tolist()}")
         if self.check_collisions:
             hit = self.collision()

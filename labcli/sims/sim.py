@@ -265,18 +265,21 @@ def settling_time(result: SimResult, reference: Reference, tol: float) -> float 
 
 
 def overshoot_pct(result: SimResult, reference: Reference) -> np.ndarray:
-    """Per joint: the worst excursion past a segment's goal, in % of that segment's move (moves > 0.05 rad)."""
+    """Per joint: the worst excursion past a segment's goal, in % of that segment's move (moves > 0.05 rad).
+
+    Measured from the segment's start for as long as the joint's reference stays at that goal.
+    """
     n = result.q.shape[1]
     worst = np.zeros(n)
-    bounds = reference.starts + [reference.end]
     for i, seg in enumerate(reference.segments):
         move = seg.q_goal - reference.sources[i]
-        t0 = bounds[i]
-        t1 = bounds[i + 2] if i + 2 < len(bounds) else result.t[-1] + 1 if len(result.t) else t0
-        window = (result.t >= t0) & (result.t < t1)
-        if not window.any():
-            continue
+        t_end = reference.starts[i] + seg.duration
         for j in np.flatnonzero(np.abs(move) > 0.05):
+            after = (result.t >= t_end) & (np.abs(result.q_ref[:, j] - seg.q_goal[j]) > 1e-9)
+            stop = result.t[after][0] if after.any() else np.inf
+            window = (result.t >= reference.starts[i]) & (result.t < stop)
+            if not window.any():
+                continue
             past = np.sign(move[j]) * (result.q[window, j] - seg.q_goal[j])
             worst[j] = max(worst[j], 100.0 * max(0.0, float(past.max())) / abs(move[j]))
     return worst
