@@ -75,7 +75,7 @@ def train(env_id: str, total_frames: int, seed: int, args: PPOArgs, agent: Agent
     agent = agent or Agent(n_actions)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-8)
     batch_size = args.num_envs * args.num_steps
-    num_updates = max(1, total_frames // batch_size)
+    num_updates = max(1, -(-total_frames // batch_size))  # round up, as SB3 does: at least total_frames frames
 
     obs_shape = envs.single_observation_space.shape
     obs_buf = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=torch.uint8)
