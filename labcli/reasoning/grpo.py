@@ -200,10 +200,8 @@ def run(cfg: Config, ctx: Run) -> None:
         r = lm.accuracy(model, tok, test_set, test_prompts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size)
         return {"test_accuracy": r["accuracy"], "test_format": r["format_rate"], "test_length": r["mean_length"]}
 
-    start_eval = None
     if start == 0:
-        start_eval = test_accuracy()
-        live.log(step=0, **start_eval)
+        live.log(step=0, **test_accuracy())
 
     G = cfg.group_size
     for step in range(start + 1, tc.max_steps + 1):
