@@ -173,7 +173,6 @@ def test_triton_user_errors(run_lab, seq2seq_run, tmp_path):
     finally:
         busy.close()
     one_line_error(run_lab("serve", "triton", "--run", str(tmp_path / "nope"), check=False), "run folder not found")
-    one_line_error(run_lab("serve", "torchserve", "--model", str(tmp_path), check=False), "--model")
     one_line_error(run_lab("serve", "onnx", check=False), "give exactly one of --run DIR or --model")
     one_line_error(run_lab("serve", "stop", "--name", "no-such-server", check=False), "no running server")
     docker = run_lab("serve", "triton", "--run", str(seq2seq_run), "--launcher", "docker", "--dry-run", "--port", "8500")
@@ -221,7 +220,7 @@ def test_torchserve_end_to_end(run_lab, seq2seq_run, eager_seq2seq, lab_home, tm
 # -- load test -------------------------------------------------------------------------------------
 
 def test_bench_serve_triton(run_lab, seq2seq_run, tmp_path):
-    run_lab("bench", "serve", "--run", str(seq2seq_run), "requests=12", "concurrency=[1,4]", "max_new_tokens=8")
+    run_lab("bench", "serve", "--run", str(seq2seq_run), "requests=12", "concurrency=[1,4]", "max_new_tokens=8")  # tiny load
     run = only_run(tmp_path)
     bench = json.loads((run / "bench.json").read_text())
     assert bench["errors"] == 0
@@ -229,4 +228,14 @@ def test_bench_serve_triton(run_lab, seq2seq_run, tmp_path):
         [(True, 1, 12), (True, 4, 12), (False, 1, 12), (False, 4, 12)]
     assert all(r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] for r in bench["rows"])
     assert (run / "bench.png").stat().st_size > 0 and "| on | 4 |" in (run / "report.md").read_text()
-    assert "bench-triton" not in " ".join(p.name for p in (run.parent.parent / "lab_home").glob("*"))
+
+
+def test_torchserve_without_java_says_what_to_install(monkeypatch):
+    from labcli.errors import UserError
+    from labcli.serving import torchserve
+
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(torchserve.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="Java") as err:
+        torchserve.java_check()
+    assert "openjdk-17" in err.value.hint
