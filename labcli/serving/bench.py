@@ -230,13 +230,14 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         sel = [r for r in rows if r["batching"] == on]
         if not sel:
             continue
-        label = "batching on" if on else "batching off"
+        label, color = ("batching on", "C0") if on else ("batching off", "C1")
         xs = [r["concurrency"] for r in sel]
-        left.plot(xs, [r["req_per_s"] for r in sel], marker="o", label=label)
+        left.plot(xs, [r["req_per_s"] for r in sel], marker="o", color=color, label=label)
         for q, style in (("p50_ms", "-"), ("p99_ms", ":")):
-            right.plot(xs, [r[q] for r in sel], style, marker="o", label=f"{label} {q[:3]}")
+            right.plot(xs, [r[q] for r in sel], style, marker="o", color=color, label=f"{label} {q[:3]}")
     for ax, ylabel in ((left, "requests / s"), (right, "latency (ms)")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r["concurrency"] for r in rows}), [str(c) for c in sorted({r["concurrency"] for r in rows})])
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
