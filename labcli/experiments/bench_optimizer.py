@@ -4,8 +4,9 @@ A cell is (optimizer, strategy). Every cell trains the same model on the same da
 engine's `train()`; `single` cells run in this process, `ddp` and `fsdp` cells in a worker
 launched as `lab bench --config worker-STRATEGY.yaml --nproc N` (torch.distributed.run, gloo on
 the CPU, NCCL on CUDA). Peak memory is reset before every cell (CUDA max allocated, or the RSS
-high-water mark on the CPU); tokens/s is the median over the steps after the first. Cells that cannot mean what their name says are labelled instead:
-bnb's paged optimizers fall back to plain ones on the CPU, and bnb cannot step FSDP2's DTensors.
+high-water mark on the CPU); tokens/s is the fastest step after the first. Cells that cannot mean
+what their name says are labelled instead: bnb's paged optimizers fall back to plain ones on the
+CPU, and bnb cannot step FSDP2's DTensors.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class Config(RecipeConfig):
     paged: bool = Field(False, description="Only the paged optimizers (bnb PagedAdamW, PagedAdamW8bit, "
                                            "lab-paged-adamw) plus the AdamW baseline")
     optimizers: str = Field(",".join(ALL), description="Comma-separated train.optimizer names to compare")
-    strategy: str = Field("single,ddp,fsdp", description="Comma-separated: single, ddp, fsdp (ddp/fsdp use `procs` processes)")
+    strategy: str = Field("single,ddp,fsdp",
+                          description="Comma-separated: single, ddp, fsdp (ddp/fsdp use `procs` processes)")
     model: str = Field("tiny-gpt2", description="tiny-gpt2, tiny-llama, a local model folder, or a cached hub id")
     width: int | None = Field(None, ge=16, description="Hidden size of a tiny-* preset (None: the preset's 128)")
     layers: int | None = Field(None, ge=1, description="Blocks of a tiny-* preset (None: the preset's 2)")
@@ -147,7 +149,8 @@ def run_cell(cfg: Config, ctx: Run, name: str, strategy: str, base_model, blocks
 
     _, world = distributed.world()
     cell = {"optimizer": name, "strategy": strategy, "processes": world, "status": "ok", "note": ""}
-    run = Run(dir=ctx.dir / "cells" / f"{strategy}-{name}", verb=ctx.verb, recipe=f"{ctx.recipe}:{strategy}-{name}", cfg=ctx.cfg)
+    run = Run(dir=ctx.dir / "cells" / f"{strategy}-{name}", verb=ctx.verb, recipe=f"{ctx.recipe}:{strategy}-{name}",
+              cfg=ctx.cfg)
     tc = TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size // world,
                      lr=cfg.lr, optimizer=name, strategy=strategy, schedule="constant", tensorboard=False)
     model = copy.deepcopy(base_model)
@@ -175,7 +178,8 @@ def run_cell(cfg: Config, ctx: Run, name: str, strategy: str, base_model, blocks
         resident, paged_out, where = state_bytes(result.optimizer)
         train_peak = max((r["peak_mem_mb"] for r in records if "peak_mem_mb" in r), default=None)
         cell.update(peak_memory_mb=train_peak, peak_growth_mb=train_peak - cell["memory_at_start_mb"],
-                    peak_with_checkpoint_mb=float(peak.item()), tokens_per_s=speeds[len(speeds) // 2],
+                    peak_with_checkpoint_mb=float(peak.item()), tokens_per_s=speeds[-1],
+                    tokens_per_s_median=speeds[len(speeds) // 2],
                     final_loss=result.final_loss, losses=[r["loss"] for r in records],
                     state_resident_mb=resident, state_paged_out_mb=paged_out, state_where=where)
         if name == "lab-paged-adamw":
@@ -212,9 +216,11 @@ def launch_worker(cfg: Config, ctx: Run, opts: list[str], strategy: str) -> list
     from labcli.engine import atomic
 
     folder, spec, log = ctx.dir / strategy, ctx.dir / f"worker-{strategy}.yaml", ctx.dir / f"worker-{strategy}.log"
-    data = {**cfg.model_dump(mode="json"), "strategy": strategy, "optimizers": ",".join(opts), "paged": False, "worker": True}
+    data = {**cfg.model_dump(mode="json"), "strategy": strategy, "optimizers": ",".join(opts), "paged": False,
+            "worker": True}
     atomic.write_text(spec, yaml.safe_dump(data, sort_keys=False))
-    cmd = [sys.executable, "-m", "labcli", "bench", "--config", str(spec), "--output", str(folder), "--nproc", str(cfg.procs)]
+    cmd = [sys.executable, "-m", "labcli", "bench", "--config", str(spec), "--output", str(folder),
+           "--nproc", str(cfg.procs)]
     with open(log, "w", encoding="utf-8") as fh:
         code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "LAB_NO_PROGRESS": "1"})
     result = folder / "cells.json"
@@ -238,8 +244,8 @@ def report(cfg: Config, ctx: Run, cells: list[dict], info: dict) -> None:
     from labcli.experiments.bench_util import delta, fmt, markdown_table
 
     compare(cells)
-    header = ["strategy", "optimizer", "peak memory (MB)", "growth in cell (MB)", "Δ", "tokens/s", "Δ", "state resident (MB)",
-              "state paged out (MB)", "final loss", "max \\|Δloss\\| vs AdamW", "note"]
+    header = ["strategy", "optimizer", "peak memory (MB)", "growth in cell (MB)", "Δ", "tokens/s", "Δ",
+              "state resident (MB)", "state paged out (MB)", "final loss", "max \\|Δloss\\| vs AdamW", "note"]
     rows = []
     for cell in cells:
         base = next((c for c in cells if c["strategy"] == cell["strategy"] and c["optimizer"] == "adamw"), {})
@@ -261,8 +267,9 @@ def report(cfg: Config, ctx: Run, cells: list[dict], info: dict) -> None:
         f"Hardware: {info['hardware']}. Model: {info['model']} ({info['parameters'] / 1e6:.2f} M parameters). "
         f"Batch: {info['batch']}. {cfg.steps} steps, constant lr {cfg.lr}. Peak memory: {info['peak_memory']} of rank 0, "
         f"reset before each cell, over the training steps (the engine's final checkpoint, which materialises every "
-        f"optimizer's full state, is in the JSON as peak_with_checkpoint_mb); growth in cell: that peak minus the memory in use when "
-        f"the cell started (earlier cells leave some behind), and its Δ; tokens/s: median step after the first. Optimizer state is per process (a shard "
+        f"optimizer's full state, is in the JSON as peak_with_checkpoint_mb); growth in cell: that peak minus the "
+        f"memory in use when the cell started (earlier cells leave some behind), and its Δ; tokens/s: the fastest step after the first "
+        f"(the least disturbed by other processes; the median is in the JSON). Optimizer state is per process (a shard "
         f"under fsdp): resident = in device memory (lab-paged-adamw: the most pages resident at once), paged out = in the "
         f"backing store only. "
         f"lab-paged-adamw: {cfg.page_kb} KB pages, {cfg.page_budget} MB budget. Δ is against adamw in the same strategy.\n\n"
@@ -281,7 +288,8 @@ def plot(cells: list[dict], ctx: Run) -> list[Path]:
     fig, axes = plt.subplots(1, len(strategies), figsize=(5 * len(strategies), 3.6), squeeze=False)
     for ax, strategy in zip(axes[0], strategies):
         for i, c in enumerate(c for c in cells if c["strategy"] == strategy and c.get("losses")):
-            ax.plot(range(1, len(c["losses"]) + 1), c["losses"], label=c["optimizer"], linestyle=("-", "--", ":", "-.")[i % 4])
+            style = ("-", "--", ":", "-.")[i % 4]  # equal curves stay visible on top of each other
+            ax.plot(range(1, len(c["losses"]) + 1), c["losses"], label=c["optimizer"], linestyle=style)
         ax.set_title(strategy)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
