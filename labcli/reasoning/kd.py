@@ -133,6 +133,8 @@ def measure(model, data, collate, device, n_latency: int) -> dict:
     tp = int(((pred == 1) & (labels == 1)).sum())
     f1 = 2 * tp / max(int((pred == 1).sum()) + int((labels == 1).sum()), 1)
     times = []
+    for d in data[:3]:  # warm-up
+        model(**{k: v.to(device) for k, v in collate([d]).items() if k != "labels"})
     for d in data[:n_latency]:
         batch = {k: v.to(device) for k, v in collate([d]).items() if k != "labels"}
         t0 = time.perf_counter()
