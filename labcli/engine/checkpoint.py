@@ -33,12 +33,13 @@ FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Full (gathered) state of the trainable parameters; empty on ranks > 0 under FSDP."""
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    # DCP names drop DDP's `module.` prefix; named_parameters() keeps it.
+    trainable = {n.removeprefix("module.") for n, p in model.named_parameters() if p.requires_grad}
     state = get_model_state_dict(model, options=FULL)
     keep, seen = {}, set()
     for name, tensor in state.items():
-        clean = name.replace("module.", "", 1) if name.startswith("module.") else name
-        if clean not in trainable and name not in trainable:
+        clean = name.removeprefix("module.")
+        if clean not in trainable:
             continue
         if tensor.data_ptr() in seen:  # tied weights: store once
             continue

@@ -153,52 +153,54 @@ def train(
     step = start
     profiler = StepProfiler(run, device, profile_steps) if profile_steps and rank == 0 else None
     wrapped.train()
-    for step in range(start + 1, cfg.max_steps + 1):
-        if profiler:
-            profiler.before(step - start)
-        step_t0 = time.perf_counter()
-        ids = batch_indices(step - 1, len(train_set), cfg.batch_size, seed)
-        loss_sum, n_tok = 0.0, 0
-        for a in range(accum):
-            lo = (a * size + rank) * cfg.micro_batch_size
-            batch = _to(collate([train_set[i] for i in ids[lo:lo + cfg.micro_batch_size]]), device)
-            sync = a == accum - 1 or strategy != "ddp"
-            with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast:
-                loss = loss_fn(forward, batch) / accum
-            loss.backward()
-            loss_sum += loss.item()
-            n_tok += _count_tokens(batch)
-        grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0
-                     else torch.tensor(0.0))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_total, tok_total = distributed.all_reduce_sum([loss_sum, float(n_tok)], device)
-        loss_value, tokens_seen = loss_total / size, tokens_seen + int(tok_total)
-        dt = time.perf_counter() - step_t0
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            live.log(step=step, loss=loss_value, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
-                     tokens_per_s=tok_total / dt, tokens=tokens_seen, peak_mem_mb=peak_memory_mb(device))
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
-            eval_loss = evaluate(wrapped, eval_set, collate, cfg, device, loss_fn) if eval_set else None
-            extra = on_eval(distributed.unwrap(wrapped), step) if on_eval else {}
-            if eval_loss is not None or extra:
-                live.log(step=step, eval_loss=eval_loss, **extra)
-            if eval_loss is not None and eval_loss < best - 1e-6:
-                best, bad_evals = eval_loss, 0
-            elif eval_loss is not None:
-                bad_evals += 1
-            stopped = bool(cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience)
-        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps or stopped:
-            save(step)
-        if profiler:
-            profiler.after(step - start)
-        if kill_at and step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if stopped:
-            live.note(f"early stopping at step {step}: no eval improvement in {bad_evals} evaluations")
-            break
-    live.close()
+    try:
+        for step in range(start + 1, cfg.max_steps + 1):
+            if profiler:
+                profiler.before(step - start)
+            step_t0 = time.perf_counter()
+            ids = batch_indices(step - 1, len(train_set), cfg.batch_size, seed)
+            loss_sum, n_tok = 0.0, 0
+            for a in range(accum):
+                lo = (a * size + rank) * cfg.micro_batch_size
+                batch = _to(collate([train_set[i] for i in ids[lo:lo + cfg.micro_batch_size]]), device)
+                sync = a == accum - 1 or strategy != "ddp"
+                with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast:
+                    loss = loss_fn(forward, batch) / accum
+                loss.backward()
+                loss_sum += loss.item()
+                n_tok += _count_tokens(batch)
+            grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0
+                         else torch.tensor(0.0))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_total, tok_total = distributed.all_reduce_sum([loss_sum, float(n_tok)], device)
+            loss_value, tokens_seen = loss_total / size, tokens_seen + int(tok_total)
+            dt = time.perf_counter() - step_t0
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                live.log(step=step, loss=loss_value, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
+                         tokens_per_s=tok_total / dt, tokens=tokens_seen, peak_mem_mb=peak_memory_mb(device))
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
+                eval_loss = evaluate(wrapped, eval_set, collate, cfg, device, loss_fn) if eval_set else None
+                extra = on_eval(distributed.unwrap(wrapped), step) if on_eval else {}
+                if eval_loss is not None or extra:
+                    live.log(step=step, eval_loss=eval_loss, **extra)
+                if eval_loss is not None and eval_loss < best - 1e-6:
+                    best, bad_evals = eval_loss, 0
+                elif eval_loss is not None:
+                    bad_evals += 1
+                stopped = bool(cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps or stopped:
+                save(step)
+            if profiler:
+                profiler.after(step - start)
+            if kill_at and step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if stopped:
+                live.note(f"early stopping at step {step}: no eval improvement in {bad_evals} evaluations")
+                break
+    finally:
+        live.close()
     return TrainResult(distributed.unwrap(wrapped), step, loss_value, eval_loss, tokens_seen,
                        time.perf_counter() - t0, peak_memory_mb(device), stopped, optimizer)
 

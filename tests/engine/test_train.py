@@ -69,3 +69,17 @@ def test_corrupt_checkpoint_is_one_line(run_lab, tmp_path):
     proc = run_lab(*TINY, "train.max_steps=4", "--output", str(out), "--resume", "auto", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: checkpoint ") and "is corrupt" in proc.stderr
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_resume_after_sigkill_is_exact(run_lab, tmp_path, strategy):
+    common = [*TINY, "train.max_steps=4", "train.save_every=2", "train.batch_size=8", "train.micro_batch_size=4",
+              f"train.strategy={strategy}", "--nproc", "2"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_lab(*common, "--output", str(straight))
+    proc = run_lab(*common, "--output", str(killed), env={"LAB_FAULT_KILL_AFTER_STEP": "2"}, check=False)
+    assert proc.returncode != 0 and not (killed / "summary.json").exists()
+    run_lab(*common, "--output", str(killed), "--resume", "auto")
+    wa, wb = load_file(str(straight / "model" / "model.safetensors")), load_file(str(killed / "model" / "model.safetensors"))
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-6
+    assert summary(killed)["final_loss"] == pytest.approx(summary(straight)["final_loss"], abs=1e-6)
