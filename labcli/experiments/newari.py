@@ -30,6 +30,7 @@ class EvalSettings(Section):
     batch_size: int = Field(64, ge=1, description="Sentences per generate() call")
     max_examples: int = Field(0, ge=0, description="Score at most N test sentences (0: all)")
     baseline: bool = Field(True, description="Also score the untrained model (greedy) for reference")
+    no_repeat_ngram_size: int = Field(0, ge=0, description="Forbid repeating any n-gram of this size (0: off)")
     worst_n: int = Field(5, ge=0, description="Worst sentences per domain in the report")
 
 
@@ -76,7 +77,8 @@ def load_splits(cfg: Config):
 def make_translator(cfg: Config, tokenizer):
     from labcli.experiments.translation import Translator
 
-    return Translator(tokenizer, cfg.task, cfg.prompt, cfg.max_source_len, cfg.max_target_len, cfg.src_lang, cfg.tgt_lang)
+    return Translator(tokenizer, cfg.task, cfg.prompt, cfg.max_source_len, cfg.max_target_len, cfg.src_lang,
+                      cfg.tgt_lang, cfg.eval.no_repeat_ngram_size)
 
 
 def train_one(cfg: Config, ctx: Run) -> None:

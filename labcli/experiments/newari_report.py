@@ -19,7 +19,8 @@ def _scores_table(groups: dict) -> str:
 
 
 def render(ctx, cfg, summary: dict) -> str:
-    parts = [f"# lab finetune newari: {summary.get('model')} ({summary.get('method')})", "", SILVER, ""]
+    parts = [f"# lab finetune newari: {summary.get('model')} ({summary.get('method')})", "", SILVER, "",
+             f"Decoding: max {cfg.max_target_len} new tokens, no_repeat_ngram_size {cfg.eval.no_repeat_ngram_size}.", ""]
     if "trainable_params" in summary:
         parts += ["## Training", "", _table(["trainable params", "total params", "weight bytes", "steps", "final loss",
                                              "eval loss", "tokens/s", "wall s", "peak memory MB"],

@@ -15,8 +15,9 @@ class Translator:
     """Everything that differs between a seq2seq and a causal translation model."""
 
     def __init__(self, tokenizer, task: str, prompt: str, max_source_len: int, max_target_len: int,
-                 src_lang: str | None = None, tgt_lang: str | None = None):
+                 src_lang: str | None = None, tgt_lang: str | None = None, no_repeat_ngram_size: int = 0):
         self.tok, self.task, self.prompt = tokenizer, task, prompt
+        self.no_repeat_ngram_size = no_repeat_ngram_size
         self.max_src, self.max_tgt = max_source_len, max_target_len
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         if task == "seq2seq" and src_lang and hasattr(tokenizer, "src_lang"):
@@ -54,7 +55,7 @@ class Translator:
 
     def generation_kwargs(self, num_beams: int) -> dict:
         kwargs = {"num_beams": num_beams, "do_sample": False, "max_new_tokens": self.max_tgt,
-                  "pad_token_id": self.tok.pad_token_id}
+                  "pad_token_id": self.tok.pad_token_id, "no_repeat_ngram_size": self.no_repeat_ngram_size}
         if self.task == "seq2seq" and self.tgt_lang:  # mBART-50: the first target token is the language code
             kwargs["forced_bos_token_id"] = self.tok.convert_tokens_to_ids(self.tgt_lang)
         return kwargs

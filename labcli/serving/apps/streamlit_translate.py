@@ -24,7 +24,8 @@ def load_translator(run_dir: str):
 
     cfg = yaml.safe_load(config) or {}
     translator = Translator(loaded.tokenizer, loaded.task, cfg.get("prompt", "{en}"), cfg.get("max_source_len", 64),
-                            cfg.get("max_target_len", 64), cfg.get("src_lang"), cfg.get("tgt_lang"))
+                            cfg.get("max_target_len", 64), cfg.get("src_lang"), cfg.get("tgt_lang"),
+                            (cfg.get("eval") or {}).get("no_repeat_ngram_size", 0))
     return translator, loaded.model, summary
 
 
