@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[test]"
+	bash labcli/serving/setup_triton_env.sh
+	bash labcli/detect/setup_audio.sh
 	touch $(STAMP)
 
 # The headline job on its embedded default (offline, CPU).
@@ -29,4 +31,4 @@ test: install
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-triton runs .pytest_cache
