@@ -74,15 +74,38 @@ def _one_line_error(proc, text):
 
 def test_bad_input_fails_with_one_line(run_lab, tmp_path):
     _one_line_error(run_lab("distill", "cot", "--task", "gsm9k", check=False), "unknown task 'gsm9k'")
-    _one_line_error(run_lab("distill", "cot", "--task", "arc", "--teacher", "gold", check=False), "no gold rationales")
-    _one_line_error(run_lab("distill", "cot", "--task", "gsm8k", "--teacher", "program", check=False), "teacher=program")
-    _one_line_error(run_lab("distill", "cot", "--teacher", str(tmp_path / "no-such-teacher"), "train_size=8", check=False),
-                    "no-such-teacher")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "2+2?", "answer": 4}\nnot json\n', encoding="utf-8")
     _one_line_error(run_lab("distill", "cot", "--task", str(bad), check=False), "line 2 is not valid JSON")
-    _one_line_error(run_lab("distill", "grpo", check=False, env={"LAB_RUNS": str(tmp_path / "empty")}),
-                    "no `lab distill cot` run")
+
+
+def test_bad_teachers_and_missing_start_model(tmp_path, monkeypatch):
+    from labcli.errors import UserError
+    from labcli.reasoning import cot, grpo
+    from labcli.reasoning.tasks import load_task
+
+    arc = load_task("arc", "train", n=4)
+    with pytest.raises(UserError, match="no gold rationales"):
+        cot.teacher_traces(cot.Config(entry="x", task="arc", teacher="gold"), arc, None)
+    with pytest.raises(UserError, match="teacher=program needs"):
+        cot.resolve_teacher(cot.Config(entry="x", task="gsm8k", teacher="program"))
+    with pytest.raises(UserError, match="teacher model folder not found"):
+        cot.resolve_teacher(cot.Config(entry="x", teacher=str(tmp_path / "no-such-teacher")))
+    monkeypatch.setenv("LAB_RUNS", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match="no `lab distill cot` run"):
+        grpo.resolve_init("auto")
+
+
+def test_bench_grpo_against_trl_smoke(run_lab, runs, tmp_path):
+    pytest.importorskip("trl")
+    run_lab("bench", "grpo", f"init={_only(runs, 'distill-cot-*') / 'model'}", "steps=2", "prompts_per_step=2",
+            "group_size=2", "test_size=4", "eval_every=1", "max_new_tokens=16", "--output", str(tmp_path / "bench"))
+    summary = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert set(summary["results"]) == {"lab", "trl"}
+    for side in ("lab", "trl"):
+        assert [s for s, _ in summary["curves"][side]] == [0, 1, 2]
+        assert summary["results"][side]["steps_per_s"] > 0
+    assert (tmp_path / "bench" / "bench.png").exists() and "| trl |" in (tmp_path / "bench" / "report.md").read_text()
 
 
 def test_grpo_resume_is_exact(run_lab, runs, tmp_path):
