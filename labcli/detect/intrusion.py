@@ -165,5 +165,5 @@ def run(cfg: Config, ctx) -> None:
         + "".join(f"![{p}]({p})\n\n" for p in plots)
         + "## What this data is and is not\n\nNSL-KDD is the de-duplicated 1998 DARPA/KDD'99 simulated traffic: real "
         "benchmark records, but old and synthetic-lab traffic. It is not evidence of performance on today's networks; "
-        "17 of its test attack types never appear in training, which is why the test split is hard.\n")
+        "18 attack types in KDDTest+ never appear in the 20 % training file, which is why the test split is hard.\n")
     print(common.markdown_table(sup_rows) + "\n" + common.markdown_table(unsup_rows))
