@@ -89,11 +89,17 @@ def token_logprobs(model, sequences, attention_mask, prompt_len: int, with_entro
 
 
 def accuracy(model, tokenizer, examples: list[Example], prompts: list[str], *, max_new_tokens: int,
-             batch_size: int = 64, progress=None) -> dict:
+             batch_size: int = 64, label: str = "evaluating") -> dict:
     """Greedy decoding on every example: accuracy, format rate, mean completion length."""
+    import os
+
+    from rich.progress import track
+
     correct = formatted = length = 0.0
     samples = []
-    for lo in range(0, len(examples), batch_size):
+    batches = range(0, len(examples), batch_size)
+    quiet = os.environ.get("LAB_NO_PROGRESS") == "1" or len(batches) < 3
+    for lo in (batches if quiet else track(batches, description=label, transient=True)):
         out = generate(model, tokenizer, prompts[lo:lo + batch_size], max_new_tokens=max_new_tokens)
         for ex, text, trunc, n in zip(examples[lo:lo + batch_size], out.texts, out.truncated, out.lengths.tolist()):
             correct += rewards.correctness_reward(text, ex)
@@ -101,8 +107,6 @@ def accuracy(model, tokenizer, examples: list[Example], prompts: list[str], *, m
             length += n
             if len(samples) < 3:
                 samples.append({"question": ex.question, "gold": ex.answer, "completion": text.strip()})
-        if progress is not None:
-            progress()
     n = max(len(examples), 1)
     return {"accuracy": correct / n, "format_rate": formatted / n, "mean_length": length / n, "n": len(examples),
             "samples": samples}
