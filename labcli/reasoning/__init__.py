@@ -1,0 +1,1 @@
+"""Reasoning distillation: the arithmetic generator, shipped benchmarks, rewards, CoT SFT, GRPO/DAPO, KD."""
