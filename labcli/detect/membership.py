@@ -43,10 +43,11 @@ def attack_features(model, X, y) -> np.ndarray:
 
     with torch.no_grad():
         logits = torch.cat([model(torch.from_numpy(X[i : i + 500])) for i in range(0, len(X), 500)])
-    p = logits.softmax(1).numpy()
-    p_true = p[np.arange(len(y)), y]
-    loss = -np.log(np.clip(p_true, 1e-12, None))
-    entropy = -(p * np.log(np.clip(p, 1e-12, None))).sum(1)
+    logp = logits.double().log_softmax(1).numpy()  # float64 log-softmax: tiny member losses must not round to 0
+    p = np.exp(logp)
+    loss = -logp[np.arange(len(y)), y]
+    p_true = np.exp(-loss)
+    entropy = -(p * logp).sum(1)
     return np.stack([loss, p_true, p.max(1), entropy], 1)
 
 
