@@ -8,6 +8,7 @@ the resolved config. Everything but the weights is loaded with `weights_only=Tru
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -137,10 +138,8 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
     return state
 
 
-def read_metrics_until(path: Path, step: int) -> None:
+def truncate_metrics(path: Path, step: int) -> None:
     """Drop metrics logged after `step` (they are recomputed on resume), atomically."""
-    rows = [r for r in atomic.read_jsonl(path) if r.get("step", 0) <= step]
     if Path(path).exists():
-        import json
-
+        rows = [r for r in atomic.read_jsonl(path) if r.get("step", 0) <= step]
         atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

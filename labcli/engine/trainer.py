@@ -136,7 +136,8 @@ def train(
     if run.resume_from is not None:
         state = checkpoint.load(run.resume_from, wrapped, optimizer, scheduler)
         start, best, bad_evals, tokens_seen = state["step"], state["best"], state["bad_evals"], state["tokens"]
-        checkpoint.read_metrics_until(run.metrics_path, start) if rank == 0 else None
+        if rank == 0:
+            checkpoint.truncate_metrics(run.metrics_path, start)
 
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                 else contextlib.nullcontext())

@@ -192,7 +192,7 @@ def run(cfg: Config, ctx: Run) -> None:
     start = 0
     if ctx.resume_from is not None:
         start = checkpoint.load(ctx.resume_from, model, optimizer, scheduler)["step"]
-        checkpoint.read_metrics_until(ctx.metrics_path, start)
+        checkpoint.truncate_metrics(ctx.metrics_path, start)
     live = LiveLog(ctx, tc, total=tc.max_steps, start=start, enabled=True)
     test_prompts = [rewards.prompt(ex) for ex in test_set]
 
