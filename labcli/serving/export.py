@@ -1,7 +1,9 @@
 """Export a Hugging Face model to an ONNX bundle with `torch.onnx.export(dynamo=True)` and check it.
 
 seq2seq models become encoder.onnx + decoder.onnx (so greedy decoding runs the encoder once);
-causal LMs become model.onnx. Batch and sequence axes stay dynamic. Every export is checked
+causal LMs become model.onnx. Batch and sequence axes stay dynamic. The graphs return the
+next-token logits (LM head on the last position only): greedy decoding needs nothing else, and
+projecting every position onto the vocabulary dominated each step's cost. Every export is checked
 against the eager model (max |logits difference| <= 1e-4 and identical greedy text) before use,
 and cached under LAB_HOME/serving/onnx/ keyed by the model files, so serving a run twice is fast.
 """
@@ -12,6 +14,7 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from labcli.engine import atomic
@@ -21,7 +24,7 @@ from labcli.serving.source import Source
 
 TOLERANCE = 1e-4
 SAMPLE_TEXTS = ["hello world", "how are you", "thank you very much", "where is the temple"]
-FORMAT = 2  # bump when the bundle layout changes
+FORMAT = 3  # bump when the bundle layout changes
 
 
 def load_eager(source: Source):
@@ -122,15 +125,38 @@ def export_graphs(folder: Path, task: str, model, tokenizer) -> None:
         program.save(str(folder / name))
 
     EncoderLogits, DecoderLogits, CausalLogits = wrappers()
-    if task == "seq2seq":
-        encoder, decoder = EncoderLogits(model), DecoderLogits(model)
-        export(encoder, (ids, mask), "encoder.onnx", ["input_ids", "attention_mask"], ({0: batch, 1: seq}, {0: batch, 1: seq}))
-        hidden = encoder(ids, mask)
-        dec_ids = torch.tensor([[model.generation_config.decoder_start_token_id or 0] * 3] * ids.shape[0])
-        export(decoder, (dec_ids, hidden, mask), "decoder.onnx", ["decoder_input_ids", "encoder_hidden_states", "attention_mask"],
-               ({0: batch, 1: dec}, {0: batch, 1: seq}, {0: batch, 1: seq}))
-    else:
-        export(CausalLogits(model), (ids, mask), "model.onnx", ["input_ids", "attention_mask"], ({0: batch, 1: seq}, {0: batch, 1: seq}))
+    with last_position_head(model):
+        if task == "seq2seq":
+            encoder, decoder = EncoderLogits(model), DecoderLogits(model)
+            export(encoder, (ids, mask), "encoder.onnx", ["input_ids", "attention_mask"], ({0: batch, 1: seq}, {0: batch, 1: seq}))
+            hidden = encoder(ids, mask)
+            dec_ids = torch.tensor([[model.generation_config.decoder_start_token_id or 0] * 3] * ids.shape[0])
+            export(decoder, (dec_ids, hidden, mask), "decoder.onnx", ["decoder_input_ids", "encoder_hidden_states", "attention_mask"],
+                   ({0: batch, 1: dec}, {0: batch, 1: seq}, {0: batch, 1: seq}))
+        else:
+            export(CausalLogits(model), (ids, mask), "model.onnx", ["input_ids", "attention_mask"],
+                   ({0: batch, 1: seq}, {0: batch, 1: seq}))
+
+
+@contextmanager
+def last_position_head(model):
+    """Temporarily make the model's LM head project only the last position (restored afterwards)."""
+    import torch
+
+    class LastPosition(torch.nn.Module):
+        def __init__(self, head):
+            super().__init__()
+            self.head = head
+
+        def forward(self, hidden):
+            return self.head(hidden[:, -1:, :])
+
+    head = model.get_output_embeddings()
+    model.set_output_embeddings(LastPosition(head))
+    try:
+        yield
+    finally:
+        model.set_output_embeddings(head)
 
 
 def check_parity(folder: Path, model, tokenizer) -> dict:
@@ -169,13 +195,14 @@ def sample_tensors(model, tokenizer):
 
 
 def eager_logits(model, ids, mask, dec=None):
+    """Eager next-token logits [batch, 1, vocab] (the LM head still runs on every position)."""
     import torch
 
     with torch.no_grad():
         kwargs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
         if dec is not None:
             kwargs["decoder_input_ids"] = torch.from_numpy(dec)
-        return model(**kwargs, use_cache=False).logits.numpy()
+        return model(**kwargs, use_cache=False).logits[:, -1:, :].numpy()
 
 
 def eager_generate(model, tokenizer, texts: list[str], max_new_tokens: int) -> list[str]:

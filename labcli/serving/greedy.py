@@ -50,7 +50,7 @@ class OnnxGenerator:
 
     # -- tensors in, tensors out -------------------------------------------------------------
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, decoder_input_ids: np.ndarray | None = None) -> np.ndarray:
-        """The model's logits [batch, seq, vocab] for int64 id tensors, as the eager forward gives."""
+        """Next-token logits [batch, 1, vocab] for int64 id tensors (the last position of the eager forward)."""
         check_ids(input_ids, "input_ids", self.meta["vocab_size"])
         if attention_mask.shape != input_ids.shape:
             raise BadInput(f"attention_mask shape {list(attention_mask.shape)} != input_ids shape {list(input_ids.shape)}")

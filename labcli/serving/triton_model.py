@@ -3,7 +3,7 @@
 Runs inside Triton's Python-backend stub, in the numpy<2 environment, with greedy.py and the
 ONNX bundle beside it. Two kinds, set by the `kind` parameter in config.pbtxt:
   text:   TEXT (BYTES) -> TEXT (BYTES), greedy decoding; a dynamic batch is decoded together.
-  logits: input_ids, attention_mask[, decoder_input_ids] (INT64) -> logits (FP32);
+  logits: input_ids, attention_mask[, decoder_input_ids] (INT64) -> next-token logits (FP32, [batch, 1, vocab]);
           requests of equal shapes in a dynamic batch run as one onnxruntime call.
 A bad request gets an INVALID_ARG error (HTTP 400) and never takes the model down.
 """
