@@ -84,15 +84,16 @@ class ComputedTorque:
         return tau
 
 
-def quintic(q0: np.ndarray, q1: np.ndarray, duration: float, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Minimum-jerk interpolation from q0 to q1 (zero velocity and acceleration at both ends)."""
-    if duration <= 0:
-        return q1.copy(), np.zeros_like(q1), np.zeros_like(q1)
-    s = min(max(t / duration, 0.0), 1.0)
+def quintic(q0: np.ndarray, q1: np.ndarray, duration: float, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Minimum-jerk interpolation from q0 to q1 (zero velocity and acceleration at both ends).
+
+    `t` is an array of times since the segment start; returns (len(t), n) positions, velocities, accelerations.
+    """
+    delta = (q1 - q0)[None, :]
+    s = np.clip(np.asarray(t, dtype=float) / duration, 0.0, 1.0)[:, None]
     pos = 10 * s**3 - 15 * s**4 + 6 * s**5
     vel = (30 * s**2 - 60 * s**3 + 30 * s**4) / duration
     acc = (60 * s - 180 * s**2 + 120 * s**3) / duration**2
-    delta = q1 - q0
     return q0 + pos * delta, vel * delta, acc * delta
 
 

@@ -14,7 +14,7 @@ import mujoco
 import numpy as np
 
 from labcli.errors import UserError
-from labcli.sims.control import ComputedTorque, JointPID, quintic, quintic_duration, solve_ik  # noqa: F401
+from labcli.sims.control import ComputedTorque, JointPID, quintic, quintic_duration, solve_ik
 from labcli.sims.robots import Arm
 from labcli.sims.safety import SafetyMonitor
 from labcli.sims.tasks import Step
@@ -99,26 +99,6 @@ class Reference:
         self.end = t
         self.final = q
 
-    def index(self, t: float) -> int:
-        """The segment active at t (len(segments) after the end)."""
-        i = int(np.searchsorted(self.starts, t, side="right")) - 1
-        if i < 0:
-            return 0
-        if t >= self.end:
-            return len(self.segments)
-        return i
-
-    def __call__(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        i = self.index(t)
-        if i >= len(self.segments):
-            zero = np.zeros_like(self.final)
-            return self.final, zero, zero
-        seg = self.segments[i]
-        if self.interpolation == "step":
-            zero = np.zeros_like(seg.q_goal)
-            return seg.q_goal, zero, zero
-        return quintic(self.sources[i], seg.q_goal, seg.duration, t - self.starts[i])
-
     def sample(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """q_ref, q̇_ref, q̈_ref and the segment index at every time, computed once before the loop."""
         n = len(self.final)
@@ -131,11 +111,7 @@ class Reference:
             if self.interpolation == "step":
                 q[rows] = seg.q_goal
                 continue
-            s = (times[rows] - t0)[:, None] / seg.duration
-            delta = seg.q_goal - self.sources[i]
-            q[rows] = self.sources[i] + (10 * s**3 - 15 * s**4 + 6 * s**5) * delta
-            qd[rows] = (30 * s**2 - 60 * s**3 + 30 * s**4) / seg.duration * delta
-            qdd[rows] = (60 * s - 180 * s**2 + 120 * s**3) / seg.duration**2 * delta
+            q[rows], qd[rows], qdd[rows] = quintic(self.sources[i], seg.q_goal, seg.duration, times[rows] - t0)
         return q, qd, qdd, index
 
 

@@ -193,3 +193,13 @@ def test_llm_path_runs_a_local_model_and_its_answer_goes_through_the_grammar(tmp
     assert isinstance(answer, str)
     with pytest.raises(UserError, match="no such model folder"):
         text_to_task("go home", str(tmp_path / "missing"))
+
+
+def test_quintic_is_minimum_jerk_with_rest_to_rest_ends():
+    from labcli.sims.control import quintic
+
+    q0, q1 = np.array([0.0, 1.0]), np.array([1.0, -1.0])
+    q, qd, qdd = quintic(q0, q1, 2.0, np.array([0.0, 1.0, 2.0]))
+    assert np.allclose(q[0], q0) and np.allclose(q[2], q1) and np.allclose(q[1], (q0 + q1) / 2)
+    assert np.allclose(qd[[0, 2]], 0) and np.allclose(qdd[[0, 2]], 0)
+    assert np.allclose(qd[1], 1.875 * (q1 - q0) / 2.0)  # peak velocity of a minimum-jerk move
