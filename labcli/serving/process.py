@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -201,6 +202,16 @@ def stop_server(server: Server) -> bool:
         if server.tmp_dir:
             shutil.rmtree(server.tmp_dir, ignore_errors=True)
     return ok
+
+
+@contextmanager
+def stopped_on_error(server: Server):
+    """Stop the server's process group if anything (an error, Ctrl-C) interrupts the block."""
+    try:
+        yield
+    except BaseException:
+        stop_server(server)
+        raise
 
 
 def serve_foreground(proc: subprocess.Popen, server: Server) -> None:

@@ -174,25 +174,30 @@ def start_torchserve(cfg, source: Source, run_dir: Path, name: str, batch_size: 
 
 
 def run(cfg: Config, ctx: Run) -> None:
-    from labcli.serving.clients import post_json
-
     source = resolve(cfg.run, cfg.model)
     proc, server, keys = start_torchserve(cfg, source, ctx.dir, f"torchserve-{cfg.port}")
-    smoke = {}
-    try:
-        if cfg.smoke:
-            model, tokenizer = load_eager(source)
-            expected = eager_generate(model, tokenizer, SAMPLE_TEXTS[:1], cfg.max_new_tokens)[0]
-            status, body = post_json(server.endpoints["predict"], {"text": SAMPLE_TEXTS[0]},
-                                     {"Authorization": f"Bearer {keys['inference']}"})
-            got = json.loads(body).get("text") if status == 200 else None
-            smoke = {"input": SAMPLE_TEXTS[0], "status": status, "text": got, "eager": expected, "text_match": got == expected}
-            if got != expected:
-                raise UserError(f"smoke test: TorchServe answered {status} {body[:200]!r}, eager gives {expected!r}",
-                                f"see {server.log}")
-    except BaseException:
-        process.stop_server(server)
-        raise
+    with process.stopped_on_error(server):
+        smoke = smoke_test(source, server, keys, cfg.max_new_tokens) if cfg.smoke else {}
+        finish(cfg, ctx, source, server, smoke)
+    if not cfg.detach:
+        process.serve_foreground(proc, server)
+
+
+def smoke_test(source: Source, server: process.Server, keys: dict, max_new_tokens: int) -> dict:
+    """Translate a sample through the server and compare with transformers' greedy generate."""
+    from labcli.serving.clients import post_json
+
+    model, tokenizer = load_eager(source)
+    expected = eager_generate(model, tokenizer, SAMPLE_TEXTS[:1], max_new_tokens)[0]
+    status, body = post_json(server.endpoints["predict"], {"text": SAMPLE_TEXTS[0]}, {"Authorization": f"Bearer {keys['inference']}"})
+    got = json.loads(body).get("text") if status == 200 else None
+    if got != expected:
+        raise UserError(f"smoke test: TorchServe answered {status} {body[:200]!r}, eager gives {expected!r}", f"see {server.log}")
+    return {"input": SAMPLE_TEXTS[0], "status": status, "text": got, "eager": expected, "text_match": True}
+
+
+def finish(cfg: Config, ctx: Run, source: Source, server: process.Server, smoke: dict) -> None:
+    """Write the summary and report, print the endpoints."""
     summary = {"backend": "torchserve", "task": source.task, "model_dir": str(source.model_dir), "model": source.name,
                "endpoints": server.endpoints, "token_auth": True, "smoke": smoke, "detached": cfg.detach,
                "batch_size": cfg.batch_size, "workers": cfg.workers}
@@ -208,8 +213,6 @@ def run(cfg: Config, ctx: Run) -> None:
           f"-d '{{\"text\": \"hello world\"}}' {e['predict']}")
     if cfg.detach:
         print(f"running in the background (pid {server.pid}); stop it with: lab serve stop --name {server.name}")
-        return
-    process.serve_foreground(proc, server)
 
 
 def report(summary: dict) -> str:

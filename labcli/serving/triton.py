@@ -174,11 +174,15 @@ def run(cfg: Config, ctx: Run) -> None:
 
     log = ctx.path("server.log")
     proc, server = start_triton(cfg, repo, log, f"triton-{cfg.port}", ctx.dir)
-    try:
+    with process.stopped_on_error(server):
         smoke = smoke_test(server.endpoints, models, bundle) if cfg.smoke else {}
-    except BaseException:
-        process.stop_server(server)
-        raise
+        finish(cfg, ctx, source, server, models, smoke, repo)
+    if not cfg.detach:
+        process.serve_foreground(proc, server)
+
+
+def finish(cfg: Config, ctx: Run, source, server: process.Server, models: dict, smoke: dict, repo: Path) -> None:
+    """Write the summary and report, print the endpoints."""
     summary = {"backend": "triton", "task": source.task, "model_dir": str(source.model_dir), "models": models,
                "endpoints": server.endpoints, "repository": str(repo), "smoke": smoke, "detached": cfg.detach,
                "dynamic_batching": cfg.dynamic_batching, "max_batch_size": cfg.max_batch_size, "instances": cfg.instances}
@@ -187,8 +191,6 @@ def run(cfg: Config, ctx: Run) -> None:
     print_endpoints(server, models, smoke)
     if cfg.detach:
         print(f"running in the background (pid {server.pid}); stop it with: lab serve stop --name {server.name}")
-        return
-    process.serve_foreground(proc, server)
 
 
 def run_docker(cfg: Config, ctx: Run, repo: Path, models: dict) -> None:
