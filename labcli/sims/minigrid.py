@@ -51,6 +51,7 @@ class Config(RecipeConfig):
     eval_episodes: int = Field(20, description="evaluation episodes after training")
     eval_deterministic: bool = Field(False, description="PPO: evaluate the most likely action (default: sample the policy, as RL Zoo does on MiniGrid); DQN is always greedy")
     render: bool = Field(False, description="write episode.gif of one evaluation episode")
+    checkpoint_every: int = Field(10, description="PPO: write a resumable checkpoint every N updates (continue with --resume auto)")
     ppo: PPOSection = Field(default_factory=PPOSection)
     dqn: DQNSection = Field(default_factory=DQNSection)
 
@@ -75,6 +76,14 @@ def run(cfg: Config, ctx) -> None:
         network = ppo.Agent(ckpt["n_actions"]) if cfg.agent == "ppo" else dqn.QNetwork(ckpt["n_actions"])
         network.load_state_dict(ckpt["state_dict"])
     history: list[dict] = []
+    resume_state = None
+    if ctx.resume_from is not None:
+        if cfg.agent != "ppo":
+            raise UserError("--resume is supported for --agent ppo", "for dqn, start a new run from the saved agent with --load RUN")
+        resume_state = torch.load(ctx.resume_from / "state.pt", map_location="cpu", weights_only=True)
+        history = [{"frames": r["frames"], "return": r["episode_return"], "length": r["episode_length"]}
+                   for r in ctx.metrics() if "episode_return" in r and r["frames"] <= resume_state["frames"]]
+        print(f"resuming from {ctx.resume_from} (frame {resume_state['frames']})")
 
     def on_episode(frames: int, ep_return: float, length: int) -> None:
         history.append({"frames": frames, "return": ep_return, "length": length})
@@ -93,7 +102,9 @@ def run(cfg: Config, ctx) -> None:
                 args = ppo.PPOArgs(**cfg.ppo.model_dump())
                 if args.minibatch_size > args.num_envs * args.num_steps:
                     raise UserError(f"ppo.minibatch_size {args.minibatch_size} exceeds the rollout ({args.num_envs}x{args.num_steps})", "lower ppo.minibatch_size")
-                network = ppo.train(cfg.env, cfg.frames, cfg.seed, args, network, on_episode, on_update)
+                network = ppo.train(cfg.env, cfg.frames, cfg.seed, args, network, on_episode, on_update,
+                                    resume=resume_state, checkpoint=lambda state: save_checkpoint(ctx.dir, state),
+                                    checkpoint_every=max(1, cfg.checkpoint_every))
             else:
                 network = dqn.train(cfg.env, cfg.frames, cfg.seed, dqn.DQNArgs(**cfg.dqn.model_dump()), network, on_episode, on_update)
     train_s = time.perf_counter() - start
@@ -122,6 +133,25 @@ def run(cfg: Config, ctx) -> None:
     print(f"{cfg.agent} on {cfg.env}: {summary['eval_policy']} return {summary['eval_return_mean']:.3f} over {len(returns)} episodes, "
           f"last-20 training return {summary['train_return_last20']}, frames to 0.9: {summary['frames_to_return_0.9']}")
     print(f"run folder: {ctx.dir}")
+
+
+def save_checkpoint(run_dir, state: dict) -> None:
+    """checkpoints/step-NNNNNNNN/{state.pt, COMPLETE}; only the newest complete one is kept."""
+    import shutil
+
+    import torch
+
+    from labcli.engine import atomic
+
+    folder = run_dir / "checkpoints" / f"step-{state['frames']:08d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(folder / "state.pt")
+    atomic.write_text(folder / "COMPLETE", "")
+    for old in (run_dir / "checkpoints").glob("step-*"):
+        if old != folder:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def plot_learning(ctx, history: list[dict], cfg: Config) -> str:

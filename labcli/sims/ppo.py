@@ -67,8 +67,13 @@ class Agent(nn.Module):
 
 def train(env_id: str, total_frames: int, seed: int, args: PPOArgs, agent: Agent | None = None,
           on_episode: Callable[[int, float, int], None] | None = None,
-          on_update: Callable[[int, dict], None] | None = None) -> Agent:
-    """Train for `total_frames` env steps (all envs together). Calls on_episode(frames, return, length)."""
+          on_update: Callable[[int, dict], None] | None = None,
+          resume: dict | None = None, checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 10) -> Agent:
+    """Train for `total_frames` env steps (all envs together). Calls on_episode(frames, return, length).
+
+    Every `checkpoint_every` updates `checkpoint(state)` gets the agent and optimizer state and the
+    update count; passing such a state as `resume` continues from there (with freshly reset envs).
+    """
     seed_everything(seed)
     envs = make_vector_env(env_id, args.num_envs, seed)
     n_actions = int(envs.single_action_space.n)
@@ -76,6 +81,12 @@ def train(env_id: str, total_frames: int, seed: int, args: PPOArgs, agent: Agent
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-8)
     batch_size = args.num_envs * args.num_steps
     num_updates = max(1, -(-total_frames // batch_size))  # round up, as SB3 does: at least total_frames frames
+    first_update = 1
+    if resume is not None:
+        agent.load_state_dict(resume["agent"])
+        optimizer.load_state_dict(resume["optimizer"])
+        first_update = resume["update"] + 1
+        seed_everything(seed + resume["update"])  # a fresh, reproducible random stream for the rest
 
     obs_shape = envs.single_observation_space.shape
     obs_buf = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=torch.uint8)
@@ -85,8 +96,8 @@ def train(env_id: str, total_frames: int, seed: int, args: PPOArgs, agent: Agent
     next_obs, _ = envs.reset(seed=seed)
     next_obs = torch.as_tensor(next_obs)
     next_done = torch.zeros(args.num_envs)
-    frames = 0
-    for update in range(1, num_updates + 1):
+    frames = (first_update - 1) * batch_size
+    for update in range(first_update, num_updates + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (update - 1) / num_updates)
         start = time.perf_counter()
@@ -144,5 +155,7 @@ def train(env_id: str, total_frames: int, seed: int, args: PPOArgs, agent: Agent
             on_update(frames, {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
                                "entropy": entropy.mean().item(), "clip_frac": float(np.mean(clip_fracs)),
                                "fps": args.num_envs * args.num_steps / (time.perf_counter() - start)})
+        if checkpoint and (update % checkpoint_every == 0 or update == num_updates):
+            checkpoint({"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "update": update, "frames": frames})
     envs.close()
     return agent

@@ -81,3 +81,16 @@ def test_bench_rl_smoke(run_lab, tmp_path):
     assert "CPU" in summary["hardware"] and (run / "bench_rl.png").is_file()
     report = (run / "report.md").read_text()
     assert "| lab |" in report and "| sb3_matched |" in report and "| sb3_zoo |" in report
+
+
+def test_ppo_resume_continues_from_the_checkpoint(run_lab, tmp_path):
+    run = tmp_path / "resumable"
+    common = ("simulate", "minigrid", "--env", ENV, "ppo.num_envs=4", "ppo.num_steps=64", "ppo.minibatch_size=64",
+              "checkpoint_every=2", "eval_episodes=1", "--output", str(run))
+    run_lab(*common, "--frames", "512")
+    assert (run / "checkpoints" / "step-00000512" / "COMPLETE").exists()
+    proc = run_lab(*common, "--frames", "1024", "--resume", "auto")
+    assert "resuming from" in proc.stdout and "step-00000512" in proc.stdout
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00001024"]
+    updates = [json.loads(line)["frames"] for line in (run / "metrics.jsonl").read_text().splitlines() if "policy_loss" in line]
+    assert updates == [256, 512, 768, 1024]  # two updates, then two more after the resume
