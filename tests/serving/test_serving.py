@@ -38,6 +38,13 @@ def only_run(tmp_path: Path) -> Path:
     return run
 
 
+def fetch(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return resp.read().decode()
+
+
 def v2(text_or_dtype_inputs: list[dict]) -> bytes:
     return json.dumps({"inputs": text_or_dtype_inputs}).encode()
 
@@ -136,7 +143,7 @@ def test_triton_end_to_end(run_lab, seq2seq_run, eager_seq2seq, lab_home, tmp_pa
         assert status >= 400 and "parse" in text
         assert process.http_ok(f"http://127.0.0.1:{port}/v2/health/ready")
         assert TritonClient(summary["endpoints"], "http").text(text_model, TEXTS[:1]) == expected[:1]
-        metrics = subprocess.run(["curl", "-s", summary["endpoints"]["metrics"]], capture_output=True, text=True).stdout
+        metrics = fetch(summary["endpoints"]["metrics"])
         assert f'nv_inference_request_success{{model="{text_model}"' in metrics
     finally:
         assert_stopped(run_lab, name, pgid, lab_home)
@@ -211,8 +218,7 @@ def test_torchserve_end_to_end(run_lab, seq2seq_run, eager_seq2seq, lab_home, tm
             assert status == 400 and "error" in json.loads(text), (what, status, text)
         status, body = post_json(predict, {"text": TEXTS[1]}, auth)
         assert status == 200 and json.loads(body)["text"] == expected[1]
-        metrics = subprocess.run(["curl", "-s", summary["endpoints"]["metrics"]], capture_output=True, text=True).stdout
-        assert "ts_inference_requests_total" in metrics
+        assert "ts_inference_requests_total" in fetch(summary["endpoints"]["metrics"])
     finally:
         assert_stopped(run_lab, name, pgid, lab_home)
 
