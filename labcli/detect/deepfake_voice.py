@@ -6,7 +6,7 @@ deepfakes): Griffin-Lim resynthesis of each prompt's magnitude spectrogram, WORL
 and espeak-ng TTS of the transcript (the easy case). Every clip is silence-trimmed and loudness-normalised so
 length and level are no shortcut; train/test are split by prompt text; one fake type is held out of training;
 robustness is measured after G.711 mu-law re-coding. Detectors: LFCC statistics + logistic regression and the
-ASVspoof-style LFCC-GMM (log-likelihood ratio). Reported: accuracy, AUC and EER.
+ASVspoof-style LFCC-GMM (log-likelihood ratio), and a small CNN on LFCC patches. Reported: accuracy, AUC and EER.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from labcli.errors import UserError
 SOUNDS = Path("/usr/share/asterisk/sounds/en")
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 FAKES = ["griffin-lim", "world", "espeak"]
-DETECTORS = ["lfcc-logistic", "lfcc-gmm"]
+DETECTORS = ["lfcc-logistic", "lfcc-gmm", "lfcc-cnn"]
 RATE = 8000
 SETUP = "run labcli/detect/setup_audio.sh (apt: asterisk-core-sounds-en-wav asterisk-core-sounds-en espeak-ng)"
 
@@ -40,6 +40,7 @@ class Config(RecipeConfig):
     heldout_fakes: list[str] = Field(default_factory=lambda: ["world"], description="Fake types only seen at test time")
     detectors: list[str] = Field(default_factory=lambda: list(DETECTORS), description=f"Detectors: {DETECTORS}")
     gmm_components: int = Field(16, description="Gaussians per class for LFCC-GMM")
+    cnn_epochs: int = Field(10, description="Epochs of the small CNN on 40-frame LFCC crops")
     griffin_lim_iters: int = Field(32, description="Griffin-Lim phase-reconstruction iterations")
     score_file: str = Field("", description="Optional WAV to score with the trained detectors (P(fake))")
 
@@ -200,6 +201,44 @@ class GMMDetector:
         return 1 / (1 + np.exp(-(self.llr(frame_sets) - self.threshold)))
 
 
+class CNNDetector:
+    """A small CNN on 40x40 LFCC patches (40 frames = 0.4 s, 20 LFCC + 20 deltas); a clip's score is the mean
+    over its patches. Features are standardised with the training frames' mean and std."""
+
+    def __init__(self, epochs: int, seed: int, bar):
+        self.epochs, self.seed, self.bar = epochs, seed, bar
+
+    def crops(self, frames):
+        f = (frames - self.mu) / self.sd
+        if len(f) < 40:
+            f = np.pad(f, ((0, 40 - len(f)), (0, 0)))
+        return np.stack([f[i : i + 40] for i in range(0, len(f) - 39, 20)]).astype(np.float32)
+
+    def fit(self, frame_sets, y):
+        import torch
+
+        from labcli.detect.vision import SmallCNN, train_model
+
+        stacked = np.concatenate(frame_sets)
+        self.mu, self.sd = stacked.mean(0), stacked.std(0) + 1e-6
+        X, Y = [], []
+        for f, t in zip(frame_sets, y):
+            c = self.crops(f)
+            X.append(c)
+            Y += [t] * len(c)
+        torch.manual_seed(self.seed)
+        self.model = train_model(SmallCNN(classes=2, side=40), np.concatenate(X)[:, None], np.array(Y, dtype=np.int64),
+                                 epochs=self.epochs, seed=self.seed, bar=self.bar, label="LFCC CNN")
+        return self
+
+    def score(self, frame_sets):
+        import torch
+
+        with torch.no_grad():
+            return np.array([self.model(torch.from_numpy(self.crops(f)[:, None])).softmax(1)[:, 1].mean().item()
+                             for f in frame_sets])
+
+
 class LogisticDetector:
     def fit(self, frame_sets, y):
         from sklearn.linear_model import LogisticRegression
@@ -257,7 +296,8 @@ def run(cfg: Config, ctx) -> None:
         y_train = np.array(y_train)
         rows, detectors = [], {}
         for name in cfg.detectors:
-            det = GMMDetector(cfg.gmm_components, cfg.seed) if name == "lfcc-gmm" else LogisticDetector()
+            det = (GMMDetector(cfg.gmm_components, cfg.seed) if name == "lfcc-gmm" else
+                   CNNDetector(cfg.cnn_epochs, cfg.seed, bar) if name == "lfcc-cnn" else LogisticDetector())
             detectors[name] = det.fit(train_sets, y_train)
             for k in kinds:
                 for cond, source in (("clean", frames), ("mu-law re-coded", recoded)):

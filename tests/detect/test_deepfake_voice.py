@@ -17,7 +17,7 @@ needs_audio = pytest.mark.skipif(not HAVE_AUDIO, reason="asterisk-core-sounds-en
 def test_voice_detectors_on_real_prompts(run_lab, tmp_path):
     out = tmp_path / "dfv"
     real = "/usr/share/asterisk/sounds/en/activated.wav"
-    run_lab("detect", "deepfake-voice", "--output", str(out), "max_prompts=16", "griffin_lim_iters=4", "gmm_components=4",
+    run_lab("detect", "deepfake-voice", "--output", str(out), "max_prompts=16", "griffin_lim_iters=4", "gmm_components=4", "cnn_epochs=2",
             f"score_file={real}")
     s = json.loads((out / "summary.json").read_text())
     assert s["prompts"] == 16 and s["test_prompts"] == 5
@@ -25,7 +25,7 @@ def test_voice_detectors_on_real_prompts(run_lab, tmp_path):
     assert rows[("lfcc-logistic", "espeak", "clean")]["auc"] > 0.9  # TTS is the easy case
     assert rows[("lfcc-logistic", "world", "clean")]["seen in training"] == "held-out"
     assert all(0 <= r["eer"] <= 1 and 0 <= r["auc"] <= 1 for r in s["results"])
-    assert set(s["scored_file"]) == {"file", "lfcc-logistic", "lfcc-gmm"}
+    assert set(s["scored_file"]) == {"file", "lfcc-logistic", "lfcc-gmm", "lfcc-cnn"}
     assert (out / "lfcc_means.png").exists() and "synthetic" in (out / "report.md").read_text()
 
 
