@@ -99,9 +99,9 @@ def save(folder: Path, step: int, model, optimizer, scheduler, extra: dict, conf
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        for old in sorted(p for p in Path(folder).glob("step-*") if p != final)[:-keep_last or None]:
-            if keep_last > 0:
-                shutil.rmtree(old, ignore_errors=True)
+        older = sorted(p for p in Path(folder).glob("step-*") if p != final)
+        for old in older[: max(0, len(older) - (keep_last - 1))]:  # keep_last in all, this one included
+            shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
 

@@ -17,7 +17,8 @@ def summary(run_dir):
 
 def test_ten_steps_write_config_metrics_summary_checkpoint(run_lab, tmp_path):
     out = tmp_path / "run"
-    run_lab(*TINY, "train.max_steps=10", "train.eval_every=5", "train.tensorboard=true", "--output", str(out))
+    run_lab(*TINY, "train.max_steps=10", "train.eval_every=5", "train.save_every=3", "train.tensorboard=true",
+            "--output", str(out))
     assert (out / "config.yaml").read_text().startswith("entry: labcli.experiments.lm_finetune")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
@@ -29,6 +30,7 @@ def test_ten_steps_write_config_metrics_summary_checkpoint(run_lab, tmp_path):
     ckpt = out / "checkpoints" / "step-00000010"
     assert (ckpt / "COMPLETE").exists() and (ckpt / "model.safetensors").exists()
     assert (out / "model" / "config.json").exists() and (out / "report.md").exists() and (out / "loss.png").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000009", "step-00000010"]  # keep_last=2
     assert any((out / "tensorboard").iterdir())
 
 
