@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from labcli import registry
@@ -34,7 +35,7 @@ def list_recipes(verb: str | None, markdown: bool = False) -> None:
         if not recipes:
             table.add_row(v, "-", f"(no recipes yet) {registry.VERBS[v]}", "")
         for r in recipes:
-            table.add_row(v, r.name, r.description, r.command)
+            table.add_row(v, r.name, escape(r.description), escape(r.command))
     console.print(table)
 
 
@@ -61,13 +62,14 @@ def print_recipe_help(verb: str, name: str | None) -> None:
     recipe = registry.find(verb, name)
     data = recipe.raw
     module = registry.entry_module(data, str(recipe.path))
-    console.print(f"[bold]{recipe.command}[/bold]\n{recipe.description}\n")
+    console.print(f"[bold]{escape(recipe.command)}[/bold]\n{escape(recipe.description)}\n")
     table = Table(title=f"keys of {verb}/{name} (override with KEY=VALUE or --KEY VALUE)")
     for col in ("key", "type", "value in recipe", "meaning"):
         table.add_column(col)
     for key, type_name, default, doc in describe_fields(module.Config):
         value = _lookup(data, key)
-        table.add_row(key, type_name, default if value is None else repr(value), doc)
+        shown = default if value is None else repr(value)
+        table.add_row(*(escape(str(c)) for c in (key, type_name, shown, doc)))
     console.print(table)
 
 
