@@ -122,6 +122,17 @@ def train_one(cfg: Config, ctx: Run) -> None:
                "untrained": baseline, **scores}
     ctx.write_summary(summary)
     write_report(ctx, cfg, summary)
+    print_scores(ctx, summary)
+
+
+def print_scores(ctx: Run, summary: dict) -> None:
+    """The last lines a user sees: test scores per decoding, the untrained reference, where the report is."""
+    for decoding, s in summary["scores"].items():
+        a = s["by_domain"]["all"]
+        print(f"test ({a['n']} sentences, {decoding}): BLEU {a['bleu']}  chrF++ {a['chrf++']}  TER {a['ter']}")
+    if summary.get("untrained"):
+        print(f"untrained model (greedy): chrF++ {summary['untrained']['chrf++']}")
+    print(f"report: {ctx.path('report.md')}  (silver data: compare runs, don't over-read)")
 
 
 def test_subset(cfg: Config, test):
@@ -192,6 +203,7 @@ def evaluate_run(cfg: Config, ctx: Run) -> None:
     summary = {**{k: previous.get(k) for k in ("task", "model", "method")}, "rescored_run": str(src), **scores}
     ctx.write_summary(summary)
     ctx.write_report(render(ctx, cfg, summary))
+    print_scores(ctx, summary)
 
 
 def run_all(cfg: Config, ctx: Run) -> None:

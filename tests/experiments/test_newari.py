@@ -37,8 +37,9 @@ def test_eval_only_rescores_a_run(run_lab, tmp_path):
     src = tmp_path / "src"
     run_lab("finetune", "newari", "--method", "full", *FAST, "--output", str(src))
     out = tmp_path / "rescored"
-    run_lab("finetune", "newari", "--eval-only", "--run", str(src), "eval.max_examples=12", "eval.beams=[1]",
-            "--output", str(out))
+    stdout = run_lab("finetune", "newari", "--eval-only", "--run", str(src), "eval.max_examples=12", "eval.beams=[1]",
+                     "--output", str(out)).stdout
+    assert "test (12 sentences, greedy): BLEU" in stdout and "report.md" in stdout
     s = json.loads((out / "summary.json").read_text())
     first = json.loads((src / "summary.json").read_text())
     assert s["rescored_run"] == str(src)
