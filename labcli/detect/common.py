@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -52,19 +50,10 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
 
 
 def save_figure(fig, path: Path) -> str:
-    """Save a matplotlib figure atomically as PNG; returns the file name for report links."""
-    import matplotlib.pyplot as plt
+    """Save through labcli.eval.plots.save; returns the file name for report links."""
+    from labcli.eval.plots import save
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        plt.close(fig)
-    return path.name
+    return save(fig, path).name
 
 
 def new_figure(width: float = 6.0, height: float = 4.0):

@@ -16,11 +16,18 @@ def _pyplot():
 
 
 def save(fig, path: Path) -> Path:
+    """The one way lab writes a figure: PNG to a unique temp file, then rename; the figure is closed."""
+    import tempfile
+
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    _pyplot().close(fig)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        _pyplot().close(fig)
     return path
 
 

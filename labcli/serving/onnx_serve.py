@@ -115,10 +115,9 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_title("eager vs onnxruntime (CPU)")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from labcli.eval.plots import save
+
+    save(fig, path)
 
 
 def report(summary: dict, parity: dict) -> str:

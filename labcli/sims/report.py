@@ -68,9 +68,9 @@ def plot_run(folder: Path, result, arm) -> list[str]:
 
 
 def save_figure(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    atomic.write_bytes(path, buf.getvalue())
+    from labcli.eval.plots import save
+
+    save(fig, path)
 
 
 class VideoRecorder:
