@@ -65,8 +65,12 @@ class Translator:
         """Translations and, per sentence, how many <unk> tokens were generated."""
         model.eval()
         device = next(model.parameters()).device
+        from rich.progress import track
+
         hyps, unks = [], []
-        for lo in range(0, len(sources), batch_size):
+        starts = range(0, len(sources), batch_size)
+        for lo in track(starts, description=f"translating ({num_beams} beam{'s' * (num_beams > 1)})",
+                        transient=True, disable=len(starts) < 2):
             chunk = sources[lo:lo + batch_size]
             if self.task == "seq2seq":
                 enc = self.tok(chunk, return_tensors="pt", padding=True, truncation=True, max_length=self.max_src)
