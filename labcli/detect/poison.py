@@ -5,6 +5,12 @@ BadNets (Gu et al. 2017): a small white square in the corner is stamped on a sha
 success (triggered non-target test images classified as the target) per poison rate, then look for the
 poisoned training samples with activation clustering (Chen et al. 2018) and spectral signatures
 (Tran et al. 2018) on the penultimate layer, reporting their precision and recall.
+
+Activation clustering splits every class in two; which half (if any) is poison is decided by a relabel check
+rather than by size: a poisoned image is a digit of another class with a small trigger and a changed label, so
+its nearest training images (k-NN in pixel space, leave-one-out) mostly carry another label, while a clean
+image's neighbours share its label. A cluster is flagged when most of its members are outvoted by their
+neighbours. Unlike "the smaller cluster is poison" this holds when the poison is half of its class or more.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from labcli.errors import UserError
 
 class Detection(Section):
     ac_components: int = Field(10, description="Activation clustering: ICA components before 2-means (as in Chen et al.)")
-    ac_max_size: float = Field(0.35, description="Activation clustering: flag the smaller cluster when it holds less than this share of its class")
+    ac_neighbours: int = Field(10, description="Activation clustering: k of the k-NN relabel check (pixel space, leave-one-out)")
+    ac_relabel_share: float = Field(0.5, description="Activation clustering: flag a cluster when more than this share of it is outvoted by neighbours of another label")
+    ac_max_size: float = Field(0.35, description="Size rule (reported for comparison only): flag the smaller cluster when it holds less than this share of its class")
     spectral_eps: float = Field(0.1, description="Spectral signatures: assumed poisoned share per class (removes the top 1.5 x eps of every class)")
 
 
@@ -55,17 +63,32 @@ def poison(X, y, rate: float, target: int, size: int, seed: int):
     return X, y, mask
 
 
-def activation_clustering(acts, labels, truth, cfg: Detection, seed: int):
-    """Chen et al.: per class, reduce activations with ICA, 2-means, flag the smaller cluster when its relative
-    size is below ac_max_size. Also returns how well the 2-means split alone matches the truth per class."""
+def relabel_votes(X, labels, k: int) -> np.ndarray:
+    """Per sample: True when most of its k nearest other training images (pixels, L2) carry another label."""
+    from sklearn.neighbors import NearestNeighbors
+
+    flat = X.reshape(len(X), -1)
+    neighbours = NearestNeighbors(n_neighbors=k + 1).fit(flat).kneighbors(flat, return_distance=False)[:, 1:]
+    return (labels[neighbours] != labels[:, None]).mean(1) > 0.5
+
+
+def activation_clustering(acts, X, labels, truth, cfg: Detection, seed: int):
+    """Chen et al.: per class, reduce activations with ICA and split them with 2-means. A cluster is flagged when more
+    than ac_relabel_share of its members are outvoted by their k-NN's labels (see the module docstring); the old
+    size rule (smaller cluster below ac_max_size of its class) is returned too, for comparison.
+    Returns (flagged, size_flagged, per-class stats of the poisoned classes)."""
     import warnings
 
     from sklearn.cluster import KMeans
     from sklearn.decomposition import FastICA
+    from sklearn.metrics import silhouette_score
 
-    flagged, purity = np.zeros(len(labels), dtype=bool), {}
+    outvoted = relabel_votes(X, labels, cfg.ac_neighbours)
+    flagged, size_flagged, stats = np.zeros(len(labels), bool), np.zeros(len(labels), bool), {}
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
+        if len(idx) < 4:
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FastICA convergence notes on dead ReLU units
             reduced = FastICA(n_components=min(cfg.ac_components, len(idx)), random_state=seed, max_iter=1000).fit_transform(acts[idx])
@@ -73,10 +96,20 @@ def activation_clustering(acts, labels, truth, cfg: Detection, seed: int):
         sizes = np.bincount(clusters, minlength=2)
         small = int(np.argmin(sizes))
         if sizes[small] / len(idx) < cfg.ac_max_size:
-            flagged[idx[clusters == small]] = True
+            size_flagged[idx[clusters == small]] = True
+        share_outvoted = [float(outvoted[idx[clusters == j]].mean()) if sizes[j] else 0.0 for j in range(2)]
+        for j in range(2):
+            if share_outvoted[j] > cfg.ac_relabel_share:
+                flagged[idx[clusters == j]] = True
         if truth[idx].any():
-            purity[int(c)] = float(max((clusters == truth[idx]).mean(), (clusters != truth[idx]).mean()))
-    return flagged, purity
+            poisoned_cluster = int(np.argmax([truth[idx[clusters == j]].mean() if sizes[j] else 0 for j in range(2)]))
+            stats[int(c)] = {
+                "2-means purity": float(max((clusters == truth[idx]).mean(), (clusters != truth[idx]).mean())),
+                "silhouette": float(silhouette_score(reduced, clusters)) if min(sizes) > 0 else float("nan"),
+                "outvoted (poison cluster)": share_outvoted[poisoned_cluster],
+                "outvoted (other cluster)": share_outvoted[1 - poisoned_cluster],
+            }
+    return flagged, size_flagged, stats
 
 
 def spectral_signatures(acts, labels, cfg: Detection):
@@ -107,12 +140,15 @@ def detect(model, Xp, yp, mask, rate: float, cfg) -> list[dict]:
 
     acts = activations(model, Xp)
     in_target = yp == cfg.target
-    ac_flag, purity = activation_clustering(acts, yp, mask, cfg.detection, cfg.seed)
+    ac_flag, size_flag, stats = activation_clustering(acts, Xp, yp, mask, cfg.detection, cfg.seed)
     ss_flag, ss_score = spectral_signatures(acts, yp, cfg.detection)
     share = float(mask[in_target].mean())
+    target = stats.get(cfg.target, {})
     return [
         {"poison rate": rate, "share of target class": share, "detector": "activation clustering",
-         **precision_recall(ac_flag, mask), "2-means purity": purity.get(cfg.target, float("nan"))},
+         **precision_recall(ac_flag, mask), **target},
+        {"poison rate": rate, "share of target class": share, "detector": "activation clustering (size rule)",
+         **precision_recall(size_flag, mask)},
         {"poison rate": rate, "share of target class": share, "detector": "spectral signatures",
          **precision_recall(ss_flag, mask), "spectral auroc": float(roc_auc_score(mask[in_target], ss_score[in_target]))},
     ]
@@ -195,9 +231,12 @@ def run(cfg: Config, ctx) -> None:
         f"## Finding the poisoned training samples (penultimate activations of each poisoned model)\n\n"
         f"{common.markdown_table(detection)}\n`share of target class` = poisoned / all samples labelled {cfg.target}. "
         f"`2-means purity` = agreement of the unsupervised 2-way split of the target class with the truth (1.0 = "
-        f"perfectly separated): activation clustering's size rule and spectral signatures both assume the poison is a "
-        f"minority of its class, so they lose it when it approaches half, even where the split itself is clean. "
-        f"`spectral auroc` ranks the target class's samples by the spectral score.\n\n"
+        f"perfectly separated); `silhouette` = how well that split fits. `outvoted` = share of a cluster's members whose "
+        f"{cfg.detection.ac_neighbours} nearest training images (pixels) mostly carry another label: activation clustering "
+        f"flags a cluster above {cfg.detection.ac_relabel_share:g}, whatever its size. The size rule (flag the smaller "
+        f"cluster when under {cfg.detection.ac_max_size:g} of its class, shown for comparison) and spectral signatures "
+        f"both assume the poison is a minority of its class, so they lose it as it approaches half; the size rule also "
+        f"flags the smaller half of clean classes. `spectral auroc` ranks the target class's samples by the spectral score.\n\n"
         f"![spectral]({plot2})\n\n## What this data is and is not\n\nReal MNIST digits with a synthetic, "
         "visible trigger made here; a tiny CNN. Clean-label and invisible triggers, and adaptive attackers who "
         "suppress activation separation, are not covered.\n")
