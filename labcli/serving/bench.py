@@ -35,6 +35,8 @@ class Config(RecipeConfig):
     run: str = Field("", description="Training run folder to serve (holds model/ and summary.json)")
     model: str = Field("tiny-mbart", description="Or a save_pretrained folder or tiny-* preset (used when run is empty)")
     kind: Literal["text", "logits"] = Field("text", description="text: greedy text out; logits: token ids -> logits (Triton only)")
+    protocol: Literal["grpc", "http", "http-direct"] = Field(
+        "grpc", description="Triton: gRPC; http: HTTP through lab's validating front; http-direct: Triton's own HTTP (no front)")
     concurrency: list[int] = Field([1, 8, 32], description="Closed-loop client counts to measure")
     requests: int = Field(128, ge=1, le=100000, description="Requests per concurrency level (bounded load)")
     max_seconds: float = Field(120.0, gt=0, description="Stop a level early after this many seconds")
@@ -44,6 +46,10 @@ class Config(RecipeConfig):
     max_new_tokens: int = Field(16, ge=1, le=1024, description="Greedy decoding length limit")
     threads: int = Field(1, ge=1, le=64, description="Server threads per model instance / worker")
     port: int = Field(0, ge=0, le=65535, description="First port to use; 0 picks a free block on 127.0.0.1")
+
+
+PROTOCOLS = {"grpc": "gRPC, tritonclient", "http": "HTTP through lab's front, tritonclient",
+             "http-direct": "Triton's own HTTP, tritonclient"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -107,23 +113,35 @@ def triton_levels(cfg: Config, source, ctx: Run) -> list[dict]:
         server_cfg = SimpleNamespace(dynamic_batching=on, max_batch_size=cfg.max_batch_size, queue_delay_us=cfg.queue_delay_us,
                                      instances=1, threads=cfg.threads)
         variants[on] = build_repository(bundle, repo, source.name, server_cfg, suffix="" if on else "_nobatch")[cfg.kind]
-    port = cfg.port or process.free_port_block(3)
-    start_cfg = SimpleNamespace(setup=False, port=port, host=process.HOST, ready_timeout=180.0)
+    port = cfg.port or process.free_port_block(4)
+    start_cfg = SimpleNamespace(setup=False, port=port, host=process.HOST, ready_timeout=180.0, gateway=True)
     proc, server = start_triton(start_cfg, repo, ctx.path("server.log"), f"bench-triton-{port}", ctx.dir)
     sample = read_sample(bundle)
     arrays = {k: v[:1] for k, v in sample.items() if k != "logits"}
-    rows = []
+    rows, shared, local = [], {}, threading.local()
+    http = dict(server.endpoints, http=server.endpoints["triton_http"]) if cfg.protocol == "http-direct" else server.endpoints
+
+    def client_for() -> TritonClient:
+        """gRPC: one thread-safe client for all; HTTP: one per thread (tritonclient.http is gevent-bound to its thread)."""
+        if cfg.protocol == "grpc":
+            if "grpc" not in shared:  # made by the warm-up request, before the client threads start
+                shared["grpc"] = TritonClient(server.endpoints, "grpc")
+            return shared["grpc"]
+        if not hasattr(local, "client"):
+            local.client = TritonClient(http, "http")
+        return local.client
+
     try:
-        client = TritonClient(server.endpoints, "grpc")  # thread-safe (the HTTP client is gevent-bound to one thread)
         for on, model in variants.items():
             def send(c: int, i: int, model=model) -> None:
                 if cfg.kind == "text":
-                    client.text(model, [PROMPTS[i % len(PROMPTS)]])
+                    client_for().text(model, [PROMPTS[i % len(PROMPTS)]])
                 else:
-                    client.logits(model, arrays)
+                    client_for().logits(model, arrays)
 
             rows += measure(cfg, send, on)
-        client.close()
+        if "grpc" in shared:
+            shared["grpc"].close()  # HTTP clients belong to their (finished) threads and close when collected
     finally:
         if not process.stop_server(server):
             raise UserError(f"bench: Triton (pgid {server.pgid}) left processes behind", "kill them by hand")
@@ -185,7 +203,8 @@ def run(cfg: Config, ctx: Run) -> None:
         r["req_per_s_delta_pct"] = round(100 * (r["req_per_s"] / base["req_per_s"] - 1), 1) if base and base["req_per_s"] else None
     errors = sum(r["errors"] for r in rows)
     hardware = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared by client and server), no GPU"
-    summary = {"backend": cfg.backend, "kind": cfg.kind, "model_dir": str(source.model_dir), "task": source.task,
+    summary = {"backend": cfg.backend, "kind": cfg.kind, "protocol": cfg.protocol if cfg.backend == "triton" else "http",
+               "model_dir": str(source.model_dir), "task": source.task,
                "requests_per_level": cfg.requests, "max_new_tokens": cfg.max_new_tokens, "errors": errors,
                "hardware": hardware, "rows": rows}
     atomic.write_json(ctx.path("bench.json"), summary)
@@ -214,7 +233,8 @@ def report(summary: dict) -> str:
     lines = [f"# lab bench serve: {summary['backend']} ({summary['kind']})", "",
              f"- model: `{summary['model_dir']}` ({summary['task']}), greedy max_new_tokens {summary['max_new_tokens']}",
              f"- closed loop, {summary['requests_per_level']} requests per level, one request = one input "
-             f"({'gRPC, tritonclient' if summary['backend'] == 'triton' else 'HTTP, token auth'}); hardware: {summary['hardware']}",
+             f"({PROTOCOLS[summary['protocol']] if summary['backend'] == 'triton' else 'HTTP, token auth'}); "
+             f"hardware: {summary['hardware']}",
              f"- errors: {summary['errors']}; delta % = req/s with batching on vs off at the same concurrency", ""]
     return "\n".join(lines + table(summary["rows"]) + ["", "![bench](bench.png)"]) + "\n"
 

@@ -4,7 +4,9 @@ Builds a model repository from the checked ONNX bundle: `<name>_text` (text in -
 out) and `<name>_logits` (token ids in -> logits out), both Python-backend models running
 onnxruntime, with dynamic batching, max_batch_size and instance groups in config.pbtxt.
 local: the tritonserver binary bundled in nvidia-pytriton (Triton 2.51, Python backend only),
-run from its own numpy<2 environment. docker: the NGC container over the same repository.
+run from its own numpy<2 environment, with lab's HTTP front (gateway.py) on --port so that a body
+that is not JSON gets a 400 rather than Triton's 500; Triton's own HTTP listens on loopback port+3.
+docker: the NGC container over the same repository.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the version 
 class Config(RecipeConfig):
     run: str = Field("", description="Training run folder to serve (holds model/ and summary.json)")
     model: str = Field("", description="Or a save_pretrained folder, or a tiny-* preset (tiny-mbart, tiny-gpt2, ...)")
-    port: int = Field(8000, description="HTTP port; gRPC uses port+1 and metrics port+2")
+    port: int = Field(8000, description="HTTP port; gRPC uses port+1, metrics port+2, Triton's own HTTP (behind the gateway) port+3")
     host: str = Field("127.0.0.1", description="Address to bind (loopback by default; 0.0.0.0 exposes it to the network)")
     launcher: Literal["local", "docker"] = Field("local", description="local: bundled tritonserver; docker: NGC container")
     dry_run: bool = Field(False, description="docker launcher: print the command without running it")
     detach: bool = Field(False, description="Leave the server running in the background; stop it with `lab serve stop`")
+    gateway: bool = Field(True, description="HTTP through lab's front, which answers malformed JSON with 400 (Triton 2.51 "
+                          "says 500); false: Triton's own HTTP on --port")
     setup: bool = Field(False, description="Create the Triton environment first (labcli/serving/setup_triton_env.sh)")
     dynamic_batching: bool = Field(True, description="Let Triton group concurrent requests into one batch")
     max_batch_size: int = Field(16, ge=1, le=1024, description="Largest batch Triton forms (and accepts) per model")
@@ -113,10 +117,10 @@ def build_repository(bundle: Path, repo: Path, name: str, cfg, suffix: str = "")
     return models
 
 
-def local_command(binary: Path, backends: Path, repo: Path, host: str, port: int) -> list[str]:
+def local_command(binary: Path, backends: Path, repo: Path, host: str, port: int, http: tuple[str, int]) -> list[str]:
     return [str(binary), f"--model-repository={repo}", f"--backend-directory={backends}",
             f"--cache-directory={backends.parent / 'caches'}",
-            f"--http-address={host}", f"--http-port={port}", f"--grpc-address={host}", f"--grpc-port={port + 1}",
+            f"--http-address={http[0]}", f"--http-port={http[1]}", f"--grpc-address={host}", f"--grpc-port={port + 1}",
             "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={host}", f"--metrics-port={port + 2}",
             "--strict-readiness=true", "--exit-on-error=true", "--exit-timeout-secs=10", "--log-verbose=0"]
 
@@ -131,13 +135,31 @@ def local_env(env: Path) -> dict:
     return out
 
 
-def docker_command(repo: Path, host: str, port: int) -> list[str]:
+def docker_command(repo: Path, host: str, port: int, http: tuple[str, int]) -> list[str]:
     """The NGC container over the same repository; it adds what the Python-backend model imports."""
     inner = ("pip install -q 'numpy<2' onnxruntime-gpu tokenizers && "
              "tritonserver --model-repository=/models --strict-readiness=true --exit-on-error=true")
     return ["docker", "run", "--rm", "--gpus=all", "--shm-size=1g",
-            "-p", f"{host}:{port}:8000", "-p", f"{host}:{port + 1}:8001", "-p", f"{host}:{port + 2}:8002",
+            "-p", f"{http[0]}:{http[1]}:8000", "-p", f"{host}:{port + 1}:8001", "-p", f"{host}:{port + 2}:8002",
             "-v", f"{repo.resolve()}:/models", NGC_IMAGE, "bash", "-c", inner]
+
+
+def triton_http(cfg) -> tuple[str, int]:
+    """Where Triton's own HTTP listens: loopback port+3 behind the gateway, else --host:--port."""
+    return (process.HOST, cfg.port + 3) if cfg.gateway else (cfg.host, cfg.port)
+
+
+def behind_gateway(cfg, server_cmd: list[str]) -> list[str]:
+    """With the gateway, the front listens on --port and runs the server as its child (one process group)."""
+    if not cfg.gateway:
+        return server_cmd
+    host, port = triton_http(cfg)
+    return [sys.executable, "-m", "labcli.serving.gateway", f"--listen={cfg.host}:{cfg.port}",
+            f"--upstream={host}:{port}", "--", *server_cmd]
+
+
+def ports(cfg) -> list[int]:
+    return [cfg.port, cfg.port + 1, cfg.port + 2] + ([cfg.port + 3] if cfg.gateway else [])
 
 
 def start_triton(cfg, repo: Path, log: Path, name: str, run_dir: Path) -> tuple[subprocess.Popen, process.Server]:
@@ -146,12 +168,15 @@ def start_triton(cfg, repo: Path, log: Path, name: str, run_dir: Path) -> tuple[
     if cfg.setup:
         setup_env(env)
     binary, backends = tritonserver_paths(env)
-    process.require_ports([cfg.port, cfg.port + 1, cfg.port + 2], cfg.host)
-    proc = process.start(local_command(binary, backends, repo, cfg.host, cfg.port), log=log, env=local_env(env))
+    process.require_ports(ports(cfg), cfg.host)
+    cmd = behind_gateway(cfg, local_command(binary, backends, repo, cfg.host, cfg.port, triton_http(cfg)))
+    proc = process.start(cmd, log=log, env=local_env(env))
     endpoints = {"http": f"http://{cfg.host}:{cfg.port}", "grpc": f"{cfg.host}:{cfg.port + 1}",
                  "metrics": f"http://{cfg.host}:{cfg.port + 2}/metrics"}
     server = process.Server(name=name, backend="triton", pid=proc.pid, pgid=proc.pid, endpoints=endpoints,
                             run_dir=str(run_dir), log=str(log))
+    if cfg.gateway:
+        endpoints["triton_http"] = "http://{}:{}".format(*triton_http(cfg))
     server.save()
     try:
         ready_s = process.wait_ready(proc, f"{endpoints['http']}/v2/health/ready", log, cfg.ready_timeout, "tritonserver",
@@ -194,7 +219,7 @@ def finish(cfg: Config, ctx: Run, source, server: process.Server, models: dict, 
 
 
 def run_docker(cfg: Config, ctx: Run, repo: Path, models: dict) -> None:
-    cmd = docker_command(repo, cfg.host, cfg.port)
+    cmd = behind_gateway(cfg, docker_command(repo, cfg.host, cfg.port, triton_http(cfg)))
     line = shlex.join(cmd)
     ctx.write_summary({"backend": "triton", "launcher": "docker", "command": line, "models": models, "repository": str(repo)})
     ctx.write_report(f"# Triton in docker\n\n```\n{line}\n```\n\nModels: {', '.join(models.values())}\n")
@@ -203,7 +228,7 @@ def run_docker(cfg: Config, ctx: Run, repo: Path, models: dict) -> None:
         return
     if shutil.which("docker") is None:
         raise UserError("docker is not installed", "install Docker and the NVIDIA Container Toolkit, or use --launcher local")
-    process.require_ports([cfg.port, cfg.port + 1, cfg.port + 2], cfg.host)
+    process.require_ports(ports(cfg), cfg.host)
     code = subprocess.call(cmd)
     if code != 0:
         raise UserError(f"docker exited with code {code}", "is the Docker daemon running and can it pull " + NGC_IMAGE + "?")

@@ -95,7 +95,7 @@ def test_triton_end_to_end(run_lab, seq2seq_run, eager_seq2seq, lab_home, tmp_pa
     from labcli.serving.clients import TritonClient, post
 
     model, tokenizer = eager_seq2seq
-    port = process.free_port_block(3)
+    port = process.free_port_block(4)
     out = run_lab("serve", "triton", "--run", str(seq2seq_run), "--port", str(port), "--detach", "max_new_tokens=12")
     assert "running in the background" in out.stdout
     summary = summary_of(only_run(tmp_path))
@@ -138,9 +138,14 @@ def test_triton_end_to_end(run_lab, seq2seq_run, eager_seq2seq, lab_home, tmp_pa
         for what, (target, body) in bad.items():
             status, text = post(f"{url}/{target}/infer", body)
             assert 400 <= status < 500 and "error" in text, (what, status, text)
-        # Triton 2.51 answers unparsable JSON with 500 + a message (documented); the server keeps serving.
-        status, text = post(f"{url}/{text_model}/infer", b'{"inputs": [')
-        assert status >= 400 and "parse" in text
+        # Requests that are not v2 JSON at all: Triton 2.51 itself would say 500; lab's front says 400.
+        not_v2 = {"unparsable JSON": b'{"inputs": [', "not an object": b"[1, 2]", "no inputs": b"{}",
+                  "inputs not a list": b'{"inputs": 5}', "empty body": b"", "binary header too long":
+                  (b"{}", {"Inference-Header-Content-Length": "99"})}
+        for what, body in not_v2.items():
+            body, headers = body if isinstance(body, tuple) else (body, {})
+            status, text = post(f"{url}/{text_model}/infer", body, headers)
+            assert status == 400 and "error" in json.loads(text), (what, status, text)
         assert process.http_ok(f"http://127.0.0.1:{port}/v2/health/ready")
         assert TritonClient(summary["endpoints"], "http").text(text_model, TEXTS[:1]) == expected[:1]
         metrics = fetch(summary["endpoints"]["metrics"])
@@ -152,7 +157,7 @@ def test_triton_end_to_end(run_lab, seq2seq_run, eager_seq2seq, lab_home, tmp_pa
 def test_triton_foreground_ctrl_c_leaves_no_process(seq2seq_run, lab_home, tmp_path):
     import os
 
-    port = process.free_port_block(3)
+    port = process.free_port_block(4)
     env = {**os.environ, "LAB_HOME": str(lab_home), "LAB_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1"}
     lab = subprocess.Popen([sys.executable, "-m", "labcli", "serve", "triton", "--run", str(seq2seq_run), "--port", str(port),
                             "max_new_tokens=12"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -184,7 +189,8 @@ def test_triton_user_errors(run_lab, seq2seq_run, tmp_path):
     one_line_error(run_lab("serve", "stop", "--name", "no-such-server", check=False), "no running server")
     docker = run_lab("serve", "triton", "--run", str(seq2seq_run), "--launcher", "docker", "--dry-run", "--port", "8500")
     assert "docker run" in docker.stdout and "nvcr.io/nvidia/tritonserver" in docker.stdout
-    assert "127.0.0.1:8500:8000" in docker.stdout and "/models" in docker.stdout
+    assert "127.0.0.1:8503:8000" in docker.stdout and "/models" in docker.stdout  # Triton's HTTP behind lab's front
+    assert "labcli.serving.gateway --listen=127.0.0.1:8500 --upstream=127.0.0.1:8503 -- docker run" in docker.stdout
 
 
 # -- TorchServe ------------------------------------------------------------------------------------
@@ -226,10 +232,11 @@ def test_torchserve_end_to_end(run_lab, seq2seq_run, eager_seq2seq, lab_home, tm
 # -- load test -------------------------------------------------------------------------------------
 
 def test_bench_serve_triton(run_lab, seq2seq_run, tmp_path):
-    run_lab("bench", "serve", "--run", str(seq2seq_run), "requests=12", "concurrency=[1,4]", "max_new_tokens=8")  # tiny load
+    run_lab("bench", "serve", "--run", str(seq2seq_run), "--protocol", "http",  # HTTP through lab's front, tiny load
+            "requests=12", "concurrency=[1,4]", "max_new_tokens=8")
     run = only_run(tmp_path)
     bench = json.loads((run / "bench.json").read_text())
-    assert bench["errors"] == 0
+    assert bench["errors"] == 0 and bench["protocol"] == "http"
     assert [(r["batching"], r["concurrency"], r["requests"]) for r in bench["rows"]] == \
         [(True, 1, 12), (True, 4, 12), (False, 1, 12), (False, 4, 12)]
     assert all(r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] for r in bench["rows"])

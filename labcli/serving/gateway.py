@@ -1,0 +1,155 @@
+"""lab's HTTP front for Triton: malformed KServe v2 bodies get a 400 here, everything else is forwarded unchanged.
+
+Triton 2.51 answers a body it cannot parse as JSON with HTTP 500 ("failed to parse the request JSON
+buffer"), before any model code runs. A 5xx tells clients and load balancers "retry, the server is
+broken" when the fault is the request's. This front checks what Triton checks too late (the JSON
+itself, honouring the binary-tensor extension's Inference-Header-Content-Length, and the top-level
+shape of a v2 request) and forwards every request byte for byte, over one kept-alive upstream
+connection per client connection. Per-tensor checks (dtype, shape, empty or oversized text) stay in
+the served model, which answers 400 itself. Standard library only, so it starts in milliseconds.
+
+Given a command after `--`, the front starts it (Triton) as its child and exits with its exit code,
+so the two live and die as one process group:
+
+    python -m labcli.serving.gateway --listen 127.0.0.1:8000 --upstream 127.0.0.1:8003 -- tritonserver ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MAX_BODY = 256 * 1024 * 1024
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "content-length"}
+
+
+def request_problem(path: str, headers, body: bytes) -> str | None:
+    """Why a POST body cannot be a KServe v2 inference request, or None when Triton should see it."""
+    if not path.split("?")[0].rstrip("/").endswith("/infer"):
+        return None
+    json_part = body
+    header_length = headers.get("Inference-Header-Content-Length")
+    if header_length is not None:
+        if not header_length.strip().isdigit() or int(header_length) > len(body):
+            return f"Inference-Header-Content-Length {header_length!r} is not a length within the {len(body)}-byte body"
+        json_part = body[:int(header_length)]
+    try:
+        request = json.loads(json_part)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"request body is not valid JSON ({exc}); send a KServe v2 body: {{\"inputs\": [{{\"name\": ..., \"shape\": [...], \"datatype\": ..., \"data\": [...]}}]}}"
+    if not isinstance(request, dict):
+        return f"request body must be a JSON object with \"inputs\", got {type(request).__name__}"
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, dict) for i in inputs):
+        return "\"inputs\" must be a non-empty list of tensor objects (name, shape, datatype, data)"
+    return None
+
+
+class Gateway(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as tritonclient expects
+    disable_nagle_algorithm = True  # headers and body go out as two writes: without this, +40 ms (delayed ACK)
+    upstream: tuple[str, int] = ("127.0.0.1", 8003)
+    server_version = "lab-gateway"
+
+    def do_GET(self):
+        self.forward(b"")
+
+    def do_HEAD(self):
+        self.forward(b"")
+
+    def do_POST(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self.reply(411, "chunked request bodies are not supported; send Content-Length")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return self.reply(400, "Content-Length is not an integer")
+        if length > MAX_BODY:
+            self.close_connection = True
+            return self.reply(413, f"request body of {length} bytes is over the {MAX_BODY} byte limit")
+        body = self.rfile.read(length)
+        problem = request_problem(self.path, self.headers, body)
+        if problem:
+            return self.reply(400, problem)
+        self.forward(body)
+
+    def forward(self, body: bytes) -> None:
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers["Content-Length"] = str(len(body))
+        for attempt in (1, 2):  # a kept-alive upstream connection may have been closed by Triton: reconnect once
+            conn = None
+            try:
+                conn = self.upstream_connection()
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                if conn is not None:
+                    conn.close()
+                self._upstream = None
+                if attempt == 2:
+                    return self.reply(502, f"Triton at {self.upstream[0]}:{self.upstream[1]} is not answering ({exc})")
+        self.send_response(response.status, response.reason)
+        for key, value in response.getheaders():
+            if key.lower() not in HOP_BY_HOP:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def upstream_connection(self) -> http.client.HTTPConnection:
+        if getattr(self, "_upstream", None) is None:
+            self._upstream = http.client.HTTPConnection(*self.upstream, timeout=600)
+            self._upstream.connect()
+            self._upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self._upstream
+
+    def reply(self, status: int, message: str) -> None:
+        data = json.dumps({"error": message}).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
+        pass  # Triton logs the requests; the front stays quiet
+
+
+def address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", required=True, type=address, help="HOST:PORT this front binds")
+    parser.add_argument("--upstream", required=True, type=address, help="HOST:PORT of Triton's own HTTP endpoint")
+    parser.add_argument("command", nargs="*", help="after --: the server to run as a child (its exit ends the front)")
+    args = parser.parse_args(argv)
+    Gateway.upstream = args.upstream
+    ThreadingHTTPServer.request_queue_size = 1024  # the stdlib's 5 drops SYNs under 32 clients: 1 s retransmits
+    with ThreadingHTTPServer(args.listen, Gateway) as server:
+        print(f"lab gateway on http://{args.listen[0]}:{args.listen[1]} -> Triton http://{args.upstream[0]}:{args.upstream[1]}",
+              file=sys.stderr, flush=True)
+        if not args.command:
+            server.serve_forever()
+            return
+        child = subprocess.Popen(args.command)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        code = child.wait()
+        print(f"lab gateway: {args.command[0]} exited with code {code}", file=sys.stderr, flush=True)
+        sys.exit(code if code >= 0 else 128 - code)  # killed by signal N: 128+N, as shells report it
+
+
+if __name__ == "__main__":
+    main()
