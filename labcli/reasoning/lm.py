@@ -48,28 +48,59 @@ class Completions:
         return self.completion_mask.sum(1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, num_return: int = 1,
              sample: bool = False, temperature: float = 1.0, device=None) -> Completions:
-    """`num_return` completions per prompt (consecutive), greedy or sampled with temperature."""
+    """`num_return` completions per prompt (consecutive), greedy or sampled with temperature.
+
+    The same distribution and the same random draws as HF `generate(do_sample=True, top_k=0,
+    top_p=1)`, in a short KV-cached loop: each prompt is encoded once and its cache repeated
+    `num_return` times (HF encodes every copy), and there are no logits processors to run.
+    """
+    from transformers import DynamicCache
+
     device = device or next(model.parameters()).device
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     was_training = model.training
     model.eval()
-    kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if sample else dict(do_sample=False)
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
+    prompt_mask = enc["attention_mask"]
+    cache = DynamicCache(config=model.config)
+    position = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=enc["input_ids"], attention_mask=prompt_mask, position_ids=position, cache=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1].float()
+    if num_return > 1:
+        cache.batch_repeat_interleave(num_return)
+        logits, prompt_mask, position = (x.repeat_interleave(num_return, 0) for x in (logits, prompt_mask, position))
+    n = logits.shape[0]
+    next_position = position[:, -1:] + 1
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(n, max_new_tokens)], 1)
+    plen = prompt_mask.shape[1]
+    unfinished = torch.ones(n, dtype=torch.bool, device=device)
+    tokens = []
+    for t in range(max_new_tokens):
+        if sample:
+            probs = (logits / temperature if temperature != 1.0 else logits).softmax(-1)
+            token = torch.multinomial(probs, num_samples=1).squeeze(1)
+        else:
+            token = logits.argmax(-1)
+        token = torch.where(unfinished, token, pad)
+        tokens.append(token)
+        unfinished &= token != eos
+        if t == max_new_tokens - 1 or not unfinished.any():
+            break
+        logits = model(input_ids=token[:, None], attention_mask=mask[:, :plen + t + 1], position_ids=next_position + t,
+                       cache=cache, use_cache=True).logits[:, -1].float()
     model.train(was_training)
-    plen = enc["input_ids"].shape[1]
-    comp = out[:, plen:]
-    is_eos = comp == tokenizer.eos_token_id
+    comp = torch.stack(tokens, 1)
+    out = torch.cat([enc["input_ids"].repeat_interleave(num_return, 0), comp], 1)
+    is_eos = comp == eos
     # keep tokens up to and including the first EOS
     after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
     comp_mask = (~after_eos).long()
     truncated = (~is_eos.any(1)).tolist()
-    texts = tokenizer.batch_decode(comp.masked_fill(after_eos | is_eos, tokenizer.pad_token_id), skip_special_tokens=True)
-    prompt_mask = enc["attention_mask"].repeat_interleave(num_return, 0)
+    texts = tokenizer.batch_decode(comp.masked_fill(after_eos | is_eos, pad), skip_special_tokens=True)
     return Completions(out, torch.cat([prompt_mask, comp_mask], 1), comp_mask, plen, texts, truncated)
 
 
