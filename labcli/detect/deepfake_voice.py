@@ -2,16 +2,20 @@
 
 Real: Debian's asterisk-core-sounds-en-wav studio prompts (8 kHz, CC BY-SA 3.0; installed by
 labcli/detect/setup_audio.sh) with their transcripts. Fakes (synthetic stand-ins made here, not real-world
-deepfakes): Griffin-Lim resynthesis of each prompt's magnitude spectrogram, WORLD vocoder resynthesis (pyworld),
-and espeak-ng TTS of the transcript (the easy case). Every clip is silence-trimmed and loudness-normalised so
-length and level are no shortcut; train/test are split by prompt text; one fake type is held out of training;
-robustness is measured after G.711 mu-law re-coding. Detectors: LFCC statistics + logistic regression and the
-ASVspoof-style LFCC-GMM (log-likelihood ratio), and a small CNN on LFCC patches. Reported: accuracy, AUC and EER.
+deepfakes): Griffin-Lim resynthesis of each prompt's linear magnitude spectrogram and of its 40-band mel
+spectrogram (librosa), WORLD vocoder resynthesis (pyworld), a Codec 2 round trip (Debian codec2) and espeak-ng TTS
+of the transcript (the easy case). Every clip is silence-trimmed and loudness-normalised so length and level are no
+shortcut; train/test are split by prompt text; some fake types are held out of training; robustness is measured
+after G.711 mu-law re-coding. Features: LFCC and CQCC-style (constant-Q) cepstra with deltas. Detectors per feature:
+utterance statistics + logistic regression, the ASVspoof-style GMM (log-likelihood ratio), and a small CNN on
+40-frame patches. Reported: accuracy, AUC and EER. The fitted detectors are saved in RUN/detector/ for
+`lab serve detector`.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 import subprocess
 import tempfile
@@ -21,15 +25,17 @@ import numpy as np
 from pydantic import Field
 
 from labcli.config import RecipeConfig
-from labcli.detect import common
+from labcli.detect import common, deepfake_store
+from labcli.detect.deepfake_store import atomic_file
+from labcli.engine import atomic
 from labcli.errors import UserError
 
 SOUNDS = Path("/usr/share/asterisk/sounds/en")
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
-FAKES = ["griffin-lim", "world", "espeak"]
-DETECTORS = ["lfcc-logistic", "lfcc-gmm", "lfcc-cnn"]
+FAKES = ["griffin-lim", "mel-griffin-lim", "world", "codec2", "espeak"]
+DETECTORS = ["lfcc-logistic", "lfcc-gmm", "lfcc-cnn", "cqcc-logistic", "cqcc-gmm", "cqcc-cnn"]
 RATE = 8000
-SETUP = "run labcli/detect/setup_audio.sh (apt: asterisk-core-sounds-en-wav asterisk-core-sounds-en espeak-ng)"
+SETUP = "run labcli/detect/setup_audio.sh (apt: asterisk-core-sounds-en-wav asterisk-core-sounds-en espeak-ng codec2)"
 
 
 class Config(RecipeConfig):
@@ -37,37 +43,59 @@ class Config(RecipeConfig):
     max_prompts: int = Field(150, description="Prompts used (longest transcripts first); each gives one real and one clip per fake type")
     test_fraction: float = Field(0.3, description="Share of prompts (by text) held out for testing")
     train_fakes: list[str] = Field(default_factory=lambda: ["griffin-lim", "espeak"], description=f"Fake types seen in training, from {FAKES}")
-    heldout_fakes: list[str] = Field(default_factory=lambda: ["world"], description="Fake types only seen at test time")
+    heldout_fakes: list[str] = Field(default_factory=lambda: ["mel-griffin-lim", "world", "codec2"], description="Fake types only seen at test time")
     detectors: list[str] = Field(default_factory=lambda: list(DETECTORS), description=f"Detectors: {DETECTORS}")
-    gmm_components: int = Field(16, description="Gaussians per class for LFCC-GMM")
-    cnn_epochs: int = Field(10, description="Epochs of the small CNN on 40-frame LFCC crops")
-    griffin_lim_iters: int = Field(32, description="Griffin-Lim phase-reconstruction iterations")
+    gmm_components: int = Field(16, description="Gaussians per class for the LFCC/CQCC-GMM")
+    cnn_epochs: int = Field(10, description="Epochs of the small CNN on 40-frame LFCC/CQCC crops")
+    griffin_lim_iters: int = Field(32, description="Griffin-Lim phase-reconstruction iterations (linear and mel)")
+    codec2_mode: str = Field("3200", description="Codec 2 bit rate for the codec2 fake: 3200, 2400, 1600, 1400, 1300, 1200, 700C")
     score_file: str = Field("", description="Optional WAV to score with the trained detectors (P(fake))")
 
 
-def read_wav(path: Path) -> np.ndarray:
-    """Mono float audio at 8 kHz; one-line UserError for anything unreadable."""
+def decode(data: bytes, what: str = "request") -> np.ndarray:
+    """A PCM WAV file's bytes -> mono float audio at 8 kHz; one-line UserError for anything that is not usable audio."""
     from scipy.io import wavfile
     from scipy.signal import resample_poly
 
+    if not data:
+        raise UserError(f"audio {what} is empty", "send a PCM WAV file")
     try:
-        rate, x = wavfile.read(str(path))
+        rate, x = wavfile.read(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - scipy raises assorted errors (even UnboundLocalError) on broken files
-        raise UserError(f"cannot read audio file {path}: {str(exc).splitlines()[0][:100] or type(exc).__name__}",
+        raise UserError(f"cannot read audio {what}: {str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__}",
                         "give a PCM WAV file") from None
-    x = x.astype(np.float64)
+    scale = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2.0**31, np.dtype(np.uint8): 128.0}.get(x.dtype, 1.0)
+    x = (x.astype(np.float64) - (128.0 if x.dtype == np.uint8 else 0.0)) / scale
     if x.ndim > 1:
         x = x.mean(1)
-    if np.issubdtype(np.asarray(x).dtype, np.floating) and np.abs(x).max() > 1.5:
-        x = x / 32768.0
+    if not np.isfinite(x).all():
+        raise UserError(f"audio {what} has NaN or infinite samples", "give a PCM WAV file of speech")
     if rate != RATE:
         from math import gcd
 
         g = gcd(rate, RATE)
         x = resample_poly(x, RATE // g, rate // g)
     if len(x) < RATE // 10:
-        raise UserError(f"audio file {path} is shorter than 0.1 s", "give a clip of speech")
+        raise UserError(f"audio {what} is shorter than 0.1 s", "give a clip of speech")
     return x
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """decode() of a file on disk."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read audio file {path}: {exc.strerror}", "give a PCM WAV file") from None
+    return decode(data, f"file {path}")
+
+
+def encode_wav(x: np.ndarray) -> bytes:
+    """16-bit PCM WAV bytes at 8 kHz."""
+    from scipy.io import wavfile
+
+    buf = io.BytesIO()
+    wavfile.write(buf, RATE, (np.clip(x, -1, 32767 / 32768) * 32768).round().astype(np.int16))
+    return buf.getvalue()
 
 
 def clean(x: np.ndarray) -> np.ndarray:
@@ -90,6 +118,26 @@ def griffin_lim(x: np.ndarray, iters: int, rng) -> np.ndarray:
         _, _, s = stft(y, fs=RATE, nperseg=256, noverlap=192)
         phase = np.exp(1j * np.angle(s[:, : mag.shape[1]]))
     return istft(mag * phase, fs=RATE, nperseg=256, noverlap=192)[1][: len(x)]
+
+
+def mel_griffin_lim(x: np.ndarray, iters: int, seed: int) -> np.ndarray:
+    """40-band mel spectrogram (librosa) -> linear magnitude by the filterbank's pseudo-inverse (clipped at 0; librosa's
+    NNLS inverse is ~20x slower for a similar result) -> Griffin-Lim phase (librosa)."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=x, sr=RATE, n_fft=256, hop_length=64, n_mels=40, power=1.0)
+    mag = np.maximum(np.linalg.pinv(librosa.filters.mel(sr=RATE, n_fft=256, n_mels=40)) @ mel, 0.0)
+    return librosa.griffinlim(mag, n_iter=iters, hop_length=64, n_fft=256, length=len(x), random_state=seed)
+
+
+def codec2(x: np.ndarray, mode: str, workdir: Path) -> np.ndarray:
+    """Round trip through the Codec 2 speech codec (Debian `codec2`: c2enc/c2dec on raw 16-bit 8 kHz audio)."""
+    raw, bits, out = workdir / "c2in.raw", workdir / "c2.bit", workdir / "c2out.raw"
+    (np.clip(x / (np.abs(x).max() + 1e-12) * 0.9, -1, 1) * 32767).astype("<i2").tofile(raw)
+    for cmd in (["c2enc", mode, str(raw), str(bits)], ["c2dec", mode, str(bits), str(out)]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    y = np.fromfile(out, dtype="<i2").astype(np.float64) / 32768.0
+    return np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
 
 
 def _pyworld():
@@ -155,6 +203,24 @@ def lfcc(x: np.ndarray, n_filters: int = 20, n_ceps: int = 20) -> np.ndarray:
     return np.concatenate([ceps, delta], 1)
 
 
+def cqcc(x: np.ndarray, n_ceps: int = 20) -> np.ndarray:
+    """CQCC-style features (after Todisco et al. 2016) + deltas per 8 ms frame: librosa's constant-Q transform
+    (62.5 Hz - 3.8 kHz, 12 bins per octave), log power, linear interpolation onto a uniform frequency grid, DCT-II."""
+    import librosa
+    from scipy.fft import dct
+
+    freqs = librosa.cqt_frequencies(n_bins=72, fmin=62.5, bins_per_octave=12)
+    power = np.abs(librosa.cqt(x, sr=RATE, hop_length=64, fmin=62.5, n_bins=72, bins_per_octave=12)) ** 2
+    log_power = np.log(power + 1e-10).T  # frames x bins
+    uniform = np.linspace(freqs[0], freqs[-1], 128)
+    resampled = np.stack([np.interp(uniform, freqs, frame) for frame in log_power])
+    ceps = dct(resampled, type=2, axis=1, norm="ortho")[:, :n_ceps]
+    return np.concatenate([ceps, np.gradient(ceps, axis=0)], 1)
+
+
+FEATURES = {"lfcc": lfcc, "cqcc": cqcc}
+
+
 def load_prompts(cfg: Config):
     """[(name, transcript, audio)] for the longest-transcript prompts that exist as WAVs."""
     folder = Path(cfg.sounds_dir)
@@ -200,6 +266,21 @@ class GMMDetector:
     def score(self, frame_sets):
         return 1 / (1 + np.exp(-(self.llr(frame_sets) - self.threshold)))
 
+    def save(self, folder: Path, name: str) -> str:
+        import joblib
+
+        path = folder / f"{name}.joblib"
+        atomic_file(path, lambda tmp: joblib.dump({"real": self.real, "fake": self.fake, "threshold": self.threshold}, tmp))
+        return path.name
+
+    @classmethod
+    def load(cls, folder: Path, name: str):
+        import joblib
+
+        det, state = cls(0, 0), joblib.load(folder / f"{name}.joblib")
+        det.real, det.fake, det.threshold = state["real"], state["fake"], state["threshold"]
+        return det
+
 
 class CNNDetector:
     """A small CNN on 40x40 LFCC patches (40 frames = 0.4 s, 20 LFCC + 20 deltas); a clip's score is the mean
@@ -238,6 +319,28 @@ class CNNDetector:
             return np.array([self.model(torch.from_numpy(self.crops(f)[:, None])).softmax(1)[:, 1].mean().item()
                              for f in frame_sets])
 
+    def save(self, folder: Path, name: str) -> str:
+        import torch
+
+        path = folder / f"{name}.pt"
+        state = {"state_dict": self.model.state_dict(), "mu": torch.from_numpy(self.mu), "sd": torch.from_numpy(self.sd)}
+        atomic_file(path, lambda tmp: torch.save(state, tmp))
+        return path.name
+
+    @classmethod
+    def load(cls, folder: Path, name: str):
+        import torch
+
+        from labcli.detect.vision import SmallCNN
+
+        state = torch.load(folder / f"{name}.pt", weights_only=True)
+        det = cls(0, 0, None)
+        det.mu, det.sd = state["mu"].numpy(), state["sd"].numpy()
+        det.model = SmallCNN(classes=2, side=40)
+        det.model.load_state_dict(state["state_dict"])
+        det.model.eval()
+        return det
+
 
 class LogisticDetector:
     def fit(self, frame_sets, y):
@@ -252,16 +355,105 @@ class LogisticDetector:
     def score(self, frame_sets):
         return self.clf.predict_proba(np.stack([utterance_stats(f) for f in frame_sets]))[:, 1]
 
+    def save(self, folder: Path, name: str) -> str:
+        import joblib
+
+        path = folder / f"{name}.joblib"
+        atomic_file(path, lambda tmp: joblib.dump(self.clf, tmp))
+        return path.name
+
+    @classmethod
+    def load(cls, folder: Path, name: str):
+        import joblib
+
+        det = cls()
+        det.clf = joblib.load(folder / f"{name}.joblib")
+        return det
+
+
+def make_detector(name: str, cfg, bar):
+    model = name.split("-", 1)[1]
+    return (GMMDetector(cfg.gmm_components, cfg.seed) if model == "gmm" else
+            CNNDetector(cfg.cnn_epochs, cfg.seed, bar) if model == "cnn" else LogisticDetector())
+
+
+def load_detector(folder: Path, name: str, meta: dict):
+    """A detector saved by save() (deepfake_store calls this)."""
+    model = name.split("-", 1)[1]
+    return (GMMDetector if model == "gmm" else CNNDetector if model == "cnn" else LogisticDetector).load(Path(folder), name)
+
+
+def features_of(name: str, x: np.ndarray) -> np.ndarray:
+    return FEATURES[name.split("-", 1)[0]](x)
+
+
+def score(detectors: dict, x: np.ndarray, settings: dict | None = None) -> dict[str, float]:
+    """P(fake) from each detector for one decoded clip, after the same cleaning the run used."""
+    x, cache, out = clean(x), {}, {}
+    for name, det in detectors.items():
+        kind = name.split("-", 1)[0]
+        if kind not in cache:
+            cache[kind] = FEATURES[kind](x)
+        out[name] = float(det.score([cache[kind]])[0])
+    return out
+
+
+def make_fake(kind: str, x: np.ndarray, text: str, cfg: Config, rng, workdir: Path, i: int) -> np.ndarray:
+    if kind == "griffin-lim":
+        return griffin_lim(x, cfg.griffin_lim_iters, rng)
+    if kind == "mel-griffin-lim":
+        return mel_griffin_lim(x, cfg.griffin_lim_iters, cfg.seed + i)
+    if kind == "world":
+        return world(x)
+    if kind == "codec2":
+        return codec2(x, cfg.codec2_mode, workdir)
+    return espeak(text, workdir, i)
+
+
+def check_tools(cfg: Config) -> None:
+    kinds = cfg.train_fakes + cfg.heldout_fakes
+    common.choose(kinds, FAKES, "fake type")
+    common.choose(cfg.detectors, DETECTORS, "detector")
+    if cfg.codec2_mode not in ("3200", "2400", "1600", "1400", "1300", "1200", "700C"):
+        raise UserError(f"unknown codec2_mode '{cfg.codec2_mode}'", "choose from: 3200, 2400, 1600, 1400, 1300, 1200, 700C")
+    for kind, tool in (("espeak", "espeak-ng"), ("codec2", "c2enc"), ("codec2", "c2dec")):
+        if kind in kinds and shutil.which(tool) is None:
+            raise UserError(f"{tool} is not installed (needed for the {kind} fakes)", SETUP)
+    if "mel-griffin-lim" in kinds or any(d.startswith("cqcc") for d in cfg.detectors):
+        try:
+            import librosa  # noqa: F401
+        except ImportError:
+            raise UserError("librosa is not installed (mel Griffin-Lim fakes and CQCC features need it)", "pip install 'librosa>=0.10'") from None
+
+
+def save_examples(ctx, prompts, clips, is_test, detectors) -> list[dict]:
+    """The first test prompt as files (its real WAV, and each fake as 16-bit WAV) with the run's scores for them."""
+    first = int(np.flatnonzero(is_test)[0])
+    folder = ctx.dir / "examples"
+    atomic.write_bytes(folder / "real.wav", encode_wav(prompts[first][2]))
+    files = [("real", folder / "real.wav")]
+    for kind in clips:
+        if kind != "real":
+            atomic.write_bytes(folder / f"fake-{kind}.wav", encode_wav(clips[kind][first]))
+            files.append((kind, folder / f"fake-{kind}.wav"))
+    return [{"file": str(f.relative_to(ctx.dir)), "truth": "real" if kind == "real" else "fake", "kind": kind,
+             "scores": score(detectors, read_wav(f))} for kind, f in files]
+
+
+def best_detector(rows: list[dict]) -> str:
+    """The detector with the highest mean AUC on held-out fakes (all fakes if none are held out), clean audio."""
+    pick = [r for r in rows if r["test condition"] == "clean" and r["seen in training"] == "held-out"] or \
+        [r for r in rows if r["test condition"] == "clean"]
+    names = list(dict.fromkeys(r["detector"] for r in pick))
+    return max(names, key=lambda n: np.mean([r["auc"] for r in pick if r["detector"] == n]))
+
 
 def run(cfg: Config, ctx) -> None:
     from sklearn.metrics import accuracy_score, roc_auc_score
 
-    common.choose(cfg.train_fakes + cfg.heldout_fakes, FAKES, "fake type")
-    common.choose(cfg.detectors, DETECTORS, "detector")
+    check_tools(cfg)
     if cfg.score_file:
         read_wav(Path(cfg.score_file))  # fail early on an unreadable file
-    if "espeak" in cfg.train_fakes + cfg.heldout_fakes and shutil.which("espeak-ng") is None:
-        raise UserError("espeak-ng is not installed", SETUP)
     common.seed_everything(cfg.seed)
     prompts = load_prompts(cfg)
     rng = np.random.default_rng(cfg.seed)
@@ -270,68 +462,76 @@ def run(cfg: Config, ctx) -> None:
     is_test = np.zeros(len(prompts), dtype=bool)
     is_test[order[:n_test]] = True
     kinds = cfg.train_fakes + cfg.heldout_fakes
+    feature_kinds = list(dict.fromkeys(d.split("-", 1)[0] for d in cfg.detectors))
     clips = {"real": [], **{k: [] for k in kinds}}
     with common.progress() as bar, tempfile.TemporaryDirectory() as tmp:
-        task = bar.add_task("making fakes (Griffin-Lim, WORLD, espeak-ng)", total=len(prompts))
+        task = bar.add_task(f"making fakes ({', '.join(kinds)})", total=len(prompts))
         for i, (_, text, x) in enumerate(prompts):
             clips["real"].append(clean(x))
             for k in kinds:
-                fake = griffin_lim(x, cfg.griffin_lim_iters, rng) if k == "griffin-lim" else world(x) if k == "world" else espeak(text, Path(tmp), i)
-                clips[k].append(clean(fake))
+                clips[k].append(clean(make_fake(k, x, text, cfg, rng, Path(tmp), i)))
             bar.advance(task)
-        frames = {k: [lfcc(c) for c in v] for k, v in clips.items()}
-        recoded = {k: [lfcc(clean(mu_law(c))) for c in v] for k, v in clips.items()}
+        task = bar.add_task(f"features ({', '.join(feature_kinds)}; clean and mu-law re-coded)", total=len(clips) * len(feature_kinds))
+        frames, recoded = {}, {}
+        for fk in feature_kinds:
+            for k, v in clips.items():
+                frames[fk, k] = [FEATURES[fk](c) for c in v]
+                recoded[fk, k] = [FEATURES[fk](clean(mu_law(c))) for c in v]
+                bar.advance(task)
 
-        train_sets = [f for f, t in zip(frames["real"], is_test) if not t]
-        y_train = [0] * len(train_sets)
-        for k in cfg.train_fakes:
-            extra = [f for f, t in zip(frames[k], is_test) if not t]
-            train_sets += extra
-            y_train += [1] * len(extra)
-        # balance real vs fake by repeating the real clips once per seen fake type
-        reps = len(cfg.train_fakes) - 1
-        real_train = [f for f, t in zip(frames["real"], is_test) if not t]
-        train_sets += real_train * reps
-        y_train += [0] * len(real_train) * reps
-        y_train = np.array(y_train)
         rows, detectors = [], {}
         for name in cfg.detectors:
-            det = (GMMDetector(cfg.gmm_components, cfg.seed) if name == "lfcc-gmm" else
-                   CNNDetector(cfg.cnn_epochs, cfg.seed, bar) if name == "lfcc-cnn" else LogisticDetector())
-            detectors[name] = det.fit(train_sets, y_train)
+            fk = name.split("-", 1)[0]
+            train_sets = [f for f, t in zip(frames[fk, "real"], is_test) if not t]
+            y_train = [0] * len(train_sets)
+            for k in cfg.train_fakes:
+                extra = [f for f, t in zip(frames[fk, k], is_test) if not t]
+                train_sets += extra
+                y_train += [1] * len(extra)
+            # balance real vs fake by repeating the real clips once per seen fake type
+            real_train = [f for f, t in zip(frames[fk, "real"], is_test) if not t]
+            reps = len(cfg.train_fakes) - 1
+            train_sets += real_train * reps
+            y_train += [0] * len(real_train) * reps
+            det = detectors[name] = make_detector(name, cfg, bar).fit(train_sets, np.array(y_train))
             for k in kinds:
                 for cond, source in (("clean", frames), ("mu-law re-coded", recoded)):
-                    real_test = [f for f, t in zip(source["real"], is_test) if t]
-                    fake_test = [f for f, t in zip(source[k], is_test) if t]
+                    real_test = [f for f, t in zip(source[fk, "real"], is_test) if t]
+                    fake_test = [f for f, t in zip(source[fk, k], is_test) if t]
                     y = np.r_[np.zeros(len(real_test)), np.ones(len(fake_test))]
-                    score = det.score(real_test + fake_test)
+                    p_fake = det.score(real_test + fake_test)
                     row = {"detector": name, "fake type": k, "seen in training": "seen" if k in cfg.train_fakes else "held-out",
-                           "test condition": cond, "accuracy": accuracy_score(y, score >= 0.5), "auc": roc_auc_score(y, score),
-                           "eer": common.equal_error_rate(y, score)}
+                           "test condition": cond, "accuracy": accuracy_score(y, p_fake >= 0.5), "auc": roc_auc_score(y, p_fake),
+                           "eer": common.equal_error_rate(y, p_fake)}
                     rows.append(row)
                     ctx.log(**row)
-    scored = None
-    if cfg.score_file:
-        f = [lfcc(clean(read_wav(Path(cfg.score_file))))]
-        scored = {"file": cfg.score_file, **{n: float(d.score(f)[0]) for n, d in detectors.items()}}
+    best = best_detector(rows)
+    deepfake_store.save(ctx.dir, "voice", detectors, best, {"rate": RATE, "features": feature_kinds, "threshold": 0.5})
+    examples = save_examples(ctx, prompts, clips, is_test, detectors)
+    scored = {"file": cfg.score_file, **score(detectors, read_wav(Path(cfg.score_file)))} if cfg.score_file else None
     fig, ax = common.new_figure()
     for k, v in clips.items():
-        ax.plot(np.mean([lfcc(c)[:, :20].mean(0) for c in v], 0), label=k, lw=2 if k == "real" else 1)
-    ax.set_xlabel("LFCC index")
+        ax.plot(np.mean([f[:, :20].mean(0) for f in frames[feature_kinds[0], k]], 0), label=k, lw=2 if k == "real" else 1)
+    ax.set_xlabel(f"{feature_kinds[0].upper()} index")
     ax.set_ylabel("mean value over clips")
     ax.legend()
-    plot = common.save_figure(fig, ctx.path("lfcc_means.png"))
-    ctx.write_summary({"prompts": len(prompts), "test_prompts": int(is_test.sum()), "results": rows, "scored_file": scored})
+    plot = common.save_figure(fig, ctx.path("cepstra_means.png"))
+    ctx.write_summary({"prompts": len(prompts), "test_prompts": int(is_test.sum()), "results": rows, "best_detector": best,
+                       "detector_dir": deepfake_store.FOLDER, "examples": examples, "scored_file": scored})
     ctx.write_report(
         f"# Synthetic-speech detection on Asterisk prompts\n\n{len(prompts)} real prompts (asterisk-core-sounds-en-wav, 8 kHz, "
         f"CC BY-SA 3.0); {int(is_test.sum())} prompts (by text) held out. Fakes made here: {', '.join(kinds)}; the "
-        f"detectors train on {', '.join(cfg.train_fakes)} only. All clips silence-trimmed and normalised to -20 dBFS RMS.\n\n"
-        f"{common.markdown_table(rows)}\n![lfcc]({plot})\n\n"
+        f"detectors train on {', '.join(cfg.train_fakes)} only. All clips silence-trimmed and normalised to -20 dBFS RMS. "
+        f"Features: LFCC (linear filterbank, 10 ms frames) and CQCC-style (librosa constant-Q, 8 ms frames), + deltas.\n\n"
+        f"{common.markdown_table(rows)}\n![cepstra]({plot})\n\n"
+        f"Fitted detectors are in `{deepfake_store.FOLDER}/` (best on held-out fakes: `{best}`); serve them with "
+        f"`lab serve detector --run {ctx.dir}`.\n\n"
         + (f"Scored file: `{scored}`\n\n" if scored else "")
         + "Reference: ASVspoof 2019 LA LFCC-GMM baseline EER 8.09 % (real attacks, 16 kHz); not comparable.\n\n"
         "## What this data is and is not\n\nReal speech of one studio voice, telephone band. The fakes are synthetic "
-        "stand-ins (vocoder resynthesis and espeak-ng TTS), not real-world voice-cloning deepfakes; espeak-ng is "
+        "stand-ins (vocoder and codec resynthesis, espeak-ng TTS), not real-world voice-cloning deepfakes; espeak-ng is "
         "trivially detected and kept as the easy case. Not evidence of performance against neural TTS or voice conversion.\n")
     print(common.markdown_table(rows))
+    print(f"detectors saved in {ctx.dir / deepfake_store.FOLDER} (best on held-out fakes: {best})")
     if scored:
         print(scored)

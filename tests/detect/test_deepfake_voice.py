@@ -7,26 +7,37 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-HAVE_AUDIO = Path("/usr/share/asterisk/sounds/en/activated.wav").is_file() and shutil.which("espeak-ng") is not None
-needs_audio = pytest.mark.skipif(not HAVE_AUDIO, reason="asterisk-core-sounds-en-wav/espeak-ng missing: labcli/detect/setup_audio.sh failed or was not run")
+HAVE_AUDIO = (Path("/usr/share/asterisk/sounds/en/activated.wav").is_file() and shutil.which("espeak-ng") is not None
+              and shutil.which("c2enc") is not None)
+needs_audio = pytest.mark.skipif(not HAVE_AUDIO, reason="asterisk-core-sounds-en-wav/espeak-ng/codec2 missing: labcli/detect/setup_audio.sh failed or was not run")
 
 
 @needs_audio
 def test_voice_detectors_on_real_prompts(run_lab, tmp_path):
+    from labcli.detect import deepfake_store
+
     out = tmp_path / "dfv"
     real = "/usr/share/asterisk/sounds/en/activated.wav"
-    run_lab("detect", "deepfake-voice", "--output", str(out), "max_prompts=16", "griffin_lim_iters=4", "gmm_components=4", "cnn_epochs=2",
-            f"score_file={real}")
+    run_lab("detect", "deepfake-voice", "--output", str(out), "max_prompts=10", "griffin_lim_iters=4", "gmm_components=2",
+            "cnn_epochs=1", "detectors=[lfcc-gmm,lfcc-cnn,cqcc-logistic]", f"score_file={real}")
     s = json.loads((out / "summary.json").read_text())
-    assert s["prompts"] == 16 and s["test_prompts"] == 5
+    assert s["prompts"] == 10 and s["test_prompts"] == 3
     rows = {(r["detector"], r["fake type"], r["test condition"]): r for r in s["results"]}
-    assert rows[("lfcc-logistic", "espeak", "clean")]["auc"] > 0.9  # TTS is the easy case
-    assert rows[("lfcc-logistic", "world", "clean")]["seen in training"] == "held-out"
+    assert rows[("lfcc-gmm", "espeak", "clean")]["auc"] > 0.9  # TTS is the easy case
+    assert rows[("cqcc-logistic", "espeak", "clean")]["auc"] > 0.9
+    assert {r["fake type"] for r in s["results"] if r["seen in training"] == "held-out"} == {"mel-griffin-lim", "world", "codec2"}
     assert all(0 <= r["eer"] <= 1 and 0 <= r["auc"] <= 1 for r in s["results"])
-    assert set(s["scored_file"]) == {"file", "lfcc-logistic", "lfcc-gmm", "lfcc-cnn"}
-    assert (out / "lfcc_means.png").exists() and "synthetic" in (out / "report.md").read_text()
+    assert set(s["scored_file"]) == {"file", "lfcc-gmm", "lfcc-cnn", "cqcc-logistic"}
+    assert (out / "cepstra_means.png").exists() and "synthetic" in (out / "report.md").read_text()
+    # the saved detectors (what `lab serve detector` serves) reload and give the run's own scores for its example files
+    meta, detectors = deepfake_store.load(out / "detector")
+    assert meta["kind"] == "voice" and meta["best"] == s["best_detector"] and len(s["examples"]) == 6
+    for example in s["examples"]:
+        got = deepfake_store.score_bytes(meta, detectors, (out / example["file"]).read_bytes())
+        assert np.allclose([got[k] for k in example["scores"]], list(example["scores"].values()), rtol=0, atol=1e-9)
 
 
 def test_unreadable_audio_is_one_line(run_lab, tmp_path):
@@ -35,3 +46,9 @@ def test_unreadable_audio_is_one_line(run_lab, tmp_path):
     proc = run_lab("detect", "deepfake-voice", f"score_file={bad}", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith(f"error: cannot read audio file {bad}"), proc.stderr
+
+
+def test_unknown_codec2_mode_is_one_line(run_lab):
+    proc = run_lab("detect", "deepfake-voice", "codec2_mode=700D", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: unknown codec2_mode '700D'"), proc.stderr

@@ -1,0 +1,67 @@
+"""A deepfake run's fitted detectors on disk, and scoring one file with them: what `lab serve detector` serves.
+
+RUN/detector/ holds detector.json (which recipe, the detectors, the best one, feature settings) and one file per
+detector: scikit-learn models as joblib, CNNs as a torch state_dict (.pt). Scoring a file goes through the recipe
+module's own `decode` (bytes -> audio or image tiles, one-line UserError for bad files) and `score` (the same
+feature extraction and classifiers the run used), so a served score equals the run's score for the same file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from labcli.engine import atomic
+from labcli.errors import UserError
+
+FOLDER = "detector"
+KINDS = {"voice": "labcli.detect.deepfake_voice", "image": "labcli.detect.deepfake_image"}
+
+
+def atomic_file(path: Path, writer) -> None:
+    """Call writer(temp_path) for a library that writes files itself (joblib, torch), then rename into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(run_dir: Path, kind: str, detectors: dict, best: str, settings: dict) -> Path:
+    """Write every fitted detector (each has .save(folder, name)) and detector.json into RUN/detector/."""
+    folder = Path(run_dir) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: det.save(folder, name) for name, det in detectors.items()}
+    atomic.write_json(folder / "detector.json", {"kind": kind, "detectors": list(detectors), "best": best,
+                                                 "files": files, "settings": settings})
+    return folder
+
+
+def load(folder: Path) -> tuple[dict, dict]:
+    """(meta from detector.json, {name: fitted detector}) from a RUN/detector/ folder (or a TorchServe model dir)."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "detector.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise UserError(f"{folder} holds no readable detector.json",
+                        "serve a run made by `lab detect deepfake-voice` or `lab detect deepfake-image` (they save RUN/detector/)") from None
+    module = recipe(meta["kind"])
+    return meta, {name: module.load_detector(folder, name, meta) for name in meta["detectors"]}
+
+
+def recipe(kind: str):
+    if kind not in KINDS:
+        raise UserError(f"unknown detector kind '{kind}'", f"choose from: {', '.join(KINDS)}")
+    return importlib.import_module(KINDS[kind])
+
+
+def score_bytes(meta: dict, detectors: dict, data: bytes, what: str = "request") -> dict[str, float]:
+    """P(fake) from every detector for one file's bytes; UserError for a file that is not valid input."""
+    module = recipe(meta["kind"])
+    return module.score(detectors, module.decode(data, what), meta["settings"])
