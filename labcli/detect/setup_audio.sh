@@ -3,9 +3,10 @@
 #   asterisk-core-sounds-en-wav  real studio speech prompts (CC BY-SA 3.0), /usr/share/asterisk/sounds/en
 #   asterisk-core-sounds-en      their transcripts (core-sounds-en.txt)
 #   espeak-ng                    the text-to-speech "easy" fake
+#   codec2                       c2enc/c2dec, the Codec 2 speech-codec fake
 set -e
 need=""
-for pkg in asterisk-core-sounds-en-wav asterisk-core-sounds-en espeak-ng; do
+for pkg in asterisk-core-sounds-en-wav asterisk-core-sounds-en espeak-ng codec2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 if [ -z "$need" ]; then
