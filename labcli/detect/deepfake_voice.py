@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from labcli.config import RecipeConfig
 from labcli.detect import common, deepfake_store
@@ -50,6 +50,11 @@ class Config(RecipeConfig):
     griffin_lim_iters: int = Field(32, description="Griffin-Lim phase-reconstruction iterations (linear and mel)")
     codec2_mode: str = Field("3200", description="Codec 2 bit rate for the codec2 fake: 3200, 2400, 1600, 1400, 1300, 1200, 700C")
     score_file: str = Field("", description="Optional WAV to score with the trained detectors (P(fake))")
+
+    @field_validator("codec2_mode", mode="before")
+    @classmethod
+    def _mode_as_text(cls, value):
+        return str(value)  # `codec2_mode=1300` arrives as an int
 
 
 def decode(data: bytes, what: str = "request") -> np.ndarray:
