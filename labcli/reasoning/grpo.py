@@ -270,24 +270,31 @@ def update(cfg: Config, model, ref, optimizer, scheduler, trainable, chunks, kep
     minis = [items[i::n_mini] for i in range(n_mini)]
 
     def micro_batches(mini):
-        """Rows of one mini-batch, grouped by generation round (same prompt length), in micro-batches."""
+        """Rows of one mini-batch, grouped by generation round (same prompt length), sorted by
+        completion length and cut into micro-batches, each trimmed to its longest completion (the
+        padding it drops is masked out of the loss anyway, so the sum of the losses is unchanged)."""
         for c in sorted({it[0] for it in mini}):
+            chunk = chunks[c]
             rows = torch.cat([it[1] for it in mini if it[0] == c])
             adv = torch.cat([it[2] for it in mini if it[0] == c])
             mask = torch.cat([it[3] for it in mini if it[0] == c])
+            order = chunk.completion_mask[rows].sum(1).argsort(stable=True)
+            rows, adv, mask = rows[order], adv[order], mask[order]
             for lo in range(0, len(rows), mb):
-                yield (c, lo), chunks[c], rows[lo:lo + mb], adv[lo:lo + mb], mask[lo:lo + mb]
+                r = rows[lo:lo + mb]
+                n = chunk.prompt_len + int(chunk.completion_mask[r].sum(1).max())
+                seq, att = chunk.sequences[r, :n], chunk.attention_mask[r, :n]
+                yield (c, lo), chunk.prompt_len, seq, att, adv[lo:lo + mb], mask[lo:lo + mb, :n - chunk.prompt_len]
 
     old, refs = {}, {}
     with torch.no_grad():  # the sampling policy's log-probs (needed once the policy has moved) and the reference's
         for m, mini in enumerate(minis):
-            for key, chunk, r, _, _ in micro_batches(mini):
-                seq, att = chunk.sequences[r], chunk.attention_mask[r]
+            for key, plen, seq, att, _, _ in micro_batches(mini):
                 with autocast():
                     if cfg.num_iterations > 1 or n_mini > 1:
-                        old[m, key] = lm.token_logprobs(model, seq, att, chunk.prompt_len)[0]
+                        old[m, key] = lm.token_logprobs(model, seq, att, plen)[0]
                     if ref is not None:
-                        refs[m, key] = lm.token_logprobs(ref, seq, att, chunk.prompt_len)[0]
+                        refs[m, key] = lm.token_logprobs(ref, seq, att, plen)[0]
     totals = {"loss": 0.0, "clip_tokens": 0.0, "tokens": 0.0, "kl_sum": 0.0, "entropy_sum": 0.0, "updates": 0}
     grad_norm = torch.tensor(0.0)
     model.train()
@@ -297,10 +304,9 @@ def update(cfg: Config, model, ref, optimizer, scheduler, trainable, chunks, kep
             n_seqs = float(sum(int((it[3].sum(1) > 0).sum()) for it in mini))
             if n_tokens == 0:
                 continue
-            for key, chunk, r, adv, mask in micro_batches(mini):
-                seq, att = chunk.sequences[r], chunk.attention_mask[r]
+            for key, plen, seq, att, adv, mask in micro_batches(mini):
                 with autocast():
-                    logp, entropy = lm.token_logprobs(model, seq, att, chunk.prompt_len, with_entropy=True)
+                    logp, entropy = lm.token_logprobs(model, seq, att, plen, with_entropy=True)
                 loss, st = policy_loss(logp, old.get((m, key), logp.detach()), adv, mask, cfg.clip_low, cfg.clip_high,
                                        beta=cfg.beta, ref_logp=refs.get((m, key)), norm=cfg.loss_norm,
                                        n_tokens=n_tokens, n_seqs=n_seqs)

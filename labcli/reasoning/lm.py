@@ -48,7 +48,7 @@ class Completions:
         return self.completion_mask.sum(1)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, num_return: int = 1,
              sample: bool = False, temperature: float = 1.0, device=None) -> Completions:
     """`num_return` completions per prompt (consecutive), greedy or sampled with temperature.

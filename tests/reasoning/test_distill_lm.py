@@ -51,3 +51,38 @@ def test_greedy_matches_hf_generate_and_masks_stop_at_eos(tiny):
         assert mask.tolist() == [1] * n + [0] * (len(row) - n)
         assert truncated == (len(eos) == 0)
     assert torch.equal(out.attention_mask[:, out.prompt_len:], out.completion_mask)
+
+
+@pytest.mark.parametrize("norm", ["token", "sequence"])
+def test_update_with_sorted_trimmed_micro_batches_equals_one_full_batch(tiny, norm):
+    """lab's update sorts completions by length and trims each micro-batch's padding; one SGD step
+    must move the weights exactly as the plain loss over the whole padded batch does."""
+    import copy
+
+    from labcli.reasoning import grpo, lm
+
+    model, tok, prompts = tiny
+    torch.manual_seed(0)
+    out = lm.generate(model, tok, prompts[:4], max_new_tokens=12, num_return=4, sample=True)
+    out.completion_mask[1, 3:] = 0  # uneven lengths, as real completions that stop at EOS have
+    out.completion_mask[6, 5:] = 0
+    out.attention_mask[:, out.prompt_len:] = out.completion_mask
+    rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1, 0.5, 0, 0, 0, 1, 0, 0.1, 0])
+    groups = [grpo.Group(k, rewards[4 * k:4 * k + 4], (rewards[4 * k:4 * k + 4] > 0.5).float(), 0, 4 * k) for k in range(4)]
+    cfg = grpo.Config(entry="x", group_size=4, loss_norm=norm,
+                      train={"micro_batch_size": 3, "lr": 1.0, "optimizer": "sgd", "max_grad_norm": 0.0})
+
+    mine = copy.deepcopy(model)
+    params = [p for p in mine.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=1.0)
+    grpo.update(cfg, mine, None, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), params, [out], groups)
+
+    ref = copy.deepcopy(model)
+    ref.train()
+    logp, _ = lm.token_logprobs(ref, out.sequences, out.attention_mask, out.prompt_len)
+    adv = grpo.group_advantages(rewards, 4)
+    loss, _ = grpo.policy_loss(logp, logp.detach(), adv, out.completion_mask, 0.2, 0.2, norm=norm)
+    loss.backward()
+    for (name, p), q in zip(ref.named_parameters(), mine.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(p.detach() - p.grad, q.detach(), rtol=1e-5, atol=1e-6, msg=name)
