@@ -25,7 +25,7 @@ VERBS: dict[str, str] = {
     "profile": "Profile a training or inference step (torch.profiler trace, top ops).",
     "serve": "Serve a run's model behind a real inference server.",
     "simulate": "Control simulated robots and train RL agents.",
-    "reproduce": "Reproduce a paper's headline number on shipped data.",
+    "reproduce": "Rerun a finished run from its saved config and check that its numbers reproduce.",
     "detect": "Attack, defend and detect: adversarial ML and ML for security.",
 }
 

@@ -1,4 +1,4 @@
-"""`lab reproduce`: Reproduce a paper's headline number on shipped data."""
+"""`lab reproduce`: Rerun a finished run from its saved config and check that its numbers reproduce."""
 
 from labcli.commands.common import verb_command
 from labcli.registry import VERBS

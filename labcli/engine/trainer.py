@@ -165,16 +165,18 @@ def train(
                 lo = (a * size + rank) * cfg.micro_batch_size
                 batch = _to(collate([train_set[i] for i in ids[lo:lo + cfg.micro_batch_size]]), device)
                 sync = a == accum - 1 or strategy != "ddp"
-                with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast:
+                with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast, phase("forward"):
                     loss = loss_fn(forward, batch) / accum
-                loss.backward()
+                with phase("backward"):
+                    loss.backward()
                 loss_sum += loss.item()
                 n_tok += _count_tokens(batch)
-            grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0
-                         else torch.tensor(0.0))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            with phase("optimizer"):
+                grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0
+                             else torch.tensor(0.0))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             loss_total, tok_total = distributed.all_reduce_sum([loss_sum, float(n_tok)], device)
             loss_value, tokens_seen = loss_total / size, tokens_seen + int(tok_total)
             dt = time.perf_counter() - step_t0
@@ -182,8 +184,9 @@ def train(
                 live.log(step=step, loss=loss_value, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
                          tokens_per_s=tok_total / dt, tokens=tokens_seen, peak_mem_mb=peak_memory_mb(device))
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
-                eval_loss = evaluate(wrapped, eval_set, collate, cfg, device, loss_fn) if eval_set else None
-                extra = on_eval(distributed.unwrap(wrapped), step) if on_eval else {}
+                with phase("eval"):
+                    eval_loss = evaluate(wrapped, eval_set, collate, cfg, device, loss_fn) if eval_set else None
+                    extra = on_eval(distributed.unwrap(wrapped), step) if on_eval else {}
                 if eval_loss is not None or extra:
                     live.log(step=step, eval_loss=eval_loss, **extra)
                 if eval_loss is not None and eval_loss < best - 1e-6:
@@ -192,7 +195,8 @@ def train(
                     bad_evals += 1
                 stopped = bool(cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience)
             if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps or stopped:
-                save(step)
+                with phase("checkpoint"):
+                    save(step)
             if profiler:
                 profiler.after(step - start)
             if kill_at and step == kill_at:
@@ -225,6 +229,11 @@ def evaluate(model, eval_set: Sequence, collate, cfg: TrainConfig, device, loss_
     return total / max(count, 1.0)
 
 
+def phase(name: str):
+    """A labelled span (`lab::NAME`) that torch.profiler traces show and `lab profile` sums per phase."""
+    return torch.profiler.record_function(f"lab::{name}")
+
+
 class StepProfiler:
     """torch.profiler over the first `steps` steps: a Chrome trace and a top-ops table in RUN/profile/."""
 
@@ -248,6 +257,16 @@ class StepProfiler:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.prof.export_chrome_trace(str(self.folder / "trace.json"))
         sort = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
-        table = self.prof.key_averages().table(sort_by=sort, row_limit=25)
+        averages = self.prof.key_averages()
+        table = averages.table(sort_by=sort, row_limit=25)
         atomic.write_text(self.folder / "top_ops.md", f"# Top ops over {self.steps} training steps\n\n```\n{table}\n```\n")
+        atomic.write_json(self.folder / "ops.json", {"steps": self.steps, "device": self.device.type, "ops": op_rows(averages)})
         self.prof = None
+
+
+def op_rows(averages) -> list[dict]:
+    """torch.profiler key averages as plain rows (times in ms, memory in MB), slowest self time first."""
+    rows = [{"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3, "cpu_total_ms": e.cpu_time_total / 1e3,
+             "self_device_ms": getattr(e, "self_device_time_total", 0.0) / 1e3,
+             "cpu_memory_mb": e.self_cpu_memory_usage / 2**20} for e in averages]
+    return sorted(rows, key=lambda r: -(r["self_device_ms"] or r["self_cpu_ms"]))

@@ -63,3 +63,20 @@ def bars(groups: dict[str, dict[str, float]], path: Path, title: str = "", ylabe
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
     return save(fig, path)
+
+
+def hbars(panels: dict[str, dict[str, float]], path: Path, title: str = "", xlabel: str = "") -> Path:
+    """One horizontal bar chart per panel ({panel title: {label: value}}), largest value on top."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.35 * max(map(len, panels.values())) + 1.5),
+                             squeeze=False)
+    for ax, (name, values) in zip(axes[0], panels.items()):
+        items = sorted(values.items(), key=lambda kv: kv[1])
+        ax.barh([k[:48] for k, _ in items], [v for _, v in items], color="C0")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save(fig, path)

@@ -39,11 +39,9 @@ def read_texts(data: str | None) -> list[str]:
         raise UserError(f"{path} is not UTF-8 text", "re-save it as UTF-8") from None
 
 
-def run(cfg: Config, ctx: Run) -> None:
-    from labcli.data.text import collate_lm, lm_blocks
-    from labcli.engine.export import save_final_model
-    from labcli.engine.trainer import train
-    from labcli.eval import plots
+def prepare(cfg: Config):
+    """(loaded model, model ready for cfg.method, parameter report, train blocks, eval blocks)."""
+    from labcli.data.text import lm_blocks
     from labcli.models import load_model, prepare_for_method
 
     texts = read_texts(cfg.data)
@@ -52,7 +50,17 @@ def run(cfg: Config, ctx: Run) -> None:
     model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, "causal-lm")
     blocks = lm_blocks(texts, loaded.tokenizer, cfg.block_size)
     n_eval = max(1, int(len(blocks) * cfg.eval_fraction))
-    result = train(model, blocks[n_eval:], collate_lm, cfg.train, ctx, seed=cfg.seed, eval_set=blocks[:n_eval])
+    return loaded, model, params, blocks[n_eval:], blocks[:n_eval]
+
+
+def run(cfg: Config, ctx: Run) -> None:
+    from labcli.data.text import collate_lm
+    from labcli.engine.export import save_final_model
+    from labcli.engine.trainer import train
+    from labcli.eval import plots
+
+    loaded, model, params, train_set, eval_set = prepare(cfg)
+    result = train(model, train_set, collate_lm, cfg.train, ctx, seed=cfg.seed, eval_set=eval_set)
     save_final_model(result.model, loaded.tokenizer, cfg.method, ctx.path("model"), ctx.path("adapter"))
     if not ctx.is_main:
         return
