@@ -38,6 +38,9 @@ class Config(RecipeConfig):
     test_size: int = Field(200, ge=1, description="Test examples, the same for all three evaluations")
     direct_baseline: bool = Field(True, description="Also SFT a direct-answer student (rows 1 and 2 of the table)")
     shots: int = Field(3, ge=0, description="Worked examples in the CoT-prompting row")
+    cot_fraction: float = Field(1.0, ge=0, le=1, description="Share of the distilled student's examples that show the CoT "
+                                "trace; the rest show only the answer (< 1: a partly distilled student that reasons only "
+                                "sometimes, a start with headroom for `lab distill grpo|dapo`)")
     max_len: int = Field(256, ge=16, description="Tokens per SFT example (prompt + target), left-truncated")
     max_new_tokens: int = Field(64, ge=1, description="Tokens generated at evaluation")
     eval_batch_size: int = Field(64, ge=1, description="Prompts per generation batch at evaluation")
@@ -143,7 +146,8 @@ def run(cfg: Config, ctx: Run) -> None:
     device = pick_device(cfg.device)
     train_set, test_set = load_examples(cfg)
     traces, teacher_note = teacher_traces(cfg, train_set, device)
-    cot_pairs = [(rewards.prompt(ex), rewards.target(ex, True, steps)) for ex, steps in traces]
+    with_cot = set(random.Random(cfg.seed + 7).sample(range(len(traces)), round(cfg.cot_fraction * len(traces))))
+    cot_pairs = [(rewards.prompt(ex), rewards.target(ex, i in with_cot, steps)) for i, (ex, steps) in enumerate(traces)]
     direct_pairs = [(rewards.prompt(ex), rewards.target(ex, False)) for ex in train_set]
     texts = [p + t for p, t in cot_pairs + direct_pairs]
 
@@ -166,7 +170,7 @@ def run(cfg: Config, ctx: Run) -> None:
     rows["distilled CoT"] = lm.accuracy(cot_result.model, tok, test_set, prompts, max_new_tokens=cfg.max_new_tokens,
                                         batch_size=cfg.eval_batch_size)
 
-    summary = {"task": cfg.task, "student": cfg.student, "method": cfg.method, **teacher_note, **params,
+    summary = {"task": cfg.task, "student": cfg.student, "method": cfg.method, **teacher_note, "cot_fraction": cfg.cot_fraction, **params,
                "train_examples": len(train_set), "test_examples": len(test_set), "seed": cfg.seed,
                "steps": cot_result.steps, "final_loss": cot_result.final_loss, "eval_loss": cot_result.eval_loss,
                "wall_s": round(cot_result.wall_s, 1),

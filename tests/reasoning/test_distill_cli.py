@@ -120,3 +120,14 @@ def test_grpo_resume_is_exact(run_lab, runs, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "reward" in r] == [1, 2, 3]
+
+
+def test_cot_with_a_model_teacher_keeps_only_answer_checked_traces(run_lab, runs, tmp_path):
+    """The real-teacher path offline: the tiny distilled-CoT run's saved model teaches a fresh student."""
+    teacher = _only(runs, "distill-cot-*") / "model"
+    run_lab("distill", "cot", "--task", "arith", "--teacher", str(teacher), *COT_SMOKE, "shots=0", "direct_baseline=false",
+            "teacher_max_new_tokens=24", "teacher_batch_size=128", "--output", str(tmp_path / "student"))
+    summary = json.loads((tmp_path / "student" / "summary.json").read_text())
+    assert summary["teacher"] == str(teacher) and summary["of"] == 256
+    assert 0 < summary["kept"] < 256  # a weak teacher: only its right answers become traces
+    assert set(summary["results"]) == {"distilled CoT"} and (tmp_path / "student" / "model" / "config.json").exists()
