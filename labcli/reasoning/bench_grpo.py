@@ -31,7 +31,7 @@ class Config(RecipeConfig):
     format_weight: float = Field(0.1, ge=0, description="Format reward weight")
     test_size: int = Field(200, ge=1, description="Test problems for the accuracy curve")
     eval_every: int = Field(5, ge=1, description="Greedy test accuracy every N steps")
-    micro_batch_size: int = Field(128, ge=1, description="Completions per forward/backward (lab); TRL takes the whole batch at once")
+    micro_batch_size: int = Field(32, ge=1, description="Completions per forward/backward (lab, sorted by length and trimmed); TRL takes the whole batch at once")
     run_trl: bool = Field(True, description="Run TRL's GRPOTrainer (false: only lab, e.g. without trl installed)")
     parallel: bool = Field(False, description="Run both sides at the same time (a fair share of a busy shared CPU); false: one after the other")
 
