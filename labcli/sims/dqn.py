@@ -6,32 +6,34 @@ r + γ (1 - done) max_a' Q_target(s', a'), hard target updates every `target_eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
+from labcli.config import Section
 from labcli.sims.rl_common import ImageEncoder, finished_episodes, make_vector_env, seed_everything
 
 
-@dataclass
-class DQNArgs:
-    buffer_size: int = 50_000
-    learning_rate: float = 5e-4
+class DQNArgs(Section):
+    """DQN hyperparameters (the `dqn:` section of `lab simulate minigrid`)."""
+
+    buffer_size: int = Field(50_000, ge=1, description="replay buffer transitions")
+    learning_rate: float = Field(5e-4, gt=0, description="Adam learning rate")
     # MiniGrid pays for time only through the final reward, so at γ=0.99 a do-nothing action is
     # worth ~1 % less than the best one; Q-errors flip that and the greedy agent stalls (seen here
     # on Empty-5x5 after ~5k frames). γ=0.95 and faster target copies keep it learning.
-    gamma: float = 0.95
-    batch_size: int = 64
-    learning_starts: int = 1_000
-    train_every: int = 4
-    target_every: int = 250
-    start_epsilon: float = 1.0
-    end_epsilon: float = 0.05
-    exploration_fraction: float = 0.5  # share of the frames over which ε decays linearly
+    gamma: float = Field(0.95, description="discount (0.99 stalls the greedy agent on MiniGrid)")
+    batch_size: int = Field(64, ge=1, description="replay samples per update")
+    learning_starts: int = Field(1_000, ge=0, description="frames of pure exploration before learning")
+    train_every: int = Field(4, ge=1, description="env steps per gradient step")
+    target_every: int = Field(250, ge=1, description="env steps between target-network copies")
+    start_epsilon: float = Field(1.0, ge=0, le=1, description="initial ε of ε-greedy")
+    end_epsilon: float = Field(0.05, ge=0, le=1, description="final ε of ε-greedy")
+    exploration_fraction: float = Field(0.5, gt=0, le=1, description="share of --frames over which ε decays linearly")
 
 
 class QNetwork(nn.Module):

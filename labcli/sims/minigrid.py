@@ -12,35 +12,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from labcli.config import RecipeConfig, Section
+from labcli.config import RecipeConfig
 from labcli.errors import UserError
-
-
-class PPOSection(Section):
-    num_envs: int = Field(16, description="parallel envs (gymnasium SyncVectorEnv)")
-    num_steps: int = Field(128, description="rollout steps per env per update")
-    learning_rate: float = Field(1e-3, description="Adam learning rate")
-    minibatch_size: int = Field(256, description="samples per gradient step")
-    update_epochs: int = Field(4, description="passes over each rollout")
-    gamma: float = Field(0.99, description="discount")
-    gae_lambda: float = Field(0.95, description="GAE λ")
-    clip_coef: float = Field(0.2, description="PPO clip range")
-    ent_coef: float = Field(0.01, description="entropy bonus")
-    vf_coef: float = Field(0.5, description="value-loss weight")
-    max_grad_norm: float = Field(0.5, description="gradient clipping")
-    norm_adv: bool = Field(False, description="normalise advantages per minibatch (CleanRL's default; off here, see docs/results/sims.md)")
-
-
-class DQNSection(Section):
-    buffer_size: int = Field(50_000, description="replay buffer transitions")
-    learning_rate: float = Field(5e-4, description="Adam learning rate")
-    gamma: float = Field(0.95, description="discount (0.99 stalls the greedy agent on MiniGrid, see labcli/sims/dqn.py)")
-    batch_size: int = Field(64, description="replay samples per update")
-    learning_starts: int = Field(1_000, description="frames of pure exploration before learning")
-    train_every: int = Field(4, description="env steps per gradient step")
-    target_every: int = Field(250, description="env steps between target-network copies")
-    end_epsilon: float = Field(0.05, description="final ε of ε-greedy")
-    exploration_fraction: float = Field(0.5, description="share of --frames over which ε decays from 1")
+from labcli.sims.dqn import DQNArgs
+from labcli.sims.ppo import PPOArgs
 
 
 class Config(RecipeConfig):
@@ -52,8 +27,8 @@ class Config(RecipeConfig):
     eval_deterministic: bool = Field(False, description="PPO: evaluate the most likely action (default: sample the policy, as RL Zoo does on MiniGrid); DQN is always greedy")
     render: bool = Field(False, description="write episode.gif of one evaluation episode")
     checkpoint_every: int = Field(10, description="PPO: write a resumable checkpoint every N updates (continue with --resume auto)")
-    ppo: PPOSection = Field(default_factory=PPOSection)
-    dqn: DQNSection = Field(default_factory=DQNSection)
+    ppo: PPOArgs = Field(default_factory=PPOArgs)
+    dqn: DQNArgs = Field(default_factory=DQNArgs)
 
 
 def run(cfg: Config, ctx) -> None:
@@ -99,14 +74,14 @@ def run(cfg: Config, ctx) -> None:
                 ctx.log(frames=frames, **{k: round(v, 5) for k, v in stats.items()})
 
             if cfg.agent == "ppo":
-                args = ppo.PPOArgs(**cfg.ppo.model_dump())
+                args = cfg.ppo
                 if args.minibatch_size > args.num_envs * args.num_steps:
                     raise UserError(f"ppo.minibatch_size {args.minibatch_size} exceeds the rollout ({args.num_envs}x{args.num_steps})", "lower ppo.minibatch_size")
                 network = ppo.train(cfg.env, cfg.frames, cfg.seed, args, network, on_episode, on_update,
                                     resume=resume_state, checkpoint=lambda state: save_checkpoint(ctx.dir, state),
                                     checkpoint_every=max(1, cfg.checkpoint_every))
             else:
-                network = dqn.train(cfg.env, cfg.frames, cfg.seed, dqn.DQNArgs(**cfg.dqn.model_dump()), network, on_episode, on_update)
+                network = dqn.train(cfg.env, cfg.frames, cfg.seed, cfg.dqn, network, on_episode, on_update)
     train_s = time.perf_counter() - start
     network.eval()
     seed_everything(cfg.seed)

@@ -7,34 +7,36 @@ Defaults follow rl-starter-files' MiniGrid settings: 16 envs x 128 steps per upd
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torch.distributions import Categorical
 
+from labcli.config import Section
 from labcli.sims.rl_common import ImageEncoder, finished_episodes, make_vector_env, seed_everything
 
 
-@dataclass
-class PPOArgs:
-    num_envs: int = 16
-    num_steps: int = 128  # rollout length per env per update
-    learning_rate: float = 1e-3
-    anneal_lr: bool = False
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    minibatch_size: int = 256
-    update_epochs: int = 4
-    clip_coef: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
+class PPOArgs(Section):
+    """PPO hyperparameters (the `ppo:` section of `lab simulate minigrid`)."""
+
+    num_envs: int = Field(16, ge=1, description="parallel envs (gymnasium SyncVectorEnv)")
+    num_steps: int = Field(128, ge=1, description="rollout steps per env per update")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    anneal_lr: bool = Field(False, description="decay the learning rate linearly to 0 over the run")
+    gamma: float = Field(0.99, description="discount")
+    gae_lambda: float = Field(0.95, description="GAE λ")
+    minibatch_size: int = Field(256, ge=1, description="samples per gradient step")
+    update_epochs: int = Field(4, ge=1, description="passes over each rollout")
+    clip_coef: float = Field(0.2, description="PPO clip range")
+    ent_coef: float = Field(0.01, description="entropy bonus")
+    vf_coef: float = Field(0.5, description="value-loss weight")
+    max_grad_norm: float = Field(0.5, description="gradient clipping")
     # Per-minibatch advantage normalisation (CleanRL's default) made one DoorKey-5x5 seed in three
     # collapse to return 0 at 80k frames here; without it all three reached 0.9 (docs/results/sims.md).
-    norm_adv: bool = False
+    norm_adv: bool = Field(False, description="normalise advantages per minibatch (CleanRL's default; off here, see docs/results/sims.md)")
 
 
 class Agent(nn.Module):
