@@ -239,6 +239,9 @@ def run(cfg: Config, ctx) -> None:
         f"flags the smaller half of clean classes. `spectral auroc` ranks the target class's samples by the spectral score.\n\n"
         f"![spectral]({plot2})\n\n## What this data is and is not\n\nReal MNIST digits with a synthetic, "
         "visible trigger made here; a tiny CNN. Clean-label and invisible triggers, and adaptive attackers who "
-        "suppress activation separation, are not covered.\n")
+        "suppress activation separation, are not covered. The relabel check needs the poison to look like its source "
+        "class in pixel space and to be outnumbered by it: once the poison is the majority of the target class "
+        "(15 % poisoning and more here) the triggered images become each other's nearest neighbours and it misses "
+        "them; on natural images, pixel distances would need replacing by features of a model trained elsewhere.\n")
     print(common.markdown_table(rows))
     print(common.markdown_table(detection))
