@@ -172,6 +172,9 @@ def run(cfg: Config, ctx) -> None:
         raise UserError(f"target class {cfg.target} is not a digit", "pass target=0..9")
     if any(not 0 <= r < 0.9 for r in rates):
         raise UserError(f"poison rates {rates} must lie in [0, 0.9)", "pass e.g. poison_rates=[0,0.05,0.1]")
+    if cfg.detection.ac_neighbours < 1 or not 0 <= cfg.detection.ac_relabel_share < 1:
+        raise UserError(f"detection.ac_neighbours={cfg.detection.ac_neighbours}, detection.ac_relabel_share="
+                        f"{cfg.detection.ac_relabel_share} are out of range", "pass ac_neighbours >= 1 and 0 <= ac_relabel_share < 1")
     common.seed_everything(cfg.seed)
     (X_tr, y_tr), (X_te, y_te) = load_mnist5k(cfg.seed)
     if cfg.train_size:

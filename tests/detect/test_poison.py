@@ -40,3 +40,9 @@ def test_relabel_votes_flags_relabelled_lookalikes():
     labels[40:44] = 0  # four members of class 1 relabelled to 0 (dirty-label poison)
     outvoted = relabel_votes(X, labels, k=10)  # at most 4 of any 10 neighbours are relabelled
     assert outvoted[40:44].all() and not outvoted[:40].any() and not outvoted[44:].any()
+
+
+def test_poison_bad_detector_setting_is_one_line(run_lab):
+    proc = run_lab("detect", "poison", "detection.ac_neighbours=0", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: detection.ac_neighbours=0"), proc.stderr
