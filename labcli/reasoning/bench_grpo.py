@@ -67,7 +67,7 @@ def trl_side(cfg: Config, ctx: Run, init: str) -> dict:
     steps_range = (cfg.arith.min_steps, max(cfg.arith.min_steps, cfg.arith.max_steps))
     train_set = load_task(cfg.task, "train", seed=cfg.seed, steps=steps_range, digits=cfg.arith.digits)
     test_set = load_task(cfg.task, "test", seed=cfg.seed, n=cfg.test_size, steps=steps_range, digits=cfg.arith.digits)[:cfg.test_size]
-    tok = AutoTokenizer.from_pretrained(init)
+    tok = prompt_tokenizer(AutoTokenizer.from_pretrained(init), rewards.prompt(train_set[0]))
     model = AutoModelForCausalLM.from_pretrained(init)
     device = pick_device(cfg.device)
     data = Dataset.from_list([{"prompt": rewards.prompt(e), "answer": e.answer, "kind": e.kind} for e in train_set])
@@ -111,6 +111,18 @@ def trl_side(cfg: Config, ctx: Run, init: str) -> dict:
     curve.append((0, accuracy(trainer.model)))
     trainer.train()
     return {"curve": curve, "reward": reward_curve, "step_s": step_s, "peak_mem_mb": peak_memory_mb(device)}
+
+
+def prompt_tokenizer(tok, probe: str):
+    """TRL tokenizes prompts with the tokenizer's default special tokens (lab's tiny tokenizer appends
+    EOS, a Llama one prepends BOS); lab's prompts, in SFT and in RL, have none. Drop them so that both
+    sides condition on the same prompt ids."""
+    from tokenizers import processors
+
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    if tok(probe)["input_ids"] != tok(probe, add_special_tokens=False)["input_ids"]:
+        raise UserError("cannot make TRL's prompt tokens equal to lab's for this tokenizer", "use a fast tokenizer")
+    return tok
 
 
 def _side(name: str, cfg: Config, ctx: Run, threads: int) -> dict:

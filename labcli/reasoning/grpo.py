@@ -245,7 +245,7 @@ def run(cfg: Config, ctx: Run) -> None:
             checkpoint.save(ctx.dir / "checkpoints", step, model, optimizer, scheduler, {}, _config_yaml(ctx), tc.keep_last)
     live.close()
     save_final_model(model, tok, cfg.method, ctx.path("model"), ctx.path("adapter"))
-    report(cfg, ctx, init, params, plots)
+    report(cfg, ctx, init, params, plots, len(test_set))
 
 
 def update(cfg: Config, model, ref, optimizer, scheduler, trainable, chunks, kept: list[Group]) -> dict:
@@ -332,23 +332,29 @@ def update(cfg: Config, model, ref, optimizer, scheduler, trainable, chunks, kep
     return out
 
 
+def _pm(p, se) -> str:
+    return "n/a" if p is None else f"{p:.3f} ± {se:.3f}"
+
+
 def _config_yaml(ctx: Run) -> str:
     from labcli.config import to_yaml
 
     return to_yaml(ctx.cfg)
 
 
-def report(cfg: Config, ctx: Run, init: str, params: dict, plots) -> None:
+def report(cfg: Config, ctx: Run, init: str, params: dict, plots, n_test: int) -> None:
     rows = ctx.metrics()
     evals = [r for r in rows if "test_accuracy" in r]
     steps = [r for r in rows if "reward" in r]
     start, end = (evals[0], evals[-1]) if evals else ({}, {})
     name = ctx.recipe
     mean = lambda key: sum(r.get(key, 0.0) or 0.0 for r in steps) / max(len(steps), 1)  # noqa: E731
+    se = lambda p: None if p is None else (p * (1 - p) / max(n_test, 1)) ** 0.5  # noqa: E731 - binomial standard error
     summary = {"algorithm": name, "task": cfg.task, "init": init, "method": cfg.method, "seed": cfg.seed, **params,
                "steps": steps[-1]["step"] if steps else 0, "group_size": cfg.group_size, "prompts_per_step": cfg.train.batch_size,
-               "test_examples": cfg.test_size, "start_test_accuracy": start.get("test_accuracy"),
-               "final_test_accuracy": end.get("test_accuracy"), "final_train_accuracy": steps[-1]["accuracy"] if steps else None,
+               "test_examples": n_test, "start_test_accuracy": start.get("test_accuracy"),
+               "final_test_accuracy": end.get("test_accuracy"), "start_test_se": se(start.get("test_accuracy")),
+               "final_test_se": se(end.get("test_accuracy")), "final_train_accuracy": steps[-1]["accuracy"] if steps else None,
                "mean_step_s": mean("step_s"), "mean_gen_s": mean("gen_s"), "mean_clip_frac": mean("clip_frac"),
                "mean_groups_drawn": mean("groups_drawn"),
                "switches": {k: getattr(cfg, k) for k in ("clip_low", "clip_high", "beta", "dynamic_sampling", "overlong_filter",
@@ -364,7 +370,9 @@ def report(cfg: Config, ctx: Run, init: str, params: dict, plots) -> None:
     switches = ", ".join(f"{k}={v}" for k, v in summary["switches"].items())
     ctx.write_report(
         f"# lab distill {name}: {cfg.task}\n\nStart `{init}`; {summary['steps']} steps of {cfg.train.batch_size} prompts x "
-        f"G={cfg.group_size}; {switches}; seed {cfg.seed}. Mean {summary['mean_step_s']:.2f} s/step "
+        f"G={cfg.group_size}; {switches}; seed {cfg.seed}. Greedy test accuracy on {n_test} problems: "
+        f"{_pm(summary['start_test_accuracy'], summary['start_test_se'])} -> {_pm(summary['final_test_accuracy'], summary['final_test_se'])} "
+        f"(± one standard error). Mean {summary['mean_step_s']:.2f} s/step "
         f"({summary['mean_gen_s']:.2f} s sampling).\n\n| step | test accuracy (greedy) | format ok | mean tokens |\n"
         f"|---|---|---|---|\n{table}\n\n![accuracy](accuracy.png)\n\n![reward](reward.png)\n\n![length](length.png)\n\n"
         f"![policy](policy.png)\n")
