@@ -41,6 +41,7 @@ SETUP = "run labcli/detect/setup_audio.sh (apt: asterisk-core-sounds-en-wav aste
 class Config(RecipeConfig):
     sounds_dir: str = Field(str(SOUNDS), description="Folder of real prompt WAVs (asterisk-core-sounds-en-wav)")
     max_prompts: int = Field(150, description="Prompts used (longest transcripts first); each gives one real and one clip per fake type")
+    max_seconds: float = Field(0.0, ge=0, description="Keep only the first N seconds of each prompt (0: whole prompts; the longest run to 73 s)")
     test_fraction: float = Field(0.3, description="Share of prompts (by text) held out for testing")
     train_fakes: list[str] = Field(default_factory=lambda: ["griffin-lim", "espeak"], description=f"Fake types seen in training, from {FAKES}")
     heldout_fakes: list[str] = Field(default_factory=lambda: ["mel-griffin-lim", "world", "codec2"], description="Fake types only seen at test time")
@@ -240,7 +241,8 @@ def load_prompts(cfg: Config):
             if "/" not in key and (folder / f"{key.strip()}.wav").is_file() and text.strip():
                 texts.setdefault(text.strip().lower(), key.strip())  # one prompt per distinct text
     chosen = sorted(texts.items(), key=lambda kv: (-len(kv[0]), kv[1]))[: cfg.max_prompts]
-    return [(key, text, read_wav(folder / f"{key}.wav")) for text, key in chosen]
+    keep = int(cfg.max_seconds * RATE) or None
+    return [(key, text, read_wav(folder / f"{key}.wav")[:keep]) for text, key in chosen]
 
 
 def utterance_stats(frames: np.ndarray) -> np.ndarray:

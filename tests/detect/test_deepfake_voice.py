@@ -21,10 +21,10 @@ def test_voice_detectors_on_real_prompts(run_lab, tmp_path):
 
     out = tmp_path / "dfv"
     real = "/usr/share/asterisk/sounds/en/activated.wav"
-    run_lab("detect", "deepfake-voice", "--output", str(out), "max_prompts=10", "griffin_lim_iters=4", "gmm_components=2",
+    run_lab("detect", "deepfake-voice", "--output", str(out), "max_prompts=8", "max_seconds=4", "griffin_lim_iters=4", "gmm_components=2",
             "cnn_epochs=1", "detectors=[lfcc-gmm,lfcc-cnn,cqcc-logistic]", f"score_file={real}")
     s = json.loads((out / "summary.json").read_text())
-    assert s["prompts"] == 10 and s["test_prompts"] == 3
+    assert s["prompts"] == 8 and s["test_prompts"] == 2
     rows = {(r["detector"], r["fake type"], r["test condition"]): r for r in s["results"]}
     assert rows[("lfcc-gmm", "espeak", "clean")]["auc"] > 0.9  # TTS is the easy case
     assert rows[("cqcc-logistic", "espeak", "clean")]["auc"] > 0.9
@@ -37,7 +37,7 @@ def test_voice_detectors_on_real_prompts(run_lab, tmp_path):
     assert meta["kind"] == "voice" and meta["best"] == s["best_detector"] and len(s["examples"]) == 6
     for example in s["examples"]:
         got = deepfake_store.score_bytes(meta, detectors, (out / example["file"]).read_bytes())
-        assert np.allclose([got[k] for k in example["scores"]], list(example["scores"].values()), rtol=0, atol=1e-9)
+        assert np.allclose([got[k] for k in example["scores"]], list(example["scores"].values()), rtol=0, atol=1e-6)
 
 
 def test_unreadable_audio_is_one_line(run_lab, tmp_path):
