@@ -38,6 +38,40 @@ def test_voice_detectors_on_real_prompts(run_lab, tmp_path):
     for example in s["examples"]:
         got = deepfake_store.score_bytes(meta, detectors, (out / example["file"]).read_bytes())
         assert np.allclose([got[k] for k in example["scores"]], list(example["scores"].values()), rtol=0, atol=1e-6)
+    handler_answers_like_the_run(out, s)
+
+
+class FakeContext:
+    """What TorchServe hands a handler: the unpacked model folder and per-request response statuses."""
+
+    def __init__(self, model_dir: Path):
+        self.system_properties = {"model_dir": str(model_dir)}
+        self.statuses = {}
+
+    def set_response_status(self, code, phrase, idx=0):
+        self.statuses[idx] = code
+
+
+def handler_answers_like_the_run(run_dir: Path, summary: dict) -> None:
+    """`lab serve detector`'s TorchServe handler, in-process on the voice run (the real server is tested on an image run
+    in tests/serving/test_detector.py): WAV bytes in, the run's scores out; bad files get a 400 in the same batch."""
+    from labcli.engine import atomic
+    from labcli.serving.detector_handler import DetectorHandler
+
+    model_dir = run_dir / "served"
+    shutil.copytree(run_dir / "detector", model_dir)
+    atomic.write_json(model_dir / "serve_meta.json", {"detector": summary["best_detector"], "threshold": 0.5, "max_bytes": 2**20, "threads": 1})
+    handler, context = DetectorHandler(), FakeContext(model_dir)
+    handler.initialize(context)
+    real, fake = summary["examples"][0], summary["examples"][-1]
+    rows = [{"body": bytearray((run_dir / real["file"]).read_bytes())}, {"body": bytearray(b"RIFFjunk")}, {"body": bytearray()},
+            {"file": bytearray((run_dir / fake["file"]).read_bytes())}]  # the last one as a multipart field
+    answers = [json.loads(a) for a in handler.handle(rows, context)]
+    assert context.statuses == {1: 400, 2: 400}
+    assert "cannot read audio" in answers[1]["error"] and "empty" in answers[2]["error"]
+    for answer, example in ((answers[0], real), (answers[3], fake)):
+        assert max(abs(answer["scores"][k] - v) for k, v in example["scores"].items()) <= 1e-6
+        assert answer["detector"] == summary["best_detector"] and answer["kind"] == "voice"
 
 
 def test_unreadable_audio_is_one_line(run_lab, tmp_path):
