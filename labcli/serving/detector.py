@@ -10,23 +10,17 @@ so a served score equals the run's score for the same file. Like `lab serve torc
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 from pydantic import Field
 
 from labcli.config import RecipeConfig
 from labcli.detect import deepfake_store
-from labcli.engine import atomic
 from labcli.engine.run import Run
 from labcli.errors import UserError
 from labcli.serving import process, torchserve
 
 HERE = Path(__file__).parent
-HINT = "check Java 17 and `pip install torchserve torch-model-archiver pyyaml`"
 
 
 class Config(RecipeConfig):
@@ -62,61 +56,14 @@ def read_run(folder: str) -> tuple[Path, dict, dict]:
     return run_dir, meta, summary
 
 
-def build_mar(run_dir: Path, work: Path, name: str, serve_meta: dict) -> Path:
-    """torch-model-archiver: handler + detector files + serve_meta.json -> work/model_store/<name>.mar."""
-    atomic.write_json(work / "serve_meta.json", serve_meta)
-    files = sorted(p for p in (run_dir / deepfake_store.FOLDER).iterdir() if p.is_file() and not p.name.startswith("."))
-    files.append(work / "serve_meta.json")
-    store = work / "model_store"
-    store.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", name, "--version", "1.0",
-           "--handler", str(HERE / "detector_handler.py"), "--extra-files", ",".join(str(p) for p in files),
-           "--export-path", str(store), "--archive-format", "default", "--force"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UserError(f"torch-model-archiver failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}",
-                        "pip install torch-model-archiver")
-    return store
-
-
 def start(cfg: Config, run_dir: Path, work: Path, name: str, serve_meta: dict):
-    """Archive, configure (loopback, token auth, request-size limit) and start TorchServe; wait until ready."""
+    """Archive the detector files with the detector handler, start TorchServe (loopback, token auth), wait until ready."""
     torchserve.java_check()
     process.require_ports([cfg.port + i for i in range(5)], cfg.host)
-    store = build_mar(run_dir, work, name, serve_meta)
-    props = work / "config.properties"
-    torchserve.write_properties(props, cfg, store, name, cfg.port)
+    files = sorted(p for p in (run_dir / deepfake_store.FOLDER).iterdir() if p.is_file() and not p.name.startswith("."))
+    store = torchserve.build_mar(name, HERE / "detector_handler.py", files, serve_meta, work)
     # the frontend's own limit (413, no message) sits well above the handler's, so most oversized files get a 400 that says why
-    limit = 2 * serve_meta["max_bytes"] + 2**20
-    atomic.write_text(props, props.read_text().replace("max_request_size=1048576", f"max_request_size={limit}"))
-    log = work / "server.log"
-    tmp = Path(tempfile.mkdtemp(prefix="lab-ts-"))  # short path for the workers' AF_UNIX sockets
-    env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(work / "ts_log"),
-           "METRICS_LOCATION": str(work / "ts_log")}
-    cmd = [str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ts-config", str(props),
-           "--model-store", str(store), "--ncs", "--models", f"{name}={name}.mar"]
-    proc = process.start(cmd, log=log, env=env, cwd=work)
-    endpoints = {"http": f"http://{cfg.host}:{cfg.port}", "management": f"http://{cfg.host}:{cfg.port + 1}",
-                 "metrics": f"http://{cfg.host}:{cfg.port + 2}/metrics", "grpc": f"{cfg.host}:{cfg.port + 3}",
-                 "predict": f"http://{cfg.host}:{cfg.port}/predictions/{name}", "key_file": str(work / "key_file.json")}
-    server = process.Server(name=f"detector-{cfg.port}", backend="torchserve", pid=proc.pid, pgid=proc.pid,
-                            endpoints=endpoints, run_dir=str(work), log=str(log), tmp_dir=str(tmp))
-    server.save()
-    (work / "key_file.json").unlink(missing_ok=True)
-    try:
-        keys = torchserve.read_keys(work, proc, log, cfg.ready_timeout)
-        process.wait_ready(proc, f"{endpoints['http']}/ping", log, cfg.ready_timeout, "TorchServe", HINT,
-                           headers={"Authorization": f"Bearer {keys['inference']}"})
-        ready_s = process.wait_ready(proc, f"{endpoints['management']}/models/{name}", log, cfg.ready_timeout,
-                                     "TorchServe detector", "see ts_log/ in the run folder",
-                                     headers={"Authorization": f"Bearer {keys['management']}"},
-                                     check=lambda body: '"READY"' in body, failed=lambda: torchserve.worker_failure(work))
-    except BaseException:
-        process.stop_server(server)
-        raise
-    server.endpoints["ready_s"] = round(ready_s, 2)
-    server.save()
-    return proc, server, keys
+    return torchserve.launch(cfg, work, store, name, f"detector-{cfg.port}", max_request_size=2 * serve_meta["max_bytes"] + 2**20)
 
 
 def post_file(url: str, data: bytes, key: str) -> tuple[int, dict]:

@@ -65,23 +65,22 @@ def serve_meta(source: Source, cfg, tokenizer, model) -> dict:
             "max_input_tokens": int(min(positions, model_max, 512))}
 
 
-def build_mar(source: Source, cfg, store: Path, work: Path, meta: dict) -> Path:
-    """torch-model-archiver: handler + the model's files + serve_meta.json -> store/<name>.mar."""
-    files = [p for p in sorted(source.model_dir.iterdir()) if p.is_file()]
+def build_mar(name: str, handler: Path, files: list[Path], meta: dict, work: Path) -> Path:
+    """torch-model-archiver: handler + files + serve_meta.json -> work/model_store/<name>.mar; returns the store."""
     atomic.write_json(work / "serve_meta.json", meta)
-    files.append(work / "serve_meta.json")
+    store = work / "model_store"
     store.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", source.name, "--version", "1.0",
-           "--handler", str(HERE / "torchserve_handler.py"), "--extra-files", ",".join(str(p) for p in files),
+    cmd = [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", name, "--version", "1.0",
+           "--handler", str(handler), "--extra-files", ",".join(str(p) for p in [*files, work / "serve_meta.json"]),
            "--export-path", str(store), "--archive-format", "default", "--force"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise UserError(f"torch-model-archiver failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}",
                         "pip install torch-model-archiver")
-    return store / f"{source.name}.mar"
+    return store
 
 
-def write_properties(path: Path, cfg, store: Path, name: str, port: int) -> None:
+def write_properties(path: Path, cfg, store: Path, name: str, port: int, max_request_size: int = 2**20) -> None:
     h = cfg.host
     models = {name: {"1.0": {"defaultVersion": True, "marName": f"{name}.mar", "minWorkers": cfg.workers,
                              "maxWorkers": cfg.workers, "batchSize": cfg.batch_size,
@@ -93,7 +92,7 @@ def write_properties(path: Path, cfg, store: Path, name: str, port: int) -> None
         f"model_store={store}", f"load_models={name}.mar", f"models={json.dumps(models)}",
         f"default_workers_per_model={cfg.workers}", "install_py_dep_per_model=false", "metrics_mode=prometheus",
         "enable_envvars_config=false", "disable_system_metrics=false", "job_queue_size=256",
-        "max_request_size=1048576", "max_response_size=6553500", "token_expiration_min=1440",
+        f"max_request_size={max_request_size}", "max_response_size=6553500", "token_expiration_min=1440",
     ]
     atomic.write_text(path, "\n".join(lines) + "\n")
 
@@ -129,17 +128,22 @@ def worker_failure(run_dir: Path) -> str | None:
     return errors[-1] if errors else "the model worker keeps crashing"
 
 
-def start_torchserve(cfg, source: Source, run_dir: Path, name: str, batch_size: int | None = None):
-    """Archive, configure and start TorchServe; wait until the model's workers are ready."""
+def start_torchserve(cfg, source: Source, run_dir: Path, name: str):
+    """Archive a model folder with the text handler, start TorchServe, wait until its workers are ready."""
     java_check()
     process.require_ports([cfg.port + i for i in range(5)], cfg.host)
     model, tokenizer = load_eager(source)
     meta = serve_meta(source, cfg, tokenizer, model)
     del model
-    store = run_dir / "model_store"
-    build_mar(source, cfg, store, run_dir, meta)
+    files = [p for p in sorted(source.model_dir.iterdir()) if p.is_file()]
+    store = build_mar(source.name, HERE / "torchserve_handler.py", files, meta, run_dir)
+    return launch(cfg, run_dir, store, source.name, name)
+
+
+def launch(cfg, run_dir: Path, store: Path, model: str, name: str, max_request_size: int = 2**20):
+    """Start TorchServe over `store` (loopback, token auth on) as server `name`; wait until `model` is ready."""
     props = run_dir / "config.properties"
-    write_properties(props, cfg, store, source.name, cfg.port)
+    write_properties(props, cfg, store, model, cfg.port, max_request_size)
     log = run_dir / "server.log"
     # Short: workers put AF_UNIX sockets here (108-byte path limit); also holds TorchServe's pid file.
     tmp = Path(tempfile.mkdtemp(prefix="lab-ts-"))
@@ -147,11 +151,11 @@ def start_torchserve(cfg, source: Source, run_dir: Path, name: str, batch_size: 
            "METRICS_LOCATION": str(run_dir / "ts_log")}
     torchserve = Path(sys.executable).parent / "torchserve"
     cmd = [str(torchserve), "--start", "--foreground", "--ts-config", str(props), "--model-store", str(store),
-           "--ncs", "--models", f"{source.name}={source.name}.mar"]
+           "--ncs", "--models", f"{model}={model}.mar"]
     proc = process.start(cmd, log=log, env=env, cwd=run_dir)
     endpoints = {"http": f"http://{cfg.host}:{cfg.port}", "management": f"http://{cfg.host}:{cfg.port + 1}",
                  "metrics": f"http://{cfg.host}:{cfg.port + 2}/metrics", "grpc": f"{cfg.host}:{cfg.port + 3}",
-                 "predict": f"http://{cfg.host}:{cfg.port}/predictions/{source.name}", "key_file": str(run_dir / "key_file.json")}
+                 "predict": f"http://{cfg.host}:{cfg.port}/predictions/{model}", "key_file": str(run_dir / "key_file.json")}
     server = process.Server(name=name, backend="torchserve", pid=proc.pid, pgid=proc.pid, endpoints=endpoints,
                             run_dir=str(run_dir), log=str(log), tmp_dir=str(tmp))
     server.save()
@@ -162,7 +166,7 @@ def start_torchserve(cfg, source: Source, run_dir: Path, name: str, batch_size: 
                            "check Java 17 and `pip install torchserve torch-model-archiver pyyaml`",
                            headers={"Authorization": f"Bearer {keys['inference']}"})
         auth = {"Authorization": f"Bearer {keys['management']}"}
-        ready_s = process.wait_ready(proc, f"{endpoints['management']}/models/{source.name}", log, cfg.ready_timeout,
+        ready_s = process.wait_ready(proc, f"{endpoints['management']}/models/{model}", log, cfg.ready_timeout,
                                      "TorchServe model", "see ts_log/ in the run folder", headers=auth,
                                      check=lambda body: '"READY"' in body, failed=lambda: worker_failure(run_dir))
     except BaseException:
