@@ -19,7 +19,7 @@ from pydantic import Field
 
 from labcli.config import RecipeConfig
 from labcli.detect import common, deepfake_store
-from labcli.detect.deepfake_store import atomic_file
+from labcli.detect.deepfake_store import atomic_file, dump_joblib, load_joblib
 from labcli.engine import atomic
 from labcli.errors import UserError
 
@@ -168,18 +168,12 @@ class FeatureDetector:
         return self.clf.predict_proba(self.features(X))[:, 1]
 
     def save(self, folder: Path, name: str) -> str:
-        import joblib
-
-        path = folder / f"{name}.joblib"
-        atomic_file(path, lambda tmp: joblib.dump(self.clf, tmp))
-        return path.name
+        return dump_joblib(self.clf, folder, name)
 
     @classmethod
     def load(cls, folder: Path, name: str):
-        import joblib
-
         det = cls(name)
-        det.clf = joblib.load(folder / f"{name}.joblib")
+        det.clf = load_joblib(folder, name)
         return det
 
 

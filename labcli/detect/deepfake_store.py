@@ -33,6 +33,21 @@ def atomic_file(path: Path, writer) -> None:
         raise
 
 
+def dump_joblib(obj, folder: Path, name: str) -> str:
+    """A fitted scikit-learn object (or a dict of arrays) as folder/<name>.joblib, atomically; returns the file name."""
+    import joblib
+
+    path = folder / f"{name}.joblib"
+    atomic_file(path, lambda tmp: joblib.dump(obj, tmp))
+    return path.name
+
+
+def load_joblib(folder: Path, name: str):
+    import joblib
+
+    return joblib.load(folder / f"{name}.joblib")
+
+
 def save(run_dir: Path, kind: str, detectors: dict, best: str, settings: dict) -> Path:
     """Write every fitted detector (each has .save(folder, name)) and detector.json into RUN/detector/."""
     folder = Path(run_dir) / FOLDER

@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 
 from labcli.config import RecipeConfig
 from labcli.detect import common, deepfake_store
-from labcli.detect.deepfake_store import atomic_file
+from labcli.detect.deepfake_store import atomic_file, dump_joblib, load_joblib
 from labcli.detect.voice_fakes import RATE, codec2, espeak, griffin_lim, mel_griffin_lim, mu_law, world
 from labcli.engine import atomic
 from labcli.errors import UserError
@@ -192,17 +192,11 @@ class GMMDetector:
         return 1 / (1 + np.exp(-(self.llr(frame_sets) - self.threshold)))
 
     def save(self, folder: Path, name: str) -> str:
-        import joblib
-
-        path = folder / f"{name}.joblib"
-        atomic_file(path, lambda tmp: joblib.dump({"real": self.real, "fake": self.fake, "threshold": self.threshold}, tmp))
-        return path.name
+        return dump_joblib({"real": self.real, "fake": self.fake, "threshold": self.threshold}, folder, name)
 
     @classmethod
     def load(cls, folder: Path, name: str):
-        import joblib
-
-        det, state = cls(0, 0), joblib.load(folder / f"{name}.joblib")
+        det, state = cls(0, 0), load_joblib(folder, name)
         det.real, det.fake, det.threshold = state["real"], state["fake"], state["threshold"]
         return det
 
@@ -281,18 +275,12 @@ class LogisticDetector:
         return self.clf.predict_proba(np.stack([utterance_stats(f) for f in frame_sets]))[:, 1]
 
     def save(self, folder: Path, name: str) -> str:
-        import joblib
-
-        path = folder / f"{name}.joblib"
-        atomic_file(path, lambda tmp: joblib.dump(self.clf, tmp))
-        return path.name
+        return dump_joblib(self.clf, folder, name)
 
     @classmethod
     def load(cls, folder: Path, name: str):
-        import joblib
-
         det = cls()
-        det.clf = joblib.load(folder / f"{name}.joblib")
+        det.clf = load_joblib(folder, name)
         return det
 
 
