@@ -106,6 +106,15 @@ def model_traces(cfg: Config, teacher: str, train_set: list[Example], device):
     return kept, {"teacher": teacher, "kept": len(kept), "of": len(train_set)}
 
 
+def distill_pairs(traces: list[tuple[Example, tuple]], cot_fraction: float, seed: int) -> list[tuple[str, str]]:
+    """(prompt, target) pairs of the distilled student: a seeded `cot_fraction` of them show the trace,
+    the rest only the answer line."""
+    from labcli.reasoning import rewards
+
+    with_cot = set(random.Random(seed + 7).sample(range(len(traces)), round(cot_fraction * len(traces))))
+    return [(rewards.prompt(ex), rewards.target(ex, i in with_cot, steps)) for i, (ex, steps) in enumerate(traces)]
+
+
 def load_examples(cfg: Config):
     from labcli.reasoning.tasks import load_task
 
@@ -146,8 +155,7 @@ def run(cfg: Config, ctx: Run) -> None:
     device = pick_device(cfg.device)
     train_set, test_set = load_examples(cfg)
     traces, teacher_note = teacher_traces(cfg, train_set, device)
-    with_cot = set(random.Random(cfg.seed + 7).sample(range(len(traces)), round(cfg.cot_fraction * len(traces))))
-    cot_pairs = [(rewards.prompt(ex), rewards.target(ex, i in with_cot, steps)) for i, (ex, steps) in enumerate(traces)]
+    cot_pairs = distill_pairs(traces, cfg.cot_fraction, cfg.seed)
     direct_pairs = [(rewards.prompt(ex), rewards.target(ex, False)) for ex in train_set]
     texts = [p + t for p, t in cot_pairs + direct_pairs]
 

@@ -106,3 +106,17 @@ def test_overlong_penalty_is_dapo_soft_punishment():
     assert rewards.overlong_penalty(44, max_len=48, cache=8) == pytest.approx(-0.5)
     assert rewards.overlong_penalty(48, max_len=48, cache=8) == -1.0
     assert rewards.overlong_penalty(48, max_len=48, cache=0) == 0.0
+
+
+def test_cot_fraction_shows_the_trace_on_a_seeded_share_of_the_examples():
+    from labcli.reasoning.cot import distill_pairs
+    from labcli.reasoning.tasks import load_task
+
+    traces = [(ex, ex.rationale) for ex in load_task("arith", "train", n=100)]
+    full = distill_pairs(traces, 1.0, seed=0)
+    half = distill_pairs(traces, 0.5, seed=0)
+    assert all(t.count(" = ") == 2 for _, t in full)  # every 2-step trace shown
+    shown = [t.count(" = ") == 2 for _, t in half]
+    assert sum(shown) == 50 and all(t.startswith(" The answer is ") for (_, t), s in zip(half, shown) if not s)
+    assert half == distill_pairs(traces, 0.5, seed=0) and half != distill_pairs(traces, 0.5, seed=1)
+    assert [p for p, _ in half] == [p for p, _ in full]
