@@ -12,7 +12,6 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Literal
 
 import torch
 from pydantic import Field
