@@ -24,7 +24,8 @@ if [ ! -x "$PYTHON" ]; then
   echo "error: $PYTHON not found (hint: apt-get install python3.11 python3.11-venv libpython3.11, or set TRITON_PYTHON)" >&2
   exit 2
 fi
-if ! ldconfig -p | grep -q "libpython3.11.so.1.0"; then
+# not `grep -q`: it exits at the first match, ldconfig then dies of SIGPIPE, and pipefail turns that into "missing"
+if ! ldconfig -p | grep "libpython3.11.so.1.0" > /dev/null; then
   echo "error: libpython3.11.so.1.0 missing, the Triton Python-backend stub links it (hint: apt-get install libpython3.11)" >&2
   exit 2
 fi
