@@ -47,7 +47,7 @@ def prepare(cfg: Config):
     texts = read_texts(cfg.data)
     loaded = load_model(cfg.model, "causal-lm", quantize_4bit=cfg.method == "qlora", tokenizer_texts=lambda: texts,
                         vocab_size=cfg.vocab_size, dropout=cfg.dropout, seed=cfg.seed)
-    model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, "causal-lm")
+    model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, "causal-lm", seed=cfg.seed)
     blocks = lm_blocks(texts, loaded.tokenizer, cfg.block_size)
     n_eval = max(1, int(len(blocks) * cfg.eval_fraction))
     return loaded, model, params, blocks[n_eval:], blocks[:n_eval]

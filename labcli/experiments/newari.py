@@ -102,7 +102,7 @@ def train_one(cfg: Config, ctx: Run) -> None:
         atomic.write_json(ctx.path("baseline.json"), baseline)
     elif ctx.path("baseline.json").exists():
         baseline = json.loads(ctx.path("baseline.json").read_text())
-    model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, cfg.task)
+    model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, cfg.task, seed=cfg.seed)
     encoded = [translator.encode(p.en, p.new) for p in train_pairs]
     dev = [translator.encode(p.en, p.new) for p in splits["dev"]]
     result = train(model, encoded, translator.collate, cfg.train, ctx, seed=cfg.seed, eval_set=dev or None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import Field
 
 from labcli.config import Section
@@ -20,7 +21,7 @@ class LoraSettings(Section):
                                    "needed when the tokenizer is new, as with tiny-* presets")
 
 
-def prepare_for_method(model, method: Method, lora: LoraSettings, task: str):
+def prepare_for_method(model, method: Method, lora: LoraSettings, task: str, seed: int = 0):
     """Return (model ready to train, report). QLoRA expects a model loaded with load_model(quantize_4bit=True)."""
     if method in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -30,6 +31,9 @@ def prepare_for_method(model, method: Method, lora: LoraSettings, task: str):
         config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             target_modules=lora.target_modules,
                             task_type="SEQ_2_SEQ_LM" if task == "seq2seq" else "CAUSAL_LM")
+        # Seed the adapters' initial A matrices here: the RNG state left by loading a model from a
+        # folder differs from process to process, so without this one seed gave other adapters per run.
+        torch.manual_seed(seed)
         model = get_peft_model(model, config)
         if lora.train_embeddings:  # embeddings are never 4-bit; tied input/output share one matrix
             for emb in (model.get_input_embeddings(), model.get_output_embeddings()):

@@ -137,7 +137,7 @@ def sft_student(cfg: Config, ctx: Run, texts: list[str], pairs: list[tuple[str, 
     tok = loaded.tokenizer
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, "causal-lm")
+    model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, "causal-lm", seed=cfg.seed)
     data = [lm.sft_example(tok, p, t, cfg.max_len) for p, t in pairs]
     n_eval = max(1, len(data) // 20)
     result = train(model, data[n_eval:], lm.make_collate(tok.pad_token_id), cfg.train, ctx, seed=cfg.seed,

@@ -178,7 +178,7 @@ def run(cfg: Config, ctx: Run) -> None:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     torch.manual_seed(cfg.seed)
-    model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, "causal-lm")
+    model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, "causal-lm", seed=cfg.seed)
     model.to(device)
     ref = None
     if cfg.beta > 0 or cfg.track_kl:
