@@ -19,7 +19,7 @@ from pydantic import Field
 
 from labcli.config import RecipeConfig
 from labcli.detect import common, deepfake_store
-from labcli.detect.deepfake_store import atomic_file, dump_joblib, load_joblib
+from labcli.detect.deepfake_store import dump_joblib, load_joblib
 from labcli.engine import atomic
 from labcli.errors import UserError
 
@@ -203,7 +203,7 @@ class CNNDetector:
         import torch
 
         path = folder / f"{name}.pt"
-        atomic_file(path, lambda tmp: torch.save(self.model.state_dict(), tmp))
+        atomic.write_with(path, lambda tmp: torch.save(self.model.state_dict(), tmp))
         return path.name
 
     @classmethod

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from labcli.engine import atomic
@@ -21,25 +19,11 @@ FOLDER = "detector"
 KINDS = {"voice": "labcli.detect.deepfake_voice", "image": "labcli.detect.deepfake_image"}
 
 
-def atomic_file(path: Path, writer) -> None:
-    """Call writer(temp_path) for a library that writes files itself (joblib, torch), then rename into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def dump_joblib(obj, folder: Path, name: str) -> str:
     """A fitted scikit-learn object (or a dict of arrays) as folder/<name>.joblib, atomically; returns the file name."""
     import joblib
 
-    path = folder / f"{name}.joblib"
-    atomic_file(path, lambda tmp: joblib.dump(obj, tmp))
-    return path.name
+    return atomic.write_with(folder / f"{name}.joblib", lambda tmp: joblib.dump(obj, tmp)).name
 
 
 def load_joblib(folder: Path, name: str):

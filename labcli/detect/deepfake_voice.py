@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 
 from labcli.config import RecipeConfig
 from labcli.detect import common, deepfake_store
-from labcli.detect.deepfake_store import atomic_file, dump_joblib, load_joblib
+from labcli.detect.deepfake_store import dump_joblib, load_joblib
 from labcli.detect.voice_fakes import RATE, codec2, espeak, griffin_lim, mel_griffin_lim, mu_law, world
 from labcli.engine import atomic
 from labcli.errors import UserError
@@ -243,7 +243,7 @@ class CNNDetector:
 
         path = folder / f"{name}.pt"
         state = {"state_dict": self.model.state_dict(), "mu": torch.from_numpy(self.mu), "sd": torch.from_numpy(self.sd)}
-        atomic_file(path, lambda tmp: torch.save(state, tmp))
+        atomic.write_with(path, lambda tmp: torch.save(state, tmp))
         return path.name
 
     @classmethod

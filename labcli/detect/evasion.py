@@ -74,15 +74,12 @@ def load_or_train(cfg: Config, X, y, bar):
 
 
 def save_model(model, path: Path) -> None:
-    import os
-    import tempfile
-
     import torch
 
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    torch.save({"state_dict": model.state_dict(), "width": model.conv1.out_channels}, tmp)
-    os.replace(tmp, path)
+    from labcli.engine import atomic
+
+    state = {"state_dict": model.state_dict(), "width": model.conv1.out_channels}
+    atomic.write_with(path, lambda tmp: torch.save(state, tmp))
 
 
 def robustness_curves(model, X, y, cfg: Config, bar, label: str) -> list[dict]:

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -22,6 +22,23 @@ def write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_with(path: Path, writer: Callable[[str], Any]) -> Path:
+    """For libraries that write files themselves (torch.save, joblib, savefig, PIL): writer(temp path), then rename.
+
+    The temp file keeps the target's suffix, for writers that pick the format from it (.png, .gif, .mp4).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 def write_text(path: Path, text: str) -> None:

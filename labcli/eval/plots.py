@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -16,19 +15,13 @@ def _pyplot():
 
 
 def save(fig, path: Path) -> Path:
-    """The one way lab writes a figure: PNG to a unique temp file, then rename; the figure is closed."""
-    import tempfile
+    """The one way lab writes a figure: PNG, atomically; the figure is closed."""
+    from labcli.engine import atomic
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        return atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
     finally:
-        Path(tmp).unlink(missing_ok=True)
         _pyplot().close(fig)
-    return path
 
 
 def curves(records: list[dict], keys: list[str], path: Path, title: str = "", x: str = "step") -> Path:

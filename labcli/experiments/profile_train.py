@@ -14,6 +14,7 @@ import json
 
 from pydantic import Field
 
+from labcli.engine import atomic
 from labcli.engine.run import Run
 from labcli.errors import UserError
 from labcli.experiments import lm_finetune
@@ -95,9 +96,7 @@ def profile_generate(model, prompt, cfg: Config, ctx: Run) -> dict:
         with profile(activities=acts) as prof, record_function("lab::generate"):
             out = model.generate(ids, **kwargs)
     new = out.shape[1] - ids.shape[1]
-    path = ctx.path("profile") / "generate_trace.json"
-    prof.export_chrome_trace(str(path.with_suffix(".tmp")))
-    path.with_suffix(".tmp").replace(path)
+    atomic.write_with(ctx.path("profile") / "generate_trace.json", prof.export_chrome_trace)
     ops = op_rows(prof.key_averages())
     ms = op_ms(ops, "lab::generate", "cpu_total_ms")
     return {"decode_tokens": new, "prompt_tokens": ids.shape[1], "decode_ms_per_token": round(ms / new, 3),

@@ -25,6 +25,7 @@ from labcli.errors import UserError
 
 MEASURED = (r"(^|_)(s|ms|us|mb|gb|seconds|sec|time|wall|rss|dir|path|file|folder|started)$|_ms_|per_s$|per_second"
             r"|memory|latency|throughput|hardware|host|version")
+VERDICTS = ["identical", "within tolerance", "different"]
 
 
 class Config(RecipeConfig):
@@ -73,7 +74,7 @@ def compare(original: dict, rerun: dict, cfg: Config) -> list[dict]:
     rows = []
     for key in sorted(set(original) | set(rerun)):
         a, b = original.get(key, "(missing)"), rerun.get(key, "(missing)")
-        if measured.search(key.split(".")[-1]) or (key.split(".")[-2:-1] and measured.search(key.split(".")[-2])):
+        if any(measured.search(part) for part in key.split(".")[-2:]):  # the value's name or its section's
             rows.append({"key": key, "original": a, "rerun": b, "verdict": "measured", "abs_diff": None})
         else:
             v, diff = verdict(a, b, cfg.rtol, cfg.atol)
@@ -96,8 +97,6 @@ def metric_rows(original: list[dict], rerun: list[dict], cfg: Config) -> list[di
                      "abs_diff": max(diffs) if diffs else None})
     return rows
 
-
-VERDICTS = ["identical", "within tolerance", "different"]
 
 
 def read_run(folder: Path) -> tuple[dict, list[dict]]:

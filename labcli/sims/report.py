@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -103,9 +101,7 @@ class VideoRecorder:
         self.frames.append(self.renderer.render().copy())
 
     def save(self) -> dict:
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix, dir=self.path.parent)
-        os.close(fd)
-        try:
+        def write(tmp: str) -> None:
             if self.cfg.format == "gif":
                 from PIL import Image
 
@@ -115,9 +111,8 @@ class VideoRecorder:
                 import imageio.v2 as imageio
 
                 imageio.mimwrite(tmp, self.frames, fps=self.cfg.fps, format="FFMPEG")
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+
+        atomic.write_with(self.path, write)
         self.renderer.close()
         return {"file": self.path.name, "frames": len(self.frames), "fps": self.cfg.fps}
 

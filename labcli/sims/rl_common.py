@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import difflib
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from labcli.engine import atomic
 from labcli.errors import UserError
 
 
@@ -85,14 +84,8 @@ def seed_everything(seed: int) -> None:
 
 def save_agent(path: Path, algo: str, env_id: str, network: nn.Module, n_actions: int, extra: dict | None = None) -> None:
     """Atomic torch.save of the weights plus what is needed to rebuild the network."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"algo": algo, "env_id": env_id, "n_actions": n_actions, "state_dict": network.state_dict(), **(extra or {})}, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    state = {"algo": algo, "env_id": env_id, "n_actions": n_actions, "state_dict": network.state_dict(), **(extra or {})}
+    atomic.write_with(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -136,15 +129,9 @@ def evaluate(act, env_id: str, episodes: int, seed: int, frames: list | None = N
 def save_gif(path: Path, frames: list, fps: int = 4) -> None:
     from PIL import Image
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".gif", dir=path.parent)
-    os.close(fd)
-    try:
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    atomic.write_with(path, lambda tmp: images[0].save(tmp, save_all=True, append_images=images[1:],
+                                                        duration=int(1000 / fps), loop=0))
 
 
 def frames_to(threshold: float, history: list[dict], window: int = 20) -> int | None:
