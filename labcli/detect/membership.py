@@ -73,16 +73,14 @@ def attack_features(model, X, y) -> np.ndarray:
 
 def attack_rows(model, members, nonmembers, shadows, label: str) -> list[dict]:
     """Yeom, shadow-model and offline-LiRA attacks on one target; members = (X, y), nonmembers = (X, y);
-    shadows = (classifier, [shadow models]) or None."""
+    shadows = (attack classifier, the shadows' logit-scaled confidences on members + non-members) or None."""
     f_in, f_out = attack_features(model, *members), attack_features(model, *nonmembers)
     truth = np.r_[np.ones(len(f_in)), np.zeros(len(f_out))]
     feats = np.r_[f_in, f_out]
     rows = [{"target": label, "attack": "loss threshold (Yeom)", **common.roc_metrics(truth, -feats[:, 0])}]
     if shadows is not None:
-        clf, models = shadows
+        clf, reference = shadows
         rows.append({"target": label, "attack": "shadow models", **common.roc_metrics(truth, clf.predict_proba(feats[:, :4])[:, 1])})
-        X, y = np.concatenate([members[0], nonmembers[0]]), np.concatenate([members[1], nonmembers[1]])
-        reference = np.stack([attack_features(m, X, y)[:, 4] for m in models])  # shadows never saw these images
         score = (feats[:, 4] - reference.mean(0)) / max(float(reference.std()), 1e-6)  # global sigma (few shadows)
         rows.append({"target": label, "attack": "shadow-calibrated (offline LiRA)", **common.roc_metrics(truth, score)})
     return rows
@@ -163,7 +161,9 @@ def run(cfg: Config, ctx) -> None:
         shadows = None
         if cfg.shadows:
             clf = HistGradientBoostingClassifier(max_iter=100, random_state=cfg.seed)
-            shadows = (clf.fit(np.concatenate(feats)[:, :4], np.concatenate(labels)), shadow_models)
+            X, y = np.concatenate([members[0], nonmembers[0]]), np.concatenate([members[1], nonmembers[1]])
+            reference = np.stack([attack_features(m, X, y)[:, 4] for m in shadow_models])  # shadows never saw these images
+            shadows = (clf.fit(np.concatenate(feats)[:, :4], np.concatenate(labels)), reference)
 
         utility = [{"target": "non-private", "train accuracy": accuracy(target, *members), "test accuracy": accuracy(target, X_te, y_te)}]
         rows = attack_rows(target, members, nonmembers, shadows, "non-private")
