@@ -391,14 +391,13 @@ def run(cfg: Config, ctx) -> None:
         rows, detectors = [], {}
         for name in cfg.detectors:
             fk = name.split("-", 1)[0]
-            train_sets = [f for f, t in zip(frames[fk, "real"], is_test) if not t]
-            y_train = [0] * len(train_sets)
+            real_train = [f for f, t in zip(frames[fk, "real"], is_test) if not t]
+            train_sets, y_train = list(real_train), [0] * len(real_train)
             for k in cfg.train_fakes:
                 extra = [f for f, t in zip(frames[fk, k], is_test) if not t]
                 train_sets += extra
                 y_train += [1] * len(extra)
             # balance real vs fake by repeating the real clips once per seen fake type
-            real_train = [f for f, t in zip(frames[fk, "real"], is_test) if not t]
             reps = len(cfg.train_fakes) - 1
             train_sets += real_train * reps
             y_train += [0] * len(real_train) * reps
