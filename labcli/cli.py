@@ -1,4 +1,6 @@
-"""The `lab` command tree (Typer). Logic lives in labcli.commands and below."""
+"""The `lab` command tree (Typer), built from the recipe registry: one command per verb taking a
+recipe name, plus plain commands that are not experiments (`ls`, `cp`, `env`, `export space`,
+`serve stop`)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from labcli.paths import setup_cache_env
 
 setup_cache_env()
 
-from labcli.commands import bench, detect, distill, finetune, profile, reproduce, serve, simulate  # noqa: E402
-from labcli.commands.common import VERB_SETTINGS  # noqa: E402
 from labcli.errors import UserError  # noqa: E402
+from labcli.launch import VerbArgs, run_verb  # noqa: E402
+from labcli.registry import VERBS  # noqa: E402
 
 app = typer.Typer(
     help="lab: run real ML experiments end to end. `lab ls` lists every recipe.",
@@ -24,9 +26,77 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (finetune, distill, bench, profile, serve, simulate, reproduce, detect):
-    verb = module.__name__.rsplit(".", 1)[-1]
-    app.command(verb, context_settings=VERB_SETTINGS)(module.command)
+VERB_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+COMMON_HELP = """
+Options shared by every verb:
+
+  --config FILE          lay a YAML over the recipe (a partial one works; a file from `lab cp` names its recipe)
+
+  KEY=VALUE              override any recipe key, dotted for sections (train.lr=3e-4)
+
+  --KEY VALUE, --FLAG    the same for top-level keys (--method qlora, --paged)
+
+  --output DIR           the run folder (default runs/VERB-RECIPE-TIME)
+
+  --resume auto|PATH     continue the newest run of this recipe, or a given run/checkpoint (resumable recipes)
+
+  --nproc N              re-launch under torch.distributed.run with N processes (multi-process recipes)
+
+  --device auto|cpu|cuda, --seed N, --debug (show tracebacks)
+
+`lab VERB RECIPE --help` lists that recipe's keys with types, defaults and meaning.
+"""
+
+# Commands that are not experiments: plain Typer apps reached as `lab VERB NAME`, writing no run folder.
+TOOLS: dict[str, dict[str, typer.Typer]] = {verb: {} for verb in VERBS}
+
+
+def tool(verb: str, name: str, help: str):
+    """Register `lab VERB NAME` as a plain command (its own options, no recipe, no run folder)."""
+    sub = typer.Typer(help=help, add_completion=False, pretty_exceptions_enable=False)
+    TOOLS[verb][name] = sub
+    return sub.command(name, help=help)
+
+
+def verb_command(verb: str):
+    """The Typer callback of one verb: `lab VERB RECIPE [options] [key=value ...]`."""
+
+    def command(
+        ctx: typer.Context,
+        recipe: Optional[str] = typer.Argument(None, help="Recipe name; `lab ls VERB` lists them."),
+        config: Optional[Path] = typer.Option(None, "--config", help="A YAML laid over the recipe."),
+        output: Optional[Path] = typer.Option(None, "--output", help="Run folder."),
+        resume: Optional[str] = typer.Option(None, "--resume", help="auto, or a run/checkpoint folder."),
+        nproc: int = typer.Option(1, "--nproc", help="Processes (torch.distributed.run)."),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+        show_help: bool = typer.Option(False, "--help", "-h", help="Show help (with RECIPE: its keys)."),
+    ) -> None:
+        if recipe in TOOLS[verb]:
+            argv = list(ctx.args) + (["--help"] if show_help else [])
+            for flag, value in (("--config", config), ("--output", output), ("--resume", resume), ("--device", device)):
+                if value is not None:
+                    argv = [flag, str(value)] + argv
+            TOOLS[verb][recipe](argv, prog_name=f"lab {verb} {recipe}", standalone_mode=False)
+            return
+        if show_help:
+            from labcli.listing import print_recipe_help
+
+            if recipe:
+                print_recipe_help(verb, recipe)
+            else:
+                typer.echo(ctx.get_help())
+                print_recipe_help(verb, None, tools=sorted(TOOLS[verb]))
+            raise typer.Exit(0)
+        run_verb(VerbArgs(verb, recipe, config, output, resume, nproc, device, seed, list(ctx.args)))
+
+    command.__doc__ = VERBS[verb] + "\n\n" + COMMON_HELP
+    return command
+
+
+for _verb in VERBS:
+    app.command(_verb, context_settings=VERB_SETTINGS)(verb_command(_verb))
 
 
 @app.command("ls")
@@ -35,7 +105,7 @@ def ls(
     markdown: bool = typer.Option(False, "--markdown", help="A markdown table (the README's)."),
 ) -> None:
     """List every recipe by verb with a one-line description and an example command."""
-    from labcli.commands.listing import list_recipes
+    from labcli.listing import list_recipes
 
     list_recipes(verb, markdown)
 
@@ -46,7 +116,7 @@ def cp(
     dest: Optional[Path] = typer.Argument(None, help="Destination file or folder (default ./RECIPE.yaml)"),
 ) -> None:
     """Copy a recipe YAML to edit; run it with `lab VERB --config FILE`."""
-    from labcli.commands.listing import copy_recipe
+    from labcli.listing import copy_recipe
 
     copy_recipe(spec, dest)
 
@@ -63,7 +133,14 @@ def export_space(
     """A Hugging Face Spaces-ready folder: Streamlit app.py, requirements, README front matter, merged model."""
     from labcli.serving.space import export_space as export
 
-    typer.echo(f"wrote {export(run, out)}; push it with `huggingface-cli upload USER/SPACE {out} --repo-type space`")
+    typer.echo(f"wrote {export(run, out)}; push it with `hf upload USER/SPACE {out} --repo-type space`")
+
+
+@tool("serve", "stop", "Stop servers started with --detach (all, or one by --name) and check no process is left.")
+def serve_stop(name: str = typer.Option("", "--name", help="Server to stop, as printed at start (e.g. triton-8000); empty: all.")) -> None:
+    from labcli.serving.process import stop_servers
+
+    stop_servers(name)
 
 
 @app.command("env")

@@ -1,13 +1,13 @@
 """Typed recipe configs: YAML -> overrides -> pydantic model, with one-line errors.
 
-Every recipe YAML names its `entry` module; that module defines `Config` (a subclass of
-`RecipeConfig`) and `run(cfg, ctx)`. Validation errors name the key, the value and the file.
+Every recipe module defines `Config` (a subclass of `RecipeConfig`) and `run(cfg, ctx)`.
+Validation errors name the key, the value and where it was set (the file, or the override).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,7 +24,6 @@ class Section(BaseModel):
 class RecipeConfig(Section):
     """Fields every recipe has."""
 
-    entry: str = Field(description="Python module holding this recipe's Config and run()")
     description: str = Field("", description="One line shown by `lab ls`")
     seed: int = Field(0, description="Seed for every random number generator")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
@@ -77,17 +76,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def validate(schema: type[RecipeConfig], data: dict[str, Any], source: str) -> RecipeConfig:
-    """Validate `data` against `schema`, reporting the first problem as a UserError."""
+def validate(schema: type[RecipeConfig], data: dict[str, Any], source: str | Callable[[tuple], str]) -> RecipeConfig:
+    """Validate `data` against `schema`, reporting the first problem as a UserError.
+
+    `source` names where the data came from, or maps a key's location to where it was set."""
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
         raise UserError(*describe_error(schema, exc, source)) from None
 
 
-def describe_error(schema: type[BaseModel], exc: ValidationError, source: str) -> tuple[str, str]:
+def describe_error(schema: type[BaseModel], exc: ValidationError, source) -> tuple[str, str]:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
+    source = source(err["loc"]) if callable(source) else source
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if err["type"] == "extra_forbidden":
         parent = _section(schema, err["loc"][:-1])

@@ -53,35 +53,42 @@ def flags_to_overrides(extra: list[str]) -> list[str]:
 
 
 def run_verb(args: VerbArgs) -> None:
-    from labcli.engine.run import Run, resolve_resume
+    from labcli.runs import Run, resolve_resume, seed_everything
 
     if args.recipe is not None and "=" in args.recipe:  # `lab VERB --config F key=value`: no recipe name
         args.extra.insert(0, args.recipe)
         args.recipe = None
     if args.recipe is None and args.config is None:
         raise UserError(f"no {args.verb} recipe given", f"`lab ls {args.verb}` lists them; run `lab {args.verb} NAME`")
-    recipe = registry.find(args.verb, args.recipe) if args.recipe else None
-    name = recipe.name if recipe else args.config.stem
     overrides = flags_to_overrides(args.extra)
     if args.device:
         overrides.append(f"device={args.device}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    cfg, module = registry.load(recipe, args.config, overrides)
+    cfg, recipe = registry.load(args.verb, args.recipe, args.config, overrides)
     if args.nproc < 1:
         raise UserError(f"--nproc {args.nproc} must be at least 1", "pass --nproc 2 for two processes")
+    where = f"`lab {args.verb} {recipe.name}`"
+    if args.resume is not None and not recipe.supports("resume"):
+        raise UserError(f"{where} cannot resume: it keeps no checkpoints", "run it again without --resume")
+    if args.nproc > 1 and not recipe.supports("nproc"):
+        raise UserError(f"{where} runs in one process", "drop --nproc (it would run the whole experiment once per process)")
 
     in_torchrun = "LOCAL_RANK" in os.environ
-    run_dir, ckpt = resolve_resume(args.resume, args.verb, name, args.output)
+    run_dir, ckpt = resolve_resume(args.resume, args.verb, recipe.name, args.output)
     if args.nproc > 1 and not in_torchrun:
         relaunch(args.nproc, run_dir, ckpt)
         return
     if in_torchrun:
         check_world_size()
     set_threads()
-    ctx = Run(dir=run_dir, verb=args.verb, recipe=name, cfg=cfg, resume_from=ckpt)
+    seed_everything(cfg.seed)
+    ctx = Run(run_dir, args.verb, recipe.name, cfg, resume_from=ckpt)
     try:
-        module.run(cfg, ctx)
+        recipe.module().run(cfg, ctx)
+    except (UserError, KeyboardInterrupt):
+        ctx.discard_if_empty()  # bad input found inside the recipe: leave nothing behind
+        raise
     finally:
         if in_torchrun:
             from labcli.engine.distributed import shutdown

@@ -13,8 +13,8 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("recipe", registry.all_recipes(), ids=lambda r: f"{r.verb}/{r.name}")
 def test_every_recipe_validates(recipe):
-    cfg, module = registry.load(recipe, None, [])
-    assert cfg.entry == module.__name__
+    cfg, found = registry.load(recipe.verb, recipe.name, None, [])
+    assert found == recipe and isinstance(cfg, found.module().Config)
     assert recipe.description, "every recipe needs a description for `lab ls`"
     assert recipe.command.startswith(f"lab {recipe.verb} "), "line 1 must be the command that runs it"
 
@@ -46,7 +46,7 @@ def test_cp_copies_and_the_copy_runs_validated(tmp_path):
     dest = tmp_path / "mine.yaml"
     result = runner.invoke(app, ["cp", "finetune/tiny-lm", str(dest)])
     assert result.exit_code == 0, result.output
-    cfg, _ = registry.load(None, dest, ["train.max_steps=3"])
+    cfg, _ = registry.load("finetune", None, dest, ["train.max_steps=3"])
     assert cfg.train.max_steps == 3
 
 
@@ -89,7 +89,7 @@ def test_bad_input_is_one_line_exit_2(run_lab, case):
 
 def test_bad_yaml_names_file_and_line(run_lab, tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("entry: labcli.experiments.lm_finetune\ntrain:\n  lr: [1,\n")
+    bad.write_text("recipe: tiny-lm\ntrain:\n  lr: [1,\n")
     proc = run_lab("finetune", "--config", str(bad), check=False)
     assert proc.returncode == 2
     assert f"bad YAML in {bad} at line" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,4 +1,4 @@
-"""Helpers every `lab detect` recipe shares: tables, plots, metrics, progress, device, seeding."""
+"""Helpers the `lab detect` recipes share: plots, metrics, progress."""
 
 from __future__ import annotations
 
@@ -8,45 +8,6 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from labcli.errors import UserError
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def torch_device(name: str):
-    import torch
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda asked for but no CUDA GPU is visible", "pass --device cpu or --device auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def fmt(value) -> str:
-    if isinstance(value, float):
-        if value != 0 and abs(value) < 1e-3:
-            return f"{value:.2g}"
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
-    return str(value)
-
-
-def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """Rows of dicts -> a GitHub markdown table (floats to 4 decimals)."""
-    if not rows:
-        return "_(no rows)_\n"
-    columns = list(columns or dict.fromkeys(k for row in rows for k in row))
-    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
-    for row in rows:
-        lines.append("| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def save_figure(fig, path: Path) -> str:
@@ -101,7 +62,13 @@ def roc_metrics(y_true, scores) -> dict:
 def progress():
     """A rich progress bar (transient, on stderr) for anything that takes more than a few seconds."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=Console(stderr=True), transient=True)

@@ -12,18 +12,18 @@ import importlib
 import json
 from pathlib import Path
 
-from labcli.engine import atomic
+from labcli import runs
 from labcli.errors import UserError
 
 FOLDER = "detector"
-KINDS = {"voice": "labcli.detect.deepfake_voice", "image": "labcli.detect.deepfake_image"}
+KINDS = {"voice": "labcli.recipes.detect.deepfake_voice", "image": "labcli.recipes.detect.deepfake_image"}
 
 
 def dump_joblib(obj, folder: Path, name: str) -> str:
     """A fitted scikit-learn object (or a dict of arrays) as folder/<name>.joblib, atomically; returns the file name."""
     import joblib
 
-    return atomic.write_with(folder / f"{name}.joblib", lambda tmp: joblib.dump(obj, tmp)).name
+    return runs.write_with(folder / f"{name}.joblib", lambda tmp: joblib.dump(obj, tmp)).name
 
 
 def load_joblib(folder: Path, name: str):
@@ -37,7 +37,7 @@ def save(run_dir: Path, kind: str, detectors: dict, best: str, settings: dict) -
     folder = Path(run_dir) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     files = {name: det.save(folder, name) for name, det in detectors.items()}
-    atomic.write_json(folder / "detector.json", {"kind": kind, "detectors": list(detectors), "best": best,
+    runs.write_json(folder / "detector.json", {"kind": kind, "detectors": list(detectors), "best": best,
                                                  "files": files, "settings": settings})
     return folder
 

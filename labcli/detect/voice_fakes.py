@@ -81,7 +81,7 @@ def world(x: np.ndarray) -> np.ndarray:
 
 
 def espeak(text: str, workdir: Path, i: int) -> np.ndarray:
-    from labcli.detect.deepfake_voice import read_wav
+    from labcli.recipes.detect.deepfake_voice import read_wav
 
     out = workdir / f"tts{i}.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(out), text], check=True, capture_output=True)

@@ -8,8 +8,6 @@ the resolved config. Everything but the weights is loaded with `weights_only=Tru
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -25,7 +23,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from labcli.engine import atomic
+from labcli import runs
 from labcli.engine.distributed import barrier, world
 from labcli.errors import UserError
 
@@ -94,24 +92,12 @@ def save(folder: Path, step: int, model, optimizer, scheduler, extra: dict, conf
     barrier()
     if rank == 0:
         (tmp / "COMPLETE").write_text(str(step))
-        _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        runs.swap_dir(tmp, final)
         older = sorted(p for p in Path(folder).glob("step-*") if p != final)
         for old in older[: max(0, len(older) - (keep_last - 1))]:  # keep_last in all, this one included
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load(folder: Path, model, optimizer, scheduler) -> dict:
@@ -136,10 +122,3 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
     scheduler.load_state_dict(state.pop("scheduler"))
     set_rng_state(rng)
     return state
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics logged after `step` (they are recomputed on resume), atomically."""
-    if Path(path).exists():
-        rows = [r for r in atomic.read_jsonl(path) if r.get("step", 0) <= step]
-        atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

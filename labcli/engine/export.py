@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
+from labcli import runs
 from labcli.engine.checkpoint import FULL
 from labcli.engine.distributed import barrier, world
 
@@ -20,17 +19,15 @@ def save_final_model(model, tokenizer, method: str, folder: Path, adapter_folder
     sharded = size > 1 and any(type(p).__name__ == "DTensor" for p in model.parameters())
     state = get_model_state_dict(model, options=FULL) if sharded else None
     if rank == 0:
-        folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
         if adapter_folder is not None and method != "full":
             embeddings_trained = model.get_input_embeddings().weight.requires_grad
-            model.save_pretrained(str(adapter_folder), save_embedding_layers=embeddings_trained)
+            runs.replace_dir(adapter_folder, lambda tmp: model.save_pretrained(str(tmp), save_embedding_layers=embeddings_trained))
         plain = model if sharded else merged_for_export(model, method)
-        plain.save_pretrained(str(tmp), state_dict=state) if sharded else plain.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+
+        def write(tmp: Path) -> None:
+            plain.save_pretrained(str(tmp), state_dict=state) if sharded else plain.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+
+        runs.replace_dir(folder, write)
     barrier()
     return Path(folder)

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import resource
-
-import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA max allocated on a GPU; the process's peak RSS on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class LiveLog:
     """One place for every metric sink. Only rank 0 writes."""
 
-    def __init__(self, run, cfg, total: int, start: int, enabled: bool):
+    def __init__(self, run, cfg, total: int, start: int, enabled: bool, progress: bool = True):
         self.run, self.enabled = run, enabled
         self.progress = self.task = self.tb = self.wandb = None
         if not enabled:
@@ -27,7 +23,7 @@ class LiveLog:
         self.progress = Progress(
             TextColumn(f"[bold]{run.verb} {run.recipe}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:.0f} tok/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=False, disable=os.environ.get("LAB_NO_PROGRESS") == "1",
+            TimeElapsedColumn(), TimeRemainingColumn(), transient=False, disable=not progress,
         )
         self.task = self.progress.add_task("train", total=total, completed=start, loss=float("nan"), tps=0.0)
         self.progress.start()

@@ -7,8 +7,6 @@ function of (seed, step), so the data position is the step and `--resume auto` i
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
@@ -16,13 +14,15 @@ from typing import Callable, Literal, Sequence
 import torch
 from pydantic import Field
 
+from labcli import runs
 from labcli.config import Section, to_yaml
 from labcli.engine import checkpoint, distributed
-from labcli.engine.metrics import LiveLog, peak_memory_mb
+from labcli.engine.metrics import LiveLog
 from labcli.engine.optimizers import make_optimizer
-from labcli.engine.run import Run
 from labcli.engine.schedule import make_scheduler
 from labcli.errors import UserError
+from labcli.eval.measure import peak_memory_mb, reset_peak_memory
+from labcli.runs import Run
 
 
 class TrainConfig(Section):
@@ -105,9 +105,13 @@ def train(
     eval_set: Sequence | None = None,
     loss_fn: Callable = default_loss,
     on_eval: Callable[[torch.nn.Module, int], dict] | None = None,
-    profile_steps: int = 0,
+    callbacks: Sequence = (),
+    progress: bool = True,
 ) -> TrainResult:
-    """Train `model` on `train_set` for cfg.max_steps steps, resuming from run.resume_from."""
+    """Train `model` on `train_set` for cfg.max_steps steps, resuming from run.resume_from.
+
+    `callbacks`: objects with optional `before_step(i)` / `after_step(i)` (i counts this process's
+    steps from 1; e.g. labcli.eval.profiler.StepProfiler). `progress`: show the progress bar."""
     device = device or distributed.pick_device(run.cfg.device)
     distributed.init(device)
     rank, size = distributed.world()
@@ -121,6 +125,7 @@ def train(
         raise UserError("the training set is empty", "check the data file and its filters")
 
     torch.manual_seed(seed)
+    reset_peak_memory(device)
     model.to(device)
     if cfg.activation_checkpointing:
         if not hasattr(model, "gradient_checkpointing_enable"):
@@ -137,14 +142,13 @@ def train(
         state = checkpoint.load(run.resume_from, wrapped, optimizer, scheduler)
         start, best, bad_evals, tokens_seen = state["step"], state["best"], state["bad_evals"], state["tokens"]
         if rank == 0:
-            checkpoint.truncate_metrics(run.metrics_path, start)
+            runs.truncate_jsonl(run.metrics_path, start)
 
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                 else contextlib.nullcontext())
     ckpt_dir = run.dir / "checkpoints"
     config_yaml = to_yaml(run.cfg)
-    kill_at = int(os.environ.get("LAB_FAULT_KILL_AFTER_STEP", "0"))  # tests: a real SIGKILL mid-run
-    live = LiveLog(run, cfg, total=cfg.max_steps, start=start, enabled=rank == 0)
+    live = LiveLog(run, cfg, total=cfg.max_steps, start=start, enabled=rank == 0, progress=progress)
 
     def save(step: int) -> None:
         extra = {"best": best, "bad_evals": bad_evals, "tokens": tokens_seen}
@@ -152,12 +156,13 @@ def train(
 
     t0, loss_value, eval_loss, stopped = time.perf_counter(), float("nan"), None, False
     step = start
-    profiler = StepProfiler(run, device, profile_steps) if profile_steps and rank == 0 else None
+    before = [c.before_step for c in callbacks if hasattr(c, "before_step")]
+    after = [c.after_step for c in callbacks if hasattr(c, "after_step")]
     wrapped.train()
     try:
         for step in range(start + 1, cfg.max_steps + 1):
-            if profiler:
-                profiler.before(step - start)
+            for hook in before:
+                hook(step - start)
             step_t0 = time.perf_counter()
             ids = batch_indices(step - 1, len(train_set), cfg.batch_size, seed)
             loss_sum, n_tok = 0.0, 0
@@ -197,10 +202,8 @@ def train(
             if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps or stopped:
                 with phase("checkpoint"):
                     save(step)
-            if profiler:
-                profiler.after(step - start)
-            if kill_at and step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+            for hook in after:
+                hook(step - start)
             if stopped:
                 live.note(f"early stopping at step {step}: no eval improvement in {bad_evals} evaluations")
                 break
@@ -232,41 +235,3 @@ def evaluate(model, eval_set: Sequence, collate, cfg: TrainConfig, device, loss_
 def phase(name: str):
     """A labelled span (`lab::NAME`) that torch.profiler traces show and `lab profile` sums per phase."""
     return torch.profiler.record_function(f"lab::{name}")
-
-
-class StepProfiler:
-    """torch.profiler over the first `steps` steps: a Chrome trace and a top-ops table in RUN/profile/."""
-
-    def __init__(self, run: Run, device: torch.device, steps: int):
-        self.folder, self.steps, self.device, self.prof = run.dir / "profile", steps, device, None
-
-    def before(self, i: int) -> None:
-        if i == 1:
-            from torch.profiler import ProfilerActivity, profile
-
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
-            self.prof = profile(activities=acts, record_shapes=True, profile_memory=True)
-            self.prof.__enter__()
-
-    def after(self, i: int) -> None:
-        if self.prof is None or i != self.steps:
-            return
-        from labcli.engine import atomic
-
-        self.prof.__exit__(None, None, None)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.prof.export_chrome_trace(str(self.folder / "trace.json"))
-        sort = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
-        averages = self.prof.key_averages()
-        table = averages.table(sort_by=sort, row_limit=25)
-        atomic.write_text(self.folder / "top_ops.md", f"# Top ops over {self.steps} training steps\n\n```\n{table}\n```\n")
-        atomic.write_json(self.folder / "ops.json", {"steps": self.steps, "device": self.device.type, "ops": op_rows(averages)})
-        self.prof = None
-
-
-def op_rows(averages) -> list[dict]:
-    """torch.profiler key averages as plain rows (times in ms, memory in MB), slowest self time first."""
-    rows = [{"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3, "cpu_total_ms": e.cpu_time_total / 1e3,
-             "self_device_ms": getattr(e, "self_device_time_total", 0.0) / 1e3,
-             "cpu_memory_mb": e.self_cpu_memory_usage / 2**20} for e in averages]
-    return sorted(rows, key=lambda r: -(r["self_device_ms"] or r["self_cpu_ms"]))

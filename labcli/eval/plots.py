@@ -16,10 +16,10 @@ def _pyplot():
 
 def save(fig, path: Path) -> Path:
     """The one way lab writes a figure: PNG, atomically; the figure is closed."""
-    from labcli.engine import atomic
+    from labcli import runs
 
     try:
-        return atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
+        return runs.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
     finally:
         _pyplot().close(fig)
 

@@ -45,7 +45,8 @@ def load_model(
     """The one way lab loads models. `tiny-*` presets train their tokenizer on `tokenizer_texts()`."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from labcli.models import presets, tokenizer as tok
+    from labcli.models import presets
+    from labcli.models import tokenizer as tok
 
     auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSeq2SeqLM
     if name.startswith("tiny-"):

@@ -31,7 +31,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, extra_specials
 
 
 def _train(texts: list[str], vocab_size: int, extra: list[str], file: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.NFC()

@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from labcli.engine import atomic
+from labcli import runs
 from labcli.errors import UserError
 from labcli.paths import lab_home
 from labcli.serving.source import Source
@@ -69,7 +69,7 @@ def export_bundle(source: Source, max_new_tokens: int = 64, log=print) -> Path:
     export_s = time.perf_counter() - started
     parity = check_parity(tmp, model, tokenizer)
     parity["export_s"] = round(export_s, 2)
-    atomic.write_json(tmp / "parity.json", parity)
+    runs.write_json(tmp / "parity.json", parity)
     if parity["max_abs_diff"] > TOLERANCE:
         raise UserError(f"ONNX export of {source.model_dir} differs from eager by {parity['max_abs_diff']:.2e} > {TOLERANCE}",
                         f"serve with torch instead (lab serve torchserve), and see {tmp}")
@@ -96,7 +96,7 @@ def write_meta(folder: Path, source: Source, model, tokenizer, max_new_tokens: i
         "eos_token_id": first_set(gen, config, "eos_token_id"),
         "pad_token_id": first_set(gen, config, "pad_token_id"),
     }
-    atomic.write_json(folder / "meta.json", meta)
+    runs.write_json(folder / "meta.json", meta)
     tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
 
 

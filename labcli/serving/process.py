@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from labcli.engine import atomic
+from labcli import runs
 from labcli.errors import UserError
 from labcli.paths import lab_home
 
@@ -82,7 +82,7 @@ class Server:
         return state_dir() / f"{self.name}.json"
 
     def save(self) -> None:
-        atomic.write_json(self.state_file, asdict(self))
+        runs.write_json(self.state_file, asdict(self))
 
 
 def load_servers() -> list[Server]:
@@ -239,3 +239,23 @@ def serve_foreground(proc: subprocess.Popen, server: Server) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print(f"{server.backend} stopped" + (" (some processes did not exit!)" if left else ", no process left"), flush=True)
+
+
+def stop_servers(name: str = "") -> None:
+    """`lab serve stop`: stop detached servers (one by name, or all) and check no process is left."""
+    servers = load_servers()
+    if name:
+        names = [s.name for s in servers]
+        servers = [s for s in servers if s.name == name]
+        if not servers:
+            raise UserError(f"no running server named '{name}'", f"running: {', '.join(names) or 'none'}")
+    left = []
+    for server in servers:
+        alive = bool(group_pids(server.pgid))
+        if not stop_server(server):
+            left.append(server.name)
+        print(f"{server.name}: {'stopped' if alive else 'was not running'} ({server.backend}, {server.endpoints.get('http', '')})")
+    if not servers:
+        print("no servers running")
+    if left:
+        raise UserError(f"could not stop {', '.join(left)}", "check `ps -eo pid,pgid,cmd` and kill the group by hand")

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from labcli.errors import UserError
-from labcli.serving.streamlit_serve import check_run
+from labcli.recipes.serve.streamlit import check_run
 
 TEMPLATE = Path(__file__).parent / "apps" / "space_app.py"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from pydantic import Field
 
+from labcli import runs
 from labcli.config import RecipeConfig
-from labcli.engine import atomic
-from labcli.engine.run import Run
 from labcli.errors import UserError
+from labcli.runs import Run
 from labcli.serving import process
 from labcli.serving.export import SAMPLE_TEXTS, eager_generate, load_eager
 from labcli.serving.source import Source, resolve
@@ -67,7 +67,7 @@ def serve_meta(source: Source, cfg, tokenizer, model) -> dict:
 
 def build_mar(name: str, handler: Path, files: list[Path], meta: dict, work: Path) -> Path:
     """torch-model-archiver: handler + files + serve_meta.json -> work/model_store/<name>.mar; returns the store."""
-    atomic.write_json(work / "serve_meta.json", meta)
+    runs.write_json(work / "serve_meta.json", meta)
     store = work / "model_store"
     store.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", name, "--version", "1.0",
@@ -94,7 +94,7 @@ def write_properties(path: Path, cfg, store: Path, name: str, port: int, max_req
         "enable_envvars_config=false", "disable_system_metrics=false", "job_queue_size=256",
         f"max_request_size={max_request_size}", "max_response_size=6553500", "token_expiration_min=1440",
     ]
-    atomic.write_text(path, "\n".join(lines) + "\n")
+    runs.write_text(path, "\n".join(lines) + "\n")
 
 
 def read_keys(folder: Path, proc, log: Path, timeout: float) -> dict:

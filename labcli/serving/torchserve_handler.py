@@ -16,7 +16,11 @@ class BadRequest(ValueError):
 class TextHandler:
     def initialize(self, context):
         import torch
-        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoModelForSeq2SeqLM,
+            AutoTokenizer,
+        )
 
         model_dir = context.system_properties["model_dir"]
         with open(os.path.join(model_dir, "serve_meta.json"), encoding="utf-8") as fh:

@@ -22,8 +22,8 @@ from typing import Literal
 from pydantic import Field
 
 from labcli.config import RecipeConfig
-from labcli.engine.run import Run
 from labcli.errors import UserError
+from labcli.runs import Run
 from labcli.serving import process
 from labcli.serving.export import TOLERANCE, export_bundle, read_json, read_sample
 from labcli.serving.source import resolve
@@ -101,8 +101,8 @@ def model_config(name: str, kind: str, task: str, vocab: int, cfg) -> str:
 
 def build_repository(bundle: Path, repo: Path, name: str, cfg, suffix: str = "") -> dict[str, str]:
     """Write `<name>_text` and `<name>_logits` into `repo`; returns {kind: model name}."""
-    from labcli.engine import atomic
-    from labcli.serving.onnx_serve import link_tree
+    from labcli import runs
+    from labcli.recipes.serve.onnx import link_tree
 
     meta = read_json(bundle / "meta.json")
     models = {}
@@ -112,7 +112,7 @@ def build_repository(bundle: Path, repo: Path, name: str, cfg, suffix: str = "")
         link_tree(bundle, version / "bundle")
         shutil.copy2(HERE / "triton_model.py", version / "model.py")
         shutil.copy2(HERE / "greedy.py", version / "greedy.py")
-        atomic.write_text(repo / model / "config.pbtxt", model_config(model, kind, meta["task"], meta["vocab_size"], cfg))
+        runs.write_text(repo / model / "config.pbtxt", model_config(model, kind, meta["task"], meta["vocab_size"], cfg))
         models[kind] = model
     return models
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labcli.engine import atomic
+from labcli import runs
 
 
 @contextmanager
@@ -28,7 +28,7 @@ def write_steps_csv(path: Path, result, joint_names: list[str], every: int = 1) 
     table = np.column_stack([result.t, result.q, result.q_ref, result.qd, result.tau, result.error])[::every]
     buf = io.StringIO()
     np.savetxt(buf, table, delimiter=",", header=",".join(cols), comments="", fmt="%.6g")
-    atomic.write_text(path, buf.getvalue())
+    runs.write_text(path, buf.getvalue())
 
 
 def plot_run(folder: Path, result, arm) -> list[str]:
@@ -112,7 +112,7 @@ class VideoRecorder:
 
                 imageio.mimwrite(tmp, self.frames, fps=self.cfg.fps, format="FFMPEG")
 
-        atomic.write_with(self.path, write)
+        runs.write_with(self.path, write)
         self.renderer.close()
         return {"file": self.path.name, "frames": len(self.frames), "fps": self.cfg.fps}
 

@@ -14,7 +14,13 @@ import mujoco
 import numpy as np
 
 from labcli.errors import UserError
-from labcli.sims.control import ComputedTorque, JointPID, quintic, quintic_duration, solve_ik
+from labcli.sims.control import (
+    ComputedTorque,
+    JointPID,
+    quintic,
+    quintic_duration,
+    solve_ik,
+)
 from labcli.sims.robots import Arm
 from labcli.sims.safety import SafetyMonitor
 from labcli.sims.tasks import Step

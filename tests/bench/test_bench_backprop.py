@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from labcli.experiments import backprop_techniques as bt
+from labcli.engine import backprop as bt
 
 
 @pytest.fixture(scope="module")

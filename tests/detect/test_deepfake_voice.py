@@ -55,12 +55,12 @@ class FakeContext:
 def handler_answers_like_the_run(run_dir: Path, summary: dict) -> None:
     """`lab serve detector`'s TorchServe handler, in-process on the voice run (the real server is tested on an image run
     in tests/serving/test_detector.py): WAV bytes in, the run's scores out; bad files get a 400 in the same batch."""
-    from labcli.engine import atomic
+    from labcli import runs
     from labcli.serving.detector_handler import DetectorHandler
 
     model_dir = run_dir / "served"
     shutil.copytree(run_dir / "detector", model_dir)
-    atomic.write_json(model_dir / "serve_meta.json", {"detector": summary["best_detector"], "threshold": 0.5, "max_bytes": 2**20, "threads": 1})
+    runs.write_json(model_dir / "serve_meta.json", {"detector": summary["best_detector"], "threshold": 0.5, "max_bytes": 2**20, "threads": 1})
     handler, context = DetectorHandler(), FakeContext(model_dir)
     handler.initialize(context)
     real, fake = summary["examples"][0], summary["examples"][-1]

@@ -31,7 +31,7 @@ def test_badnets_attack_and_detectors(run_lab, tmp_path):
 
 def test_relabel_votes_flags_relabelled_lookalikes():
     """A relabelled copy of a class is outvoted by its unchanged neighbours; the class itself is not."""
-    from labcli.detect.poison import relabel_votes
+    from labcli.recipes.detect.poison import relabel_votes
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 20)) * 5

@@ -19,7 +19,7 @@ def test_ten_steps_write_config_metrics_summary_checkpoint(run_lab, tmp_path):
     out = tmp_path / "run"
     run_lab(*TINY, "train.max_steps=10", "train.eval_every=5", "train.save_every=3", "train.tensorboard=true",
             "--output", str(out))
-    assert (out / "config.yaml").read_text().startswith("entry: labcli.experiments.lm_finetune")
+    assert "recipe: tiny-lm" in (out / "config.yaml").read_text()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 11))
@@ -53,7 +53,7 @@ def test_resume_after_sigkill_is_exact(run_lab, tmp_path):
     common = [*TINY, "train.max_steps=20", "train.save_every=5", "dropout=0.1"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run_lab(*common, "--output", str(straight))
-    proc = run_lab(*common, "--output", str(killed), env={"LAB_FAULT_KILL_AFTER_STEP": "10"}, check=False)
+    proc = run_lab(*common, "--output", str(killed), env={"LAB_FAULT_KILL_AT_STEP": "11"}, check=False)
     assert proc.returncode in (-9, 137)
     assert not (killed / "summary.json").exists()
     run_lab(*common, "--output", str(killed), "--resume", "auto")
@@ -79,7 +79,7 @@ def test_two_process_resume_after_sigkill_is_exact(run_lab, tmp_path, strategy):
               f"train.strategy={strategy}", "--nproc", "2"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run_lab(*common, "--output", str(straight))
-    proc = run_lab(*common, "--output", str(killed), env={"LAB_FAULT_KILL_AFTER_STEP": "2"}, check=False)
+    proc = run_lab(*common, "--output", str(killed), env={"LAB_FAULT_KILL_AT_STEP": "3"}, check=False)
     assert proc.returncode != 0 and not (killed / "summary.json").exists()
     run_lab(*common, "--output", str(killed), "--resume", "auto")
     wa, wb = load_file(str(straight / "model" / "model.safetensors")), load_file(str(killed / "model" / "model.safetensors"))

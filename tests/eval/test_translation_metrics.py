@@ -4,7 +4,12 @@ import sacrebleu
 from pytest import approx
 
 from labcli.eval.translation import corpus_scores, scores_by
-from labcli.eval.translation_errors import analyse, analyse_one, length_bucket, repetition_loop
+from labcli.eval.translation_errors import (
+    analyse,
+    analyse_one,
+    length_bucket,
+    repetition_loop,
+)
 
 HYPS = ["जिगु नां एलेक्स खः ।", "छ गथे च्वं ?", "the cat", ""]
 REFS = ["जिगु नां एलेक्स खः ।", "छितः गथे च्वं ?", "भौचा", "लः"]

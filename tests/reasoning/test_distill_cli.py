@@ -81,16 +81,16 @@ def test_bad_input_fails_with_one_line(run_lab, tmp_path):
 
 def test_bad_teachers_and_missing_start_model(tmp_path, monkeypatch):
     from labcli.errors import UserError
-    from labcli.reasoning import cot, grpo
     from labcli.reasoning.tasks import load_task
+    from labcli.recipes.distill import cot, grpo
 
     arc = load_task("arc", "train", n=4)
     with pytest.raises(UserError, match="no gold rationales"):
-        cot.teacher_traces(cot.Config(entry="x", task="arc", teacher="gold"), arc, None)
+        cot.teacher_traces(cot.Config(task="arc", teacher="gold"), arc, None)
     with pytest.raises(UserError, match="teacher=program needs"):
-        cot.resolve_teacher(cot.Config(entry="x", task="gsm8k", teacher="program"))
+        cot.resolve_teacher(cot.Config(task="gsm8k", teacher="program"))
     with pytest.raises(UserError, match="teacher model folder not found"):
-        cot.resolve_teacher(cot.Config(entry="x", teacher=str(tmp_path / "no-such-teacher")))
+        cot.resolve_teacher(cot.Config(teacher=str(tmp_path / "no-such-teacher")))
     monkeypatch.setenv("LAB_RUNS", str(tmp_path / "empty"))
     with pytest.raises(UserError, match="no `lab distill cot` run"):
         grpo.resolve_init("auto")

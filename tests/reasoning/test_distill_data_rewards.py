@@ -109,8 +109,8 @@ def test_overlong_penalty_is_dapo_soft_punishment():
 
 
 def test_cot_fraction_shows_the_trace_on_a_seeded_share_of_the_examples():
-    from labcli.reasoning.cot import distill_pairs
     from labcli.reasoning.tasks import load_task
+    from labcli.recipes.distill.cot import distill_pairs
 
     traces = [(ex, ex.rationale) for ex in load_task("arith", "train", n=100)]
     full = distill_pairs(traces, 1.0, seed=0)

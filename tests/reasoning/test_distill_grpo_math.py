@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from labcli.reasoning.grpo import Group, fill_batch, group_advantages, informative, policy_loss
+from labcli.recipes.distill.grpo import (
+    Group,
+    fill_batch,
+    group_advantages,
+    informative,
+    policy_loss,
+)
 
 
 def test_group_advantages_by_hand():

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from labcli.reasoning.kd import kd_loss
+from labcli.recipes.distill.kd import kd_loss
 
 KD_SMOKE = ("train_size=200", "test_size=40", "teacher_size=mini", "--student", "nano", "latency_examples=2", "max_len=32",
             "vocab_size=500", "train.max_steps=5", "teacher_train.max_steps=5", "train.tensorboard=false",

@@ -59,7 +59,7 @@ def test_update_with_sorted_trimmed_micro_batches_equals_one_full_batch(tiny, no
     must move the weights exactly as the plain loss over the whole padded batch does."""
     import copy
 
-    from labcli.reasoning import grpo, lm
+    from labcli.recipes.distill import grpo, lm
 
     model, tok, prompts = tiny
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def test_update_with_sorted_trimmed_micro_batches_equals_one_full_batch(tiny, no
     out.attention_mask[:, out.prompt_len:] = out.completion_mask
     rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1, 0.5, 0, 0, 0, 1, 0, 0.1, 0])
     groups = [grpo.Group(k, rewards[4 * k:4 * k + 4], (rewards[4 * k:4 * k + 4] > 0.5).float(), 0, 4 * k) for k in range(4)]
-    cfg = grpo.Config(entry="x", group_size=4, loss_norm=norm,
+    cfg = grpo.Config(group_size=4, loss_norm=norm,
                       train={"micro_batch_size": 3, "lr": 1.0, "optimizer": "sgd", "max_grad_norm": 0.0})
 
     mine = copy.deepcopy(model)

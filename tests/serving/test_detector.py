@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labcli.recipes.serve.detector import post_file
 from labcli.serving import process
-from labcli.serving.detector import post_file
 
 MAX_BYTES = 64 * 1024  # max_file_mb=0.0625
 

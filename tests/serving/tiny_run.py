@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from labcli.engine import atomic
+from labcli import runs
 
 KINDS = ("seq2seq", "causal-lm")
 CORPUS = [
@@ -39,7 +39,13 @@ def build_tokenizer(folder: Path, special_lang: str | None):
 def build_tiny(kind: str, dest: Path, seed: int = 0) -> Path:
     """Write a tiny `kind` model run to `dest` (idempotent) and return `dest`."""
     import torch
-    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, MBartConfig, MBartForConditionalGeneration
+    from transformers import (
+        GenerationConfig,
+        GPT2Config,
+        GPT2LMHeadModel,
+        MBartConfig,
+        MBartForConditionalGeneration,
+    )
 
     dest = Path(dest)
     if (dest / "summary.json").exists():
@@ -67,5 +73,5 @@ def build_tiny(kind: str, dest: Path, seed: int = 0) -> Path:
         raise ValueError(f"kind must be one of {KINDS}")
     model.generation_config = gen
     model.eval().save_pretrained(model_dir)
-    atomic.write_text(dest / "summary.json", json.dumps({"task": kind, "model": f"tiny-{kind}", "method": "random-init"}))
+    runs.write_text(dest / "summary.json", json.dumps({"task": kind, "model": f"tiny-{kind}", "method": "random-init"}))
     return dest

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import torch
 
+from labcli.rl.common import evaluate, frames_to
+from labcli.runs import seed_everything
 from labcli.sims import dqn, ppo
-from labcli.sims.rl_common import evaluate, frames_to, seed_everything
 
 ENV = "MiniGrid-Empty-5x5-v0"
 

@@ -14,8 +14,8 @@ RUN = Path(os.environ.get("LAB_RUN_DIR", "."))
 
 @st.cache_resource
 def load_translator(run_dir: str):
-    from labcli.experiments.translation import Translator
     from labcli.models import load_model
+    from labcli.models.translation import Translator
 
     summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
     loaded = load_model(str(Path(run_dir) / "model"), summary.get("task", "seq2seq"))

@@ -2,6 +2,7 @@
 import sys
 from pathlib import Path
 
+
 def shrink(path: Path) -> None:
     verts, index, vts, faces, other = [], {}, [], [], []
     remap = {}

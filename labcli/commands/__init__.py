@@ -1,1 +1,0 @@
-"""One thin module per verb: parse, load the recipe, call one function."""

@@ -1,0 +1,60 @@
+"""One way to show a table: markdown for reports, the same rows printed in the terminal (rich).
+
+Rows are dicts (columns default to their keys in order) or lists in the order of given columns. Floats print with 4 significant decimals
+(tiny ones in scientific notation), None as '-'. `delta` renders a relative change vs a baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def fmt(value, digits: int | None = None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if digits is not None:
+            return f"{value:.{digits}f}"
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.2g}"
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+    return str(value)
+
+
+def delta(value: float | None, base: float | None) -> str:
+    """'+12.3%': how much `value` differs from `base`; '-' when either is missing."""
+    if value is None or base is None or base == 0:
+        return "-"
+    return f"{100 * (value - base) / base:+.1f}%"
+
+
+def _cells(rows: Sequence, columns: Sequence[str] | None) -> tuple[list[str], list[list[str]]]:
+    """Rows as dicts (columns default to their keys) or as lists in the order of `columns`."""
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [[fmt(row.get(c, "")) for c in columns] if isinstance(row, dict) else [fmt(v) for v in row] for row in rows]
+    return list(columns), cells
+
+
+def markdown_table(rows: Sequence, columns: Sequence[str] | None = None) -> str:
+    """Rows (dicts, or lists matching `columns`) -> a GitHub markdown table."""
+    if not rows:
+        return "_(no rows)_\n"
+    columns, cells = _cells(rows, columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(rows: Sequence, columns: Sequence[str] | None = None, title: str = "") -> None:
+    """The same rows as a rich table in the terminal, never cut to the terminal's width."""
+    from rich.console import Console
+    from rich.table import Table
+
+    columns, cells = _cells(rows, columns)
+    table = Table(title=title or None)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    Console(width=max(120, sum(len(c) for c in columns) * 3)).print(table)

@@ -1,1 +1,0 @@
-"""The substance behind the verbs: one module per recipe family."""
