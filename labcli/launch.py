@@ -86,6 +86,7 @@ def run_verb(args: VerbArgs) -> None:
     ctx = Run(run_dir, args.verb, recipe.name, cfg, resume_from=ckpt)
     try:
         recipe.module().run(cfg, ctx)
+        ctx.finish()
     except (UserError, KeyboardInterrupt):
         ctx.discard_if_empty()  # bad input found inside the recipe: leave nothing behind
         raise

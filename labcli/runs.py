@@ -247,12 +247,10 @@ class Run:
     def path(self, name: str) -> Path:
         return self.dir / name
 
-    def finish(self, headline: str = "") -> None:
-        """The last lines of every run: its headline numbers, where its folder and report are."""
-        if not is_rank0():
+    def finish(self) -> None:
+        """The last lines of every run (the launcher prints them after the recipe's headline numbers)."""
+        if not is_rank0() or not self._created:
             return
-        if headline:
-            print(headline)
         print(f"run folder: {self.dir}")
         if (self.dir / "report.md").exists():
             print(f"report: {self.dir / 'report.md'}")
