@@ -9,7 +9,7 @@ import torch
 
 from labcli.rl.common import evaluate, frames_to
 from labcli.runs import seed_everything
-from labcli.sims import dqn, ppo
+from labcli.rl import dqn, ppo
 
 ENV = "MiniGrid-Empty-5x5-v0"
 

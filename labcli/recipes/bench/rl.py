@@ -2,7 +2,7 @@
 
 Measured per run: frames until the mean return of the last 20 episodes reaches 0.9, the final
 (last-20) training return, wall time and frames/s. Three implementations:
-- lab: labcli/sims/ppo.py with rl-starter-files' settings (its CNN on the 7x7x3 view);
+- lab: labcli/rl/ppo.py with rl-starter-files' settings (its CNN on the 7x7x3 view);
 - sb3_matched: SB3 PPO with the same CNN, envs, rollout, minibatch, epochs, lr, entropy and
   clipping as lab, so the difference is the implementation;
 - sb3_zoo: SB3 PPO with RL Zoo's MiniGrid settings (FlatObsWrapper, VecNormalize, MlpPolicy,
@@ -214,7 +214,7 @@ def bench_report(cfg: Config, rows: list[dict], table: list[dict], hardware: str
     lines += ["", "| implementation | seed | frames to threshold | final return | episodes | wall time (s) |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['implementation']} | {r['seed']} | {r['frames_to_threshold'] or '-'} | {f(r['final_return'])} | {r['episodes']} | {r['wall_time_s']:.0f} |" for r in rows]
     lines += ["", f"![learning curves]({plot})", "",
-              "lab: labcli/sims/ppo.py with rl-starter-files settings (16 envs x 128 steps, minibatch 256, 4 epochs, lr 1e-3, "
+              "lab: labcli/rl/ppo.py with rl-starter-files settings (16 envs x 128 steps, minibatch 256, 4 epochs, lr 1e-3, "
               "entropy 0.01, CNN on the 7x7x3 view). sb3_matched: SB3 PPO with the same CNN and settings. sb3_zoo: SB3 PPO "
               "MlpPolicy with RL Zoo's MiniGrid settings (FlatObsWrapper, VecNormalize, 8 envs x 128 steps, batch 64, "
               "10 epochs, lr 2.5e-4, no entropy bonus)."]

@@ -1,6 +1,6 @@
 """`lab simulate minigrid --agent ppo|dqn --env ID --frames N`: train, save, load and film RL agents.
 
-The agents are this package's own single-file PPO (labcli/sims/ppo.py) and DQN (labcli/sims/dqn.py).
+The agents are this package's own single-file PPO (labcli/rl/ppo.py) and DQN (labcli/rl/dqn.py).
 Every finished episode goes to metrics.jsonl; the run folder gets agent.pt, learning.png,
 summary.json, report.md and, with --render, episode.gif of one greedy episode.
 """
