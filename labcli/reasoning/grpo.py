@@ -9,7 +9,8 @@ and draw more prompts until the batch is full) and overlong filtering.
 
 Two details of the update: the log-probabilities are those of the distribution the tokens were
 drawn from (logits / T), and the policy runs with dropout off (eval mode) in the update as in
-sampling, so the ratio is exactly 1 before the first update and moves only with the weights.
+sampling, so the ratio compares the sampling policy with the updated one and nothing else (with
+dropout on, a fresh mask would move it, and the old/new log-probs would be of different networks).
 
 `train(...)` runs the step on `labcli.engine.loop.fit`, which owns the optimizer, the schedule (one
 LR per step, whatever the number of updates in it), clipping, checkpoints and exact resume, metrics,
@@ -177,7 +178,6 @@ def train(model, tokenizer, train_set: list, test_set: list, s: GRPOSettings, tc
 
     def step(loop: Loop, i: int) -> dict:
         t0 = time.perf_counter()
-        loop.model.eval()  # dropout off while sampling and in the update (see the module docstring)
         chunks: list[lm.Completions] = []
 
         def draw(round_: int) -> list[Group]:
@@ -220,6 +220,7 @@ def update(s: GRPOSettings, tc: GRPOTrainConfig, loop: Loop, ref, chunks, kept: 
     from labcli.reasoning import lm
 
     G, mb, model = s.group_size, tc.micro_batch_size, loop.model
+    model.eval()  # dropout off, as when sampling (see the module docstring); gradients flow all the same
     # per group: its generation round, rows, advantages (group-normalised) and loss mask
     items = []
     for g in kept:

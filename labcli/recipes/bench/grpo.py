@@ -64,6 +64,8 @@ def load_tasks(cfg: Config):
 
 
 def lab_side(cfg: Config, ctx: Run, baseline_mb: float) -> dict:
+    import shutil
+
     import torch
 
     from labcli.engine.distributed import pick_device
@@ -83,6 +85,7 @@ def lab_side(cfg: Config, ctx: Run, baseline_mb: float) -> dict:
     tc = grpo.GRPOTrainConfig(max_steps=t.max_steps, batch_size=t.batch_size, micro_batch_size=t.micro_batch_size, lr=t.lr,
                               schedule="constant", eval_every=t.eval_every, save_every=0, tensorboard=False)
     sub = ctx.sub("lab")
+    shutil.rmtree(sub.root, ignore_errors=True)  # a rerun into the same --output starts this cell afresh
     grpo.train(loaded.model, tok, train_set, test_set, s, tc, sub, device=device, seed=cfg.seed, progress=False)
     rows = sub.metrics()
     steps = [r for r in rows if "step_s" in r]
@@ -171,21 +174,33 @@ def _side(name: str, cfg: Config, ctx: Run, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    if name == "lab":
-        import labcli.engine.loop  # noqa: F401 - lab's imports, before the baseline is read
-        import labcli.models  # noqa: F401
-        import labcli.reasoning.grpo  # noqa: F401
-    else:
-        import datasets  # noqa: F401 - TRL's imports, before the baseline is read
-        import trl  # noqa: F401
-        from trl import GRPOTrainer  # noqa: F401
-
-        import labcli.reasoning.lm  # noqa: F401
+    import_side(name, cfg.init)
     from labcli.engine.distributed import pick_device
     from labcli.eval.measure import memory_mb
 
     baseline = memory_mb(pick_device(cfg.device))
     return lab_side(cfg, ctx, baseline) if name == "lab" else trl_side(cfg, ctx, baseline)
+
+
+def import_side(name: str, init: str) -> None:
+    """Everything a side imports, lazily loaded modules included, so that its baseline holds them: the
+    start model's modeling and tokenizer code (both sides), then lab's modules or TRL's."""
+    from transformers import AutoConfig, AutoTokenizer  # noqa: F401
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(init))]  # imports the model class's module
+    import transformers.modeling_utils  # noqa: F401
+    import transformers.models.auto.tokenization_auto  # noqa: F401
+
+    import labcli.reasoning.lm  # noqa: F401 - the shared evaluation and reward
+    if name == "lab":
+        import labcli.engine.loop  # noqa: F401
+        import labcli.models  # noqa: F401
+        import labcli.models.tokenizer  # noqa: F401
+        import labcli.reasoning.grpo  # noqa: F401
+    else:
+        import datasets  # noqa: F401
+        from trl import GRPOConfig, GRPOTrainer  # noqa: F401
 
 
 def in_own_processes(sides: list[str], cfg: Config, ctx: Run) -> dict:
