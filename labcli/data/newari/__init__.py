@@ -59,7 +59,7 @@ def read_tsv(path: Path) -> list[Pair]:
 
 def read_all() -> list[Pair]:
     """All shipped pairs."""
-    return [p for name in SHIPPED for p in read_tsv(package_data("data", "newari", name))]
+    return [p for name in SHIPPED for p in read_tsv(Path(__file__).parent / name)]
 
 
 def split_of(en: str) -> str:
