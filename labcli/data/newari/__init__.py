@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labcli.errors import UserError
-from labcli.paths import package_data
 
 SHIPPED = ["loveucifer_translations.tsv", "gatitos_lexicon.tsv", "mediawiki_ui.tsv"]
 COLUMNS = ("en", "new", "domain")
