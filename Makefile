@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[all,test]"
 	bash labcli/serving/setup_triton_env.sh || echo "warning: no Triton server environment; only 'lab serve triton' needs it (see README)"
 	sh labcli/detect/setup_audio.sh || echo "warning: audio packages not installed; only 'lab detect deepfake-voice' needs them (see README)"
