@@ -50,12 +50,13 @@ Options shared by every verb:
 
 # Commands that are not experiments: plain Typer apps reached as `lab VERB NAME`, writing no run folder.
 TOOLS: dict[str, dict[str, typer.Typer]] = {verb: {} for verb in VERBS}
+TOOL_HELP: dict[str, dict[str, str]] = {verb: {} for verb in VERBS}
 
 
 def tool(verb: str, name: str, help: str):
     """Register `lab VERB NAME` as a plain command (its own options, no recipe, no run folder)."""
     sub = typer.Typer(help=help, add_completion=False, pretty_exceptions_enable=False)
-    TOOLS[verb][name] = sub
+    TOOLS[verb][name], TOOL_HELP[verb][name] = sub, help
     return sub.command(name, help=help)
 
 
@@ -107,7 +108,7 @@ def ls(
     """List every recipe by verb with a one-line description and an example command."""
     from labcli.listing import list_recipes
 
-    list_recipes(verb, markdown)
+    list_recipes(verb, markdown, TOOL_HELP)
 
 
 @app.command("cp")
