@@ -145,18 +145,32 @@ def fill_batch(draw: Callable[[int], list[Group]], n_groups: int, dynamic: bool,
 # ---------------------------------------------------------------- the step on the engine
 
 
-def resolve_init(init: str) -> str:
-    """`auto`: the model of the newest `lab distill cot` run; anything else as given."""
+def start_overrides(task: str, arith, seed: int) -> list[str]:
+    """The `lab distill cot` run that `init=auto` starts from: a partly distilled student (the CoT
+    trace on a seeded half of its examples, the bare answer on the rest), so it reasons on some
+    answers and guesses on others and RL has room to improve it; same task, difficulty and seed."""
+    out = ["--task", task, "--seed", str(seed), "cot_fraction=0.5", "train.max_steps=800", "direct_baseline=false"]
+    if task == "arith":
+        out += [f"arith.min_steps={arith.min_steps}", f"arith.max_steps={arith.max_steps}", f"arith.digits={arith.digits}"]
+    return out
+
+
+def describe_start(init: str, task: str, arith, seed: int) -> str:
+    """Where a run starts, in words (for `lab check`)."""
+    if init != "auto":
+        return f"start {init}"
+    return f"start: the cached `lab distill cot {' '.join(start_overrides(task, arith, seed))}` (built first if missing)"
+
+
+def resolve_init(init: str, task: str, arith, seed: int) -> str:
+    """`auto`: the model of the start run of `start_overrides`, built once and cached under LAB_HOME
+    (`runs.prerequisite`); anything else (RUN/model, a folder, a hub id) as given."""
     if init != "auto":
         return init
-    from labcli.paths import runs_root
+    from labcli import runs
 
-    found = sorted((p for p in runs_root().glob("distill-cot-*") if (p / "model" / "config.json").exists()),
-                   key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise UserError("no `lab distill cot` run with a model to start from",
-                        "run `lab distill cot` first, or pass init=RUN/model (or a model folder or id)")
-    return str(found[-1] / "model")
+    folder = runs.prerequisite("distill", "cot", start_overrides(task, arith, seed), "init=auto: the partly distilled CoT start")
+    return str(folder / "model")
 
 
 def train(model, tokenizer, train_set: list, test_set: list, s: GRPOSettings, tc: GRPOTrainConfig, run: Run, *,

@@ -43,7 +43,7 @@ class BenchTrain(Section):
 
 class Config(RecipeConfig):
     task: str = Field("arith", description=f"{', '.join(TASKS)}")
-    init: str = Field("auto", description="Start model for both: auto (newest `lab distill cot` run), RUN/model or a folder")
+    init: str = Field("auto", description="Start model for both: RUN/model, a folder, or auto (the `lab distill grpo` default start)")
     arith: ArithSettings = ArithSettings()
     group_size: int = Field(8, ge=2, description="G: completions per prompt")
     max_new_tokens: int = Field(48, ge=1, description="Longest completion")
@@ -223,6 +223,30 @@ def in_own_processes(sides: list[str], cfg: Config, ctx: Run) -> dict:
     return results
 
 
+def plan(cfg: Config) -> str:
+    """What the run will do (`lab check`)."""
+    from labcli.reasoning.grpo import describe_start
+
+    t = cfg.train
+    sides = "lab and TRL" if cfg.run_trl else "lab"
+    return (f"{sides}: {t.max_steps} steps of {t.batch_size} prompts x G={cfg.group_size}, micro-batches of "
+            f"{t.micro_batch_size} completions, lr {t.lr:g}; {describe_start(cfg.init, cfg.task, cfg.arith, cfg.seed)}")
+
+
+def micro_batch_error(cfg: Config) -> UserError | None:
+    completions = cfg.train.batch_size * cfg.group_size
+    if completions % cfg.train.micro_batch_size:
+        return UserError(f"train.micro_batch_size={cfg.train.micro_batch_size} does not divide the {completions} completions "
+                         f"of a step (train.batch_size x group_size)", "pick a divisor, e.g. train.micro_batch_size=32")
+    return None
+
+
+def check(cfg: Config) -> list[str]:
+    """Problems `lab check` reports before the run."""
+    error = micro_batch_error(cfg)
+    return [str(error)] if error else []
+
+
 def run(cfg: Config, ctx: Run) -> None:
     from labcli import runs
     from labcli.engine.distributed import pick_device
@@ -231,11 +255,9 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.eval.tables import delta, markdown_table, print_table
     from labcli.reasoning.grpo import resolve_init
 
-    completions = cfg.train.batch_size * cfg.group_size
-    if completions % cfg.train.micro_batch_size:
-        raise UserError(f"train.micro_batch_size={cfg.train.micro_batch_size} does not divide the {completions} completions "
-                        f"of a step (train.batch_size x group_size)", "pick a divisor, e.g. train.micro_batch_size=32")
-    init = resolve_init(cfg.init)
+    if error := micro_batch_error(cfg):
+        raise error
+    init = resolve_init(cfg.init, cfg.task, cfg.arith, cfg.seed)
     if cfg.run_trl:
         try:
             import trl  # noqa: F401

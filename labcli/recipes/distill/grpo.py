@@ -23,12 +23,23 @@ RESUMABLE = True  # --resume continues from the newest checkpoint
 
 class Config(RecipeConfig, GRPOSettings):
     task: str = Field("arith", description=f"{', '.join(TASKS)}, or a .jsonl file of question/answer lines")
-    init: str = Field("auto", description="Start model: auto (newest `lab distill cot` run's model), RUN/model, a folder or hub id")
+    init: str = Field("auto", description="Start model: RUN/model, a folder, a hub id, or auto (a partly distilled `lab distill cot` "
+                      "student for this task and seed, built once and cached)")
     method: Method = Field("full", description="full, lora or qlora")
     lora: LoraSettings = LoraSettings()
     arith: ArithSettings = ArithSettings()
     test_size: int = Field(200, ge=1, description="Test problems for the greedy accuracy curve")
     train: GRPOTrainConfig = GRPOTrainConfig()
+
+
+def plan(cfg: Config) -> str:
+    """What the run will do (`lab check`)."""
+    from labcli.reasoning.grpo import describe_start
+
+    t = cfg.train
+    return (f"{t.max_steps} steps of {t.batch_size} prompts x G={cfg.group_size} completions, "
+            f"{cfg.num_iterations * cfg.mini_batches} optimizer update(s) each (micro-batches of {t.micro_batch_size}), "
+            f"lr {t.lr:g}, {t.precision}; {describe_start(cfg.init, cfg.task, cfg.arith, cfg.seed)}")
 
 
 def run(cfg: Config, ctx: Run) -> None:
@@ -43,7 +54,7 @@ def run(cfg: Config, ctx: Run) -> None:
     device = pick_device(cfg.device)
     train_set = load_task(cfg.task, "train", seed=cfg.seed, steps=cfg.arith.steps, digits=cfg.arith.digits)
     test_set = load_task(cfg.task, "test", seed=cfg.seed, n=cfg.test_size, steps=cfg.arith.steps, digits=cfg.arith.digits)[:cfg.test_size]
-    init = grpo.resolve_init(cfg.init)
+    init = grpo.resolve_init(cfg.init, cfg.task, cfg.arith, cfg.seed)
     if init.startswith("tiny-"):
         raise UserError(f"init={init} is an untrained preset: every reward would be 0", "start from a `lab distill cot` run")
     loaded = load_model(init, "causal-lm", quantize_4bit=cfg.method == "qlora")

@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
-
-from labcli.cli import app
-from labcli.errors import UserError
 
 
-def test_micro_batch_must_divide_the_completions_of_a_step():
-    result = CliRunner().invoke(app, ["bench", "grpo", "train.batch_size=2", "group_size=4", "train.micro_batch_size=3"])
-    assert isinstance(result.exception, UserError) and "does not divide the 8 completions" in str(result.exception)
+def test_micro_batch_must_divide_the_completions_of_a_step(lab_main, tmp_path):
+    result = lab_main("bench", "grpo", "train.batch_size=2", "group_size=4", "train.micro_batch_size=3")
+    assert result.returncode == 2 and "does not divide the 8 completions" in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

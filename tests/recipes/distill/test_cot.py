@@ -5,27 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from labcli.cli import app
 from labcli.errors import UserError
 from labcli.reasoning.tasks import load_task
 from labcli.recipes.distill import cot
 
 
-def invoke_error(args) -> str:
-    result = CliRunner().invoke(app, args)
-    assert isinstance(result.exception, UserError), result.output
-    return str(result.exception)
-
-
-def test_bad_task_and_malformed_file_are_user_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAB_RUNS", str(tmp_path / "runs"))
-    assert "unknown task 'gsm9k'" in invoke_error(["distill", "cot", "--task", "gsm9k"])
+def test_bad_task_and_malformed_file_are_one_line_errors(lab_main, tmp_path):
+    result = lab_main("distill", "cot", "--task", "gsm9k")
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown task 'gsm9k'")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "2+2?", "answer": 4}\nnot json\n', encoding="utf-8")
-    assert "line 2 is not valid JSON" in invoke_error(["distill", "cot", "--task", str(bad)])
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing left on disk
+    result = lab_main("distill", "cot", "--task", str(bad))
+    assert result.returncode == 2 and "line 2 is not valid JSON" in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing left on disk
 
 
 def test_bad_teachers(tmp_path):

@@ -7,10 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
-
 from labcli import registry
-from labcli.cli import app
 from labcli.errors import UserError
 
 RL_SMOKE = ("train.max_steps=2", "train.batch_size=4", "train.micro_batch_size=16", "group_size=4", "max_new_tokens=24",
@@ -31,21 +28,22 @@ def test_dapo_switches_and_warmup_counted_in_steps():
     assert "in steps" in type(cfg.train).model_fields["warmup_steps"].description
 
 
-def test_an_untrained_start_is_a_user_error(tmp_path, monkeypatch):
-    from labcli.reasoning.grpo import resolve_init
+def test_an_untrained_start_is_a_user_error(lab_main):
+    result = lab_main("distill", "grpo", "init=tiny-llama", "test_size=4")
+    assert result.returncode == 2 and "untrained preset" in result.stderr
 
-    result = CliRunner().invoke(app, ["distill", "grpo", "init=tiny-llama", "test_size=4"])
-    assert isinstance(result.exception, UserError) and "untrained preset" in str(result.exception)
-    monkeypatch.setenv("LAB_RUNS", str(tmp_path / "empty"))
-    with pytest.raises(UserError, match="no `lab distill cot` run"):
-        resolve_init("auto")
+
+def test_check_names_the_start_it_builds_first(lab_main):
+    result = lab_main("check", "distill", "dapo", "seed=3")
+    assert result.returncode == 0 and "4 optimizer update(s) each" in result.stdout
+    assert "`lab distill cot --task arith --seed 3 cot_fraction=0.5" in result.stdout
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["grpo", "dapo"])
-def test_rl_steps_change_the_policy_and_write_metrics(run_lab, cot_runs, cot_model, recipe):
-    proc = run_lab("distill", recipe, *RL_SMOKE, env={"LAB_RUNS": str(cot_runs)})  # init=auto: the newest cot run
-    (run,) = cot_runs.glob(f"distill-{recipe}-*")
+def test_rl_steps_change_the_policy_and_write_metrics(run_lab, cot_model, recipe, tmp_path):
+    run = tmp_path / recipe
+    proc = run_lab("distill", recipe, f"init={cot_model}", *RL_SMOKE, "--output", str(run))
     before, after = load_file(cot_model / "model.safetensors"), load_file(run / "model" / "model.safetensors")
     assert any((before[k] - after[k]).abs().max() > 0 for k in before)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
