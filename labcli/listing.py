@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -12,7 +13,8 @@ from labcli import registry
 from labcli.config import describe_fields
 from labcli.errors import UserError
 
-console = Console()
+# A terminal gets tables fitted to its width; a pipe or file gets them whole (never cut at 80 columns).
+console = Console() if sys.stdout.isatty() else Console(width=1000)
 
 
 def list_recipes(verb: str | None, markdown: bool = False) -> None:

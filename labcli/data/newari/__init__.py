@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labcli.errors import UserError
-from labcli.paths import package_data
 
 SHIPPED = ["loveucifer_translations.tsv", "gatitos_lexicon.tsv", "mediawiki_ui.tsv"]
 COLUMNS = ("en", "new", "domain")
@@ -59,7 +58,7 @@ def read_tsv(path: Path) -> list[Pair]:
 
 def read_all() -> list[Pair]:
     """All shipped pairs."""
-    return [p for name in SHIPPED for p in read_tsv(package_data("data", "newari", name))]
+    return [p for name in SHIPPED for p in read_tsv(Path(__file__).parent / name)]
 
 
 def split_of(en: str) -> str:
