@@ -184,15 +184,20 @@ def endpoints(host: str, port: int, gateway: bool) -> dict:
     return out
 
 
+def prepare_local(setup: bool = False) -> tuple[Path, Path, Path]:
+    """(environment, tritonserver binary, backend directory), building the environment first if `setup`."""
+    env = triton_env()
+    if setup:
+        setup_env(env)
+    return (env, *tritonserver_paths(env))
+
+
 def start_triton(repo: Path, *, name: str, run_dir: Path, host: str = process.HOST, port: int = 8000,
                  gateway: bool = False, ready_timeout: float = 240.0, setup: bool = False):
     """Start the local server over `repo` as server `name` and wait until it and its models are ready.
 
     Returns (process, process.Server); the server log is run_dir/server.log."""
-    env = triton_env()
-    if setup:
-        setup_env(env)
-    binary, backends = tritonserver_paths(env)
+    env, binary, backends = prepare_local(setup)
     process.require_ports(ports(port, gateway), host)
     cmd = behind_gateway(local_command(binary, backends, repo, host, port, triton_http(host, port, gateway)), host, port, gateway)
     log = run_dir / "server.log"

@@ -255,6 +255,14 @@ def run(cfg: Config, ctx: Run) -> None:
     if cfg.backend == "torchserve" and (cfg.kind != "text" or cfg.protocols != ["grpc"]):
         raise UserError("TorchServe is load-tested with text over its HTTP API only",
                         "drop --kind/--protocols, or use --backend triton for logits and protocol comparisons")
+    if cfg.backend == "triton":  # a missing server fails in a second, before any model is built
+        from labcli.serving.triton import prepare_local
+
+        prepare_local()
+    else:
+        from labcli.serving.torchserve import java_check
+
+        java_check()
     source = resolve(cfg.run, cfg.model if not cfg.run else "")
     load_before = os.getloadavg()
     cells = (triton_cells if cfg.backend == "triton" else torchserve_cells)(cfg, source, ctx)

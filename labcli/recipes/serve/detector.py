@@ -88,6 +88,7 @@ def smoke_test(run_dir: Path, summary: dict, server: process.Server, keys: dict)
 
 
 def run(cfg: Config, ctx: Run) -> None:
+    torchserve.java_check()
     run_dir, meta, summary = read_run(cfg.run)
     detector = cfg.detector or meta["best"]
     if detector not in meta["detectors"]:

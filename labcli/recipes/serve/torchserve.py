@@ -17,7 +17,7 @@ from labcli.runs import Run
 from labcli.serving import process
 from labcli.serving.settings import ModelServerSettings
 from labcli.serving.source import resolve
-from labcli.serving.torchserve import Batching, smoke_test, start_torchserve
+from labcli.serving.torchserve import Batching, java_check, smoke_test, start_torchserve
 
 
 class Config(ModelServerSettings):
@@ -27,6 +27,8 @@ class Config(ModelServerSettings):
 
 
 def run(cfg: Config, ctx: Run) -> None:
+    java_check()  # what can fail in a second fails before the model loads
+    process.require_ports([cfg.port + i for i in range(5)], cfg.host)
     source = resolve(cfg.run, cfg.model)
     proc, server, keys = start_torchserve(source, ctx.dir, name=f"torchserve-{cfg.port}", host=cfg.host, port=cfg.port,
                                           batching=Batching(cfg.batch_size, cfg.max_batch_delay_ms, cfg.workers),

@@ -31,6 +31,7 @@ from labcli.serving.triton import (
     build_repository,
     docker_command,
     ports,
+    prepare_local,
     smoke_test,
     start_triton,
     triton_http,
@@ -50,6 +51,9 @@ class Config(ModelServerSettings):
 
 
 def run(cfg: Config, ctx: Run) -> None:
+    if cfg.launcher == "local":  # what can fail in a second fails before the export
+        prepare_local(setup=cfg.setup)
+        process.require_ports(ports(cfg.port, cfg.gateway), cfg.host)
     source = resolve(cfg.run, cfg.model)
     bundle = export_bundle(source, cfg.max_new_tokens)
     repo = ctx.path("model_repository")
