@@ -141,6 +141,7 @@ def start_torchserve(source: Source, run_dir: Path, *, name: str, host: str = pr
 def launch(store: Path, model: str, run_dir: Path, *, name: str, host: str, port: int, batching: Batching,
            ready_timeout: float, max_request_size: int = 2**20):
     """Start TorchServe over `store` (token auth on) as server `name`; wait until `model` is ready."""
+    run_dir, store = run_dir.resolve(), store.resolve()  # TorchServe runs in run_dir: relative paths would break
     props = run_dir / "config.properties"
     write_properties(props, store, model, host, port, batching, max_request_size)
     log = run_dir / "server.log"

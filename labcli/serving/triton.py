@@ -199,6 +199,7 @@ def start_triton(repo: Path, *, name: str, run_dir: Path, host: str = process.HO
     Returns (process, process.Server); the server log is run_dir/server.log."""
     env, binary, backends = prepare_local(setup)
     process.require_ports(ports(port, gateway), host)
+    repo = repo.resolve()
     cmd = behind_gateway(local_command(binary, backends, repo, host, port, triton_http(host, port, gateway)), host, port, gateway)
     log = run_dir / "server.log"
     proc = process.start(cmd, log=log, env=local_env(env))
