@@ -283,7 +283,7 @@ def run(cfg: Config, ctx: Run) -> None:
     print_table(rows, COLUMNS, title=f"lab bench serve: {cfg.backend}, {cfg.kind}, {cfg.requests} requests/cell, "
                                      f"{cfg.repeats} repeat(s): median (min-max) req/s")
     for row in summary["gateway_cost"]:
-        print(f"lab's HTTP front costs {row['front_cost_pct']:+.1f}% of direct req/s at {row['concurrency']} clients, "
+        print(f"lab's HTTP front costs {row['front_cost_pct']:+.1f}% of direct req/s at {row['concurrency']} client(s), "
               f"batching {row['batching']} (min {row['front_cost_min']:+.1f}%, max {row['front_cost_max']:+.1f}%, {row['repeats']} repeats)")
     print(f"load average (1/5/15 min): {summary['load_average']['before']} before, {summary['load_average']['after']} after; "
           f"errors: {errors}")

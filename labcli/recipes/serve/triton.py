@@ -5,6 +5,11 @@ Exports the run's model to a checked ONNX bundle, builds a model repository (`<n
 onnxruntime, dynamic batching), starts Triton, waits until ready, sends a smoke request over HTTP
 and gRPC and compares it with eager, then serves until Ctrl-C (or detaches). Ports: --port HTTP,
 port+1 gRPC, port+2 metrics, port+3 Triton's own HTTP when lab's front is on (--gateway).
+
+Triton 2.51 answers an HTTP body that is not JSON with 500 ("failed to parse the request JSON
+buffer"); --gateway puts lab's front on --port, which answers it with 400. The front is off by
+default: it cost more than 10 % of direct HTTP requests/s at 32 clients in `lab bench serve`
+(docs/results/serve.md).
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ from labcli.serving.triton import (
 class Config(ModelServerSettings):
     launcher: Literal["local", "docker"] = Field("local", description="local: bundled tritonserver; docker: NGC container")
     dry_run: bool = Field(False, description="docker launcher: print the command without running it")
-    gateway: bool = Field(False, description="HTTP through lab's front, which answers unparsable JSON with 400 (Triton 2.51 "
-                          "says 500) at a throughput cost (docs/results/serve.md); false: Triton's own HTTP on --port")
+    gateway: bool = Field(False, description="HTTP through lab's front, which answers a body that is not JSON with 400 (Triton "
+                          "2.51 says 500), at 20-30 % of HTTP req/s (docs/results/serve.md); false: Triton's own HTTP on --port")
     setup: bool = Field(False, description="Create the Triton environment first (labcli/serving/setup_triton_env.sh)")
     dynamic_batching: bool = Field(True, description="Let Triton group concurrent requests into one batch")
     max_batch_size: int = Field(16, ge=1, le=1024, description="Largest batch Triton forms (and accepts) per model")
