@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
 import yaml
 
 from labcli import registry, runs
@@ -77,3 +78,25 @@ def test_a_failed_run_leaves_nothing_but_a_real_result_stays(tmp_path):
     started.log(step=1, loss=1.0)
     started.discard_if_empty()
     assert (tmp_path / "started" / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_prerequisite_is_built_once_and_a_broken_cache_is_rebuilt(lab_home, capsys, monkeypatch):
+    """The cached run is keyed by its command: built on first use, reused after, rebuilt without summary.json."""
+    calls = []
+    real_call = runs.subprocess.call
+
+    def counting(cmd, *a, **k):
+        calls.append(cmd)
+        return real_call(cmd, *a, **k)
+
+    monkeypatch.setattr(runs.subprocess, "call", counting)
+    args = ["finetune", "tiny-lm", "train.max_steps=2", "train.batch_size=4", "train.micro_batch_size=4",
+            "block_size=16", "vocab_size=200", "train.tensorboard=false"]
+    first = runs.prerequisite(args[0], args[1], args[2:], "test needs a phishing run")
+    assert (first / "summary.json").exists() and len(calls) == 1
+    assert runs.prerequisite(args[0], args[1], args[2:], "again") == first and len(calls) == 1
+    assert f"the cached `lab {' '.join(args)}` run" in capsys.readouterr().out
+    (first / "summary.json").unlink()
+    assert runs.prerequisite(args[0], args[1], args[2:], "broken") == first and len(calls) == 2
+    assert (first / "summary.json").exists()
