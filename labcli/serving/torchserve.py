@@ -53,6 +53,15 @@ def java_check() -> None:
             raise UserError(f"python module '{module}' is missing (TorchServe workers crash-loop without it)", INSTALL_HINT) from None
 
 
+def java_problem() -> str | None:
+    """For `lab check`: why TorchServe cannot start here ("WHAT (hint: FIX)"), or None."""
+    try:
+        java_check()
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
 def serve_meta(source: Source, tokenizer, model, max_new_tokens: int, threads: int) -> dict:
     positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None) or 512
     model_max = tokenizer.model_max_length if tokenizer.model_max_length < 1e9 else positions

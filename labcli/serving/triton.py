@@ -184,6 +184,15 @@ def endpoints(host: str, port: int, gateway: bool) -> dict:
     return out
 
 
+def env_problem() -> str | None:
+    """For `lab check`: why the local Triton server cannot start here ("WHAT (hint: FIX)"), or None."""
+    try:
+        tritonserver_paths(triton_env())
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
 def prepare_local(setup: bool = False) -> tuple[Path, Path, Path]:
     """(environment, tritonserver binary, backend directory), building the environment first if `setup`."""
     env = triton_env()

@@ -251,6 +251,23 @@ def gateway_cost(cells: list[dict]) -> list[dict]:
              "front_cost_min": round(min(v), 1), "front_cost_max": round(max(v), 1)} for (on, c), v in costs.items()]
 
 
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: the server the bench starts can start here."""
+    from labcli.serving.torchserve import java_problem
+    from labcli.serving.triton import env_problem
+
+    problem = env_problem() if cfg.backend == "triton" else java_problem()
+    return [problem] if problem else []
+
+
+def plan(cfg: Config) -> str:
+    """For `lab check`: what the load test will send."""
+    protocols = cfg.protocols if cfg.backend == "triton" else ["torchserve-http"]
+    cells = len(cells_order(cfg, protocols, cfg.batching))
+    return (f"{cells} cells ({', '.join(protocols)} x batching {cfg.batching} x concurrency {cfg.concurrency} x "
+            f"{cfg.repeats} repeat(s)) of {cfg.requests} {cfg.kind} requests against {cfg.backend}")
+
+
 def run(cfg: Config, ctx: Run) -> None:
     if cfg.backend == "torchserve" and (cfg.kind != "text" or cfg.protocols != ["grpc"]):
         raise UserError("TorchServe is load-tested with text over its HTTP API only",

@@ -87,6 +87,11 @@ def smoke_test(run_dir: Path, summary: dict, server: process.Server, keys: dict)
     return rows
 
 
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: TorchServe needs Java and its Python modules."""
+    return [p for p in (torchserve.java_problem(),) if p]
+
+
 def run(cfg: Config, ctx: Run) -> None:
     torchserve.java_check()
     run_dir, meta, summary = read_run(cfg.run)

@@ -17,13 +17,18 @@ from labcli.runs import Run
 from labcli.serving import process
 from labcli.serving.settings import ModelServerSettings
 from labcli.serving.source import resolve
-from labcli.serving.torchserve import Batching, java_check, smoke_test, start_torchserve
+from labcli.serving.torchserve import Batching, java_check, java_problem, smoke_test, start_torchserve
 
 
 class Config(ModelServerSettings):
     batch_size: int = Field(8, ge=1, le=256, description="TorchServe server-side batching: largest batch per worker call")
     max_batch_delay_ms: int = Field(5, ge=0, description="How long TorchServe waits to fill a batch (milliseconds)")
     workers: int = Field(1, ge=1, le=16, description="Python worker processes for the model")
+
+
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: TorchServe needs Java and its Python modules."""
+    return [p for p in (java_problem(),) if p]
 
 
 def run(cfg: Config, ctx: Run) -> None:

@@ -35,6 +35,7 @@ from labcli.serving.triton import (
     behind_gateway,
     build_repository,
     docker_command,
+    env_problem,
     ports,
     prepare_local,
     smoke_test,
@@ -53,6 +54,12 @@ class Config(ModelServerSettings):
     max_batch_size: int = Field(16, ge=1, le=1024, description="Largest batch Triton forms (and accepts) per model")
     queue_delay_us: int = Field(2000, ge=0, description="Dynamic batching: how long a request may wait for others (microseconds)")
     instances: int = Field(1, ge=1, le=16, description="Model instances per model (instance_group count, KIND_CPU)")
+
+
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: the local launcher needs the Triton environment."""
+    problem = env_problem() if cfg.launcher == "local" and not cfg.setup else None
+    return [problem] if problem else []
 
 
 def run(cfg: Config, ctx: Run) -> None:
