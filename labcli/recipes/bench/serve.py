@@ -6,7 +6,7 @@ answer and sends the next, until `requests` requests are done (or `max_seconds` 
 repeated `repeats` times, interleaved (repeat 1 of every cell, then repeat 2, ...) so drift in the
 machine's load spreads over all of them; the table shows the median and the min-max spread of
 requests/s. Triton: one server holds the batching and no-batching models; its metrics give the
-mean batch Triton formed in each cell (inputs / model executions). TorchServe: one server per
+mean batch Triton formed in each cell's timed window (inputs / model executions). TorchServe: one server per
 batching setting (batch_size vs 1). With protocols http and http-direct, the report adds what
 lab's HTTP front costs: 1 - req/s through the front / req/s straight to Triton, per repeat.
 Client and server share this machine's cores, as stated with the load average in the report.
@@ -70,9 +70,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def closed_loop(make_client, send, concurrency: int, total: int, max_seconds: float) -> dict:
+def closed_loop(make_client, send, concurrency: int, total: int, max_seconds: float, at_start=None) -> dict:
     """`total` timed calls of send(client, i) from `concurrency` threads, each with its own make_client()
-    and one untimed warm-up call; latencies in ms, errors counted (never hidden)."""
+    and one untimed warm-up call; at_start() runs once all are warm, just before timing starts.
+    Latencies in ms; errors counted (never hidden)."""
     lock = threading.Lock()
     state = {"next": 0, "errors": 0, "first_error": None}
     latencies: list[float] = []
@@ -85,15 +86,16 @@ def closed_loop(make_client, send, concurrency: int, total: int, max_seconds: fl
             state["first_error"] = state["first_error"] or f"{type(exc).__name__}: {str(exc)[:200]}"
 
     def worker(client_id: int) -> None:
+        client, warm = None, True
         try:
             client = make_client()
             send(client, client_id)  # warm-up: the connection is open before timing starts
-        except Exception as exc:  # counted below as a failed request
+        except Exception as exc:  # noqa: BLE001 - any failure is a failed request, counted and reported
             fail(exc)
-            client = None
+            warm = False
         ready.wait()
         go.wait()
-        while client is not None:
+        while warm:
             with lock:
                 i = state["next"]
                 if i >= total or time.perf_counter() > deadline:
@@ -102,7 +104,7 @@ def closed_loop(make_client, send, concurrency: int, total: int, max_seconds: fl
             start = time.perf_counter()
             try:
                 send(client, i)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - as above
                 fail(exc)
                 continue
             with lock:
@@ -112,6 +114,8 @@ def closed_loop(make_client, send, concurrency: int, total: int, max_seconds: fl
     for t in threads:
         t.start()
     ready.wait()
+    if at_start is not None:
+        at_start()
     started = time.perf_counter()
     deadline = started + max_seconds
     go.set()
@@ -171,8 +175,9 @@ def triton_cells(cfg: Config, source, ctx: Run) -> list[dict]:
     cells = []
     try:
         for r, on, c, protocol in track(cells_order(cfg, cfg.protocols, cfg.batching), description="load test", transient=True):
-            before = batch_counts(e["metrics"], models[on])
-            cell = closed_loop(client_factory(protocol), send_to(models[on]), c, cfg.requests, cfg.max_seconds)
+            before = {}
+            cell = closed_loop(client_factory(protocol), send_to(models[on]), c, cfg.requests, cfg.max_seconds,
+                               at_start=lambda model=models[on], before=before: before.update(batch_counts(e["metrics"], model)))
             after = batch_counts(e["metrics"], models[on])
             inputs, runs_ = (after[k] - before[k] for k in ("inference_count", "inference_exec_count"))
             cells.append({"protocol": protocol, "batching": on, "repeat": r, **cell,

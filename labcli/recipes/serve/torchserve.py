@@ -17,7 +17,13 @@ from labcli.runs import Run
 from labcli.serving import process
 from labcli.serving.settings import ModelServerSettings
 from labcli.serving.source import resolve
-from labcli.serving.torchserve import Batching, java_check, java_problem, smoke_test, start_torchserve
+from labcli.serving.torchserve import (
+    Batching,
+    java_check,
+    java_problem,
+    smoke_test,
+    start_torchserve,
+)
 
 
 class Config(ModelServerSettings):

@@ -5,4 +5,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_run import causal_run, eager_seq2seq, seq2seq_run  # noqa: E402, F401  (fixtures)
+from tiny_run import causal_run, eager_seq2seq, seq2seq_run  # noqa: F401  (fixtures)

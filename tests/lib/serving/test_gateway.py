@@ -72,7 +72,7 @@ def test_front_forwards_bytes_and_answers_bad_json_itself(monkeypatch):
     upstream = serve(Recorder)
     monkeypatch.setattr(Gateway, "upstream", upstream.server_address[:2])
     front = serve(Gateway)
-    url = "http://127.0.0.1:{}/v2/models/m/infer".format(front.server_address[1])
+    url = f"http://127.0.0.1:{front.server_address[1]}/v2/models/m/infer"
     try:
         binary = V2 + bytes(range(256))
         assert post(url, binary, {"Inference-Header-Content-Length": str(len(V2))}) == (200, '{"outputs": []}')
@@ -121,7 +121,7 @@ def test_a_post_that_reached_the_upstream_is_never_sent_twice(monkeypatch):
     upstream = serve(HangsUp)
     monkeypatch.setattr(Gateway, "upstream", upstream.server_address[:2])
     front = serve(Gateway)
-    url = "http://127.0.0.1:{}/v2/models/m/infer".format(front.server_address[1])
+    url = f"http://127.0.0.1:{front.server_address[1]}/v2/models/m/infer"
     try:
         status, text = post(url, V2)
         assert HangsUp.seen == [V2]  # one delivery, no retry

@@ -10,10 +10,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_run import one_line_error  # noqa: E402
+from tiny_run import one_line_error
 
-from labcli.errors import UserError  # noqa: E402
-from labcli.serving import torchserve  # noqa: E402
+from labcli.errors import UserError
+from labcli.serving import torchserve
 
 
 def test_without_java_says_what_to_install(tmp_path, monkeypatch, lab_main):

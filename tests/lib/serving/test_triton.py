@@ -10,10 +10,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_run import one_line_error  # noqa: E402
+from tiny_run import one_line_error
 
-from labcli.errors import UserError  # noqa: E402
-from labcli.serving import triton  # noqa: E402
+from labcli.errors import UserError
+from labcli.serving import triton
 
 
 def test_no_environment_and_no_python311_names_both_and_the_fix(tmp_path, monkeypatch, lab_main):

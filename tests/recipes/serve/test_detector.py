@@ -16,16 +16,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib" / "serving"))
 
-from tiny_run import one_line_error  # noqa: E402
+from tiny_run import one_line_error
 
-from labcli.recipes.serve.detector import post_file  # noqa: E402
-from labcli.serving import process  # noqa: E402
+from labcli import runs
+from labcli.recipes.serve.detector import post_file
+from labcli.serving import process
 
 MAX_BYTES = 64 * 1024  # max_file_mb=0.0625
 
 
 def lab(*args: str, env: dict, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "labcli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "labcli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=900, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"lab {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -36,9 +37,8 @@ def served(tmp_path_factory, lab_home):
     """(tiny deepfake-image run folder, serve run folder, serve summary, inference key, env, cwd); stopped at the end."""
     cwd = tmp_path_factory.mktemp("detector")
     env = {**os.environ, "LAB_HOME": str(lab_home), "LAB_RUNS": str(cwd / "runs")}
-    run_dir = cwd / "dfi"
-    lab("detect", "deepfake-image", "--output", str(run_dir), "patches_per_photo=8", "ae_epochs=2", "cnn_epochs=1",
-        "test_photos=[gravel,lfw-faces]", env=env, cwd=cwd)
+    run_dir = runs.prerequisite("detect", "deepfake-image", ["patches_per_photo=8", "ae_epochs=2", "cnn_epochs=1",
+                                                             "test_photos=[gravel,lfw-faces]"], "a tiny detector to serve")
     port = process.free_port_block(5)
     out = lab("serve", "detector", "--run", str(run_dir), "--port", str(port), "--detach", f"max_file_mb={MAX_BYTES / 2**20}",
               env=env, cwd=cwd)

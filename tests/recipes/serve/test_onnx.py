@@ -10,9 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib" / "serving"))
 
-from tiny_run import one_line_error, only_run  # noqa: E402
+from tiny_run import one_line_error, only_run
 
-from labcli.serving.export import TOLERANCE  # noqa: E402
+from labcli.serving.export import TOLERANCE
 
 
 @pytest.mark.slow

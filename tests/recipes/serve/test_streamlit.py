@@ -4,8 +4,6 @@ AppTest), the served app answers its health check and stops with `lab serve stop
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,11 +11,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib" / "serving"))
 
-from tiny_run import one_line_error, only_run  # noqa: E402
+from tiny_run import one_line_error, only_run
 
-from labcli.serving import process  # noqa: E402
-from labcli.serving.apps import TRANSLATE  # noqa: E402
-from labcli.serving.clients import fetch_text  # noqa: E402
+from labcli import runs
+from labcli.serving import process
+from labcli.serving.apps import TRANSLATE
+from labcli.serving.clients import fetch_text
 
 FAST = ["train.max_steps=2", "train.batch_size=8", "train.micro_batch_size=8", "train.eval_every=0",
         "train.tensorboard=false", "eval.max_examples=8", "eval.beams=[1]", "eval.baseline=false",
@@ -25,12 +24,8 @@ FAST = ["train.max_steps=2", "train.batch_size=8", "train.micro_batch_size=8", "
 
 
 @pytest.fixture(scope="module")
-def newari_run(tmp_path_factory, lab_home):
-    out = tmp_path_factory.mktemp("newari") / "run"
-    proc = subprocess.run([sys.executable, "-m", "labcli", "finetune", "newari", "--method", "lora", *FAST,
-                           "--output", str(out)], capture_output=True, text=True, env={**os.environ, "LAB_HOME": str(lab_home)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+def newari_run(lab_home):
+    return runs.prerequisite("finetune", "newari", ["--method", "lora", *FAST], "a tiny translator to serve")
 
 
 @pytest.mark.slow

@@ -11,11 +11,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib" / "serving"))
 
-from tiny_run import only_run  # noqa: E402
+from tiny_run import only_run
 
-from labcli.serving import process  # noqa: E402
-from labcli.serving.clients import fetch_text, post, post_json  # noqa: E402
-from labcli.serving.export import SAMPLE_TEXTS, eager_generate  # noqa: E402
+from labcli.serving import process
+from labcli.serving.clients import fetch_text, post, post_json
+from labcli.serving.export import SAMPLE_TEXTS, eager_generate
 
 TEXTS = SAMPLE_TEXTS + ["i like tea", "see you tomorrow"]
 

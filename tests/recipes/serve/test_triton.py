@@ -19,12 +19,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib" / "serving"))
 
-from tiny_run import one_line_error, only_run  # noqa: E402
+from tiny_run import one_line_error, only_run
 
-from labcli.serving import process  # noqa: E402
-from labcli.serving.clients import TritonClient, post  # noqa: E402
-from labcli.serving.export import SAMPLE_TEXTS, TOLERANCE, eager_generate, eager_logits  # noqa: E402
-from labcli.serving.triton import batch_counts  # noqa: E402
+from labcli.serving import process
+from labcli.serving.clients import TritonClient, post
+from labcli.serving.export import SAMPLE_TEXTS, TOLERANCE, eager_generate, eager_logits
+from labcli.serving.triton import batch_counts
 
 TEXTS = SAMPLE_TEXTS + ["i like tea", "see you tomorrow"]
 
