@@ -10,6 +10,7 @@ Writes RUN/onnx/ (the bundle every server here uses), latency.json, latency.png,
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import Field
 
 from labcli import runs
 from labcli.config import RecipeConfig
+from labcli.eval.measure import hardware_line
 from labcli.eval.tables import markdown_table, print_table
 from labcli.runs import Run
 from labcli.serving.export import (
@@ -100,7 +102,7 @@ def run(cfg: Config, ctx: Run) -> None:
     summary = {"task": source.task, "model_dir": str(source.model_dir), "onnx": str(ctx.path("onnx")),
                "max_abs_diff": parity["max_abs_diff"], "tolerance": TOLERANCE, "parity_ok": parity["max_abs_diff"] <= TOLERANCE,
                "text_match": parity["text_match"], "export_s": parity["export_s"], "latency": rows, "threads": threads,
-               "repeats": cfg.repeats}
+               "repeats": cfg.repeats, "hardware": hardware_line(), "load_average": [round(x, 2) for x in os.getloadavg()]}
     ctx.write_summary(summary)
     ctx.write_report(report(summary, parity))
     print(f"ONNX bundle: max |logits diff| {parity['max_abs_diff']:.1e} (<= {TOLERANCE}), greedy text identical to eager "
@@ -135,7 +137,7 @@ def report(summary: dict, parity: dict) -> str:
              (f"- parity: max |logits diff| = {summary['max_abs_diff']:.2e} (tolerance {TOLERANCE}); greedy text identical: "
               f"{summary['text_match']} (a mismatch fails the export)"),
              (f"- timing: median of {summary['repeats']} calls after 2 warm-ups ({summary['repeats'] // 4 or 1} for greedy text); "
-              f"{summary['threads']} threads on both sides"), "",
+              f"{summary['threads']} threads on both sides; {summary['hardware']}; load average {summary['load_average']}"), "",
              markdown_table(summary["latency"], COLUMNS), "![latency](latency.png)", "",
              markdown_table([{"input": s["input"], "onnxruntime": s["onnx"], "eager": s["eager"]} for s in parity["samples"]])]
     return "\n".join(lines) + "\n"
