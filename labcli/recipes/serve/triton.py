@@ -48,7 +48,7 @@ class Config(ModelServerSettings):
     launcher: Literal["local", "docker"] = Field("local", description="local: bundled tritonserver; docker: NGC container")
     dry_run: bool = Field(False, description="docker launcher: print the command without running it")
     gateway: bool = Field(False, description="HTTP through lab's front, which answers a body that is not JSON with 400 (Triton "
-                          "2.51 says 500), at 20-30 % of HTTP req/s (docs/results/serve.md); false: Triton's own HTTP on --port")
+                          "2.51 says 500), at 12-43 % of HTTP req/s at 32 clients (docs/results/serve.md); false: Triton's own HTTP on --port")
     setup: bool = Field(False, description="Create the Triton environment first (labcli/serving/setup_triton_env.sh)")
     dynamic_batching: bool = Field(True, description="Let Triton group concurrent requests into one batch")
     max_batch_size: int = Field(16, ge=1, le=1024, description="Largest batch Triton forms (and accepts) per model")
