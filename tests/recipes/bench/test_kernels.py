@@ -1,0 +1,58 @@
+"""`lab bench kernels` in-process on tiny sizes: the tables, the honesty about the interpreter, the files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from labcli.cli import app
+from labcli.errors import UserError
+from labcli.kernels import runtime
+
+TINY = ["--seq-lens", "[64]", "--head-dims", "[64]", "--causal", "[true]", "--nf4-shapes", "[[64,128]]",
+        "--nf4-batches", "[1]", "--memory-seq-lens", "[256,512,1024]", "--compile-arch", "0"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the interpreter run")
+def test_tiny_bench_on_the_cpu_reports_correctness_not_speed(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_RUNS", str(tmp_path / "runs"))
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", "kernels", *TINY, "--dtypes", "[fp32,bf16]", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith(f"run folder: {out}")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kernels"]["interpreter"] is True
+    assert any("bf16" in s for s in summary["plan"]["skipped"])  # bf16 refused under the interpreter, and said so
+    ours = [r for r in summary["attention"] if r["impl"] == "lab-flash"]
+    assert {r["mode"] for r in ours} == {"fwd", "bwd"}
+    assert all(r["max_error"] <= 1e-5 and not r["timed"] and "ms" not in r for r in ours)
+    assert all(r["bit_exact"] for r in summary["nf4_dequantize"] if r["impl"] == "lab-nf4")
+    assert all(r["max_rel_error"] <= 1e-6 for r in summary["nf4_matmul"] if "max_rel_error" in r)
+    growth = summary["growth_exponent"]
+    assert growth["naive (scores materialised)"] == pytest.approx(2.0, abs=0.1)
+    assert growth["tiled online softmax (128x128 tiles)"] < 1.1
+    report = (out / "report.md").read_text()
+    assert "ran under the interpreter" in report and "not measured here" in report
+    assert (out / "memory.png").stat().st_size > 0
+
+
+def test_bad_sizes_are_refused_before_a_run_folder_exists(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_RUNS", str(tmp_path / "runs"))
+    result = CliRunner().invoke(app, ["bench", "kernels", *TINY, "--nf4-batches", "[32]"])
+    assert isinstance(result.exception, UserError)
+    assert "nf4_batches" in result.exception.what and "1..16 rows" in result.exception.what
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_every_kernel_compiles_for_sm90_without_a_gpu():
+    """ptxas from Triton's wheel builds each kernel's cubin: compile errors and oversized tiles show here."""
+    if runtime.triton_version() is None:
+        pytest.skip("no triton")
+    from labcli.kernels.compile_check import run_subprocess
+
+    rows = run_subprocess(90)
+    assert rows and all(r["ok"] and r["fits"] for r in rows), [r for r in rows if not r.get("ok")]
