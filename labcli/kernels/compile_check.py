@@ -55,7 +55,7 @@ def _variants(all_configs: bool):
     for cfg in fwd:
         yield attn(fa._fwd_kernel, "fp16", 128, True, False, 1, cfg)
     yield attn(fa._fwd_kernel, "bf16", 64, False, True, 4, fa.FWD_CONFIGS[0])
-    yield attn(fa._fwd_kernel, "fp32", 64, True, False, 1, fa.FWD_CONFIGS[4])
+    yield attn(fa._fwd_kernel, "fp32", 64, True, False, 1, fa.FWD_CONFIGS[3])
     for kernel in (fa._bwd_dkdv_kernel, fa._bwd_dq_kernel):
         for cfg in bwd:
             yield attn(kernel, "fp16", 128, True, False, 1, cfg)

@@ -253,10 +253,8 @@ def _cfg(bm, bn, warps, stages):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
 
 
-FWD_CONFIGS = [_cfg(128, 64, 4, 3), _cfg(128, 64, 8, 3), _cfg(128, 128, 8, 3), _cfg(128, 32, 4, 4),
-               _cfg(64, 64, 4, 3), _cfg(64, 32, 4, 4), _cfg(64, 64, 4, 2), _cfg(32, 32, 4, 2)]
-BWD_CONFIGS = [_cfg(64, 64, 4, 2), _cfg(64, 128, 8, 2), _cfg(128, 64, 8, 2), _cfg(32, 64, 4, 3),
-               _cfg(64, 32, 4, 3), _cfg(32, 32, 4, 2)]
+FWD_CONFIGS = [_cfg(128, 64, 4, 3), _cfg(128, 64, 8, 3), _cfg(128, 128, 8, 3), _cfg(64, 64, 4, 3), _cfg(64, 32, 4, 4)]
+BWD_CONFIGS = [_cfg(64, 64, 4, 2), _cfg(64, 128, 8, 2), _cfg(128, 64, 8, 2), _cfg(32, 64, 4, 3)]
 INTERPRET_BLOCK = {"BLOCK_M": 32, "BLOCK_N": 32}
 TUNE_KEY = ["n_q", "n_k", "HEAD_DIM", "CAUSAL", "VARLEN", "GROUP"]
 

@@ -56,3 +56,17 @@ def test_every_kernel_compiles_for_sm90_without_a_gpu():
 
     rows = run_subprocess(90)
     assert rows and all(r["ok"] and r["fits"] for r in rows), [r for r in rows if not r.get("ok")]
+
+
+@pytest.mark.gpu
+def test_tiny_bench_on_a_gpu_times_every_implementation(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_RUNS", str(tmp_path / "runs"))
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", "kernels", *TINY, "--dtypes", "[fp16,bf16]", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kernels"]["interpreter"] is False
+    rows = summary["attention"] + summary["nf4_dequantize"] + summary["nf4_matmul"]
+    assert all(r["timed"] and r["ms"] > 0 for r in rows if r["status"] == "ok")
+    assert all(r["max_error"] <= 3e-2 for r in summary["attention"] if r.get("impl") == "lab-flash")
+    assert all(r["bit_exact"] for r in summary["nf4_dequantize"] if r["impl"] == "lab-nf4")
