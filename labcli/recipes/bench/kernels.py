@@ -15,8 +15,8 @@ import torch
 from pydantic import Field, field_validator
 
 from labcli.config import RecipeConfig
-from labcli.engine.run import Run
 from labcli.errors import UserError
+from labcli.runs import Run
 
 DType = Literal["fp32", "fp16", "bf16"]
 GPU_NF4_SHAPES = [[4096, 14336], [14336, 4096], [4096, 4096]]  # Llama-3-8B MLP up/down and attention
@@ -98,23 +98,41 @@ def pick_device(cfg: Config) -> tuple[torch.device, bool]:
     return torch.device("cuda" if cuda else "cpu"), runtime.interpreting()
 
 
+def plan(cfg: Config) -> str:
+    """What `lab check bench kernels` says the run will do."""
+    from labcli.kernels import runtime
+
+    where = ("compiled on CUDA, timed" if torch.cuda.is_available() and cfg.device != "cpu"
+             else "under the Triton interpreter: correctness only, no times")
+    return (f"attention, NF4 dequantize and NF4 matmul tables {where}; peak memory of naive vs tiled attention "
+            f"at N = {', '.join(map(str, cfg.memory_seq_lens))}; Triton {runtime.triton_version()}")
+
+
+def check(cfg: Config) -> list[str]:
+    from labcli.kernels import runtime
+
+    if runtime.triton_version() is None:
+        return ["triton is not installed (hint: pip install 'triton>=3.8'; Linux only)"]
+    return []
+
+
 def run(cfg: Config, ctx: Run) -> None:
-    from labcli.kernels import compile_check, measure, runtime
+    from labcli.kernels import bench, compile_check, runtime
 
     device, interpreted = pick_device(cfg)
     plan = resolve(cfg, device, interpreted)
     stage = _stages(ctx)
     with stage("attention") as log:
-        attention = measure.attention_rows(plan["batch"], plan["heads"], plan["seq_lens"], cfg.head_dims,
+        attention = bench.attention_rows(plan["batch"], plan["heads"], plan["seq_lens"], cfg.head_dims,
                                            plan["dtypes"], cfg.causal, device, cfg.attention_impls, cfg.math_limit_gb)
         log(cells=len(attention))
     nf4_dtypes = [d for d in plan["dtypes"] if d in ("fp16", "bf16", "fp32")]
     with stage("nf4") as log:
-        dequant = measure.nf4_dequant_rows(plan["nf4_shapes"], nf4_dtypes, device)
-        matmul = measure.nf4_matmul_rows(plan["nf4_shapes"], nf4_dtypes, plan["nf4_batches"], device)
+        dequant = bench.nf4_dequant_rows(plan["nf4_shapes"], nf4_dtypes, device)
+        matmul = bench.nf4_matmul_rows(plan["nf4_shapes"], nf4_dtypes, plan["nf4_batches"], device)
         log(cells=len(dequant) + len(matmul))
     with stage("memory") as log:
-        memory = measure.memory_rows(cfg.memory_seq_lens, cfg.memory_head_dim, cfg.memory_block, device)
+        memory = bench.memory_rows(cfg.memory_seq_lens, cfg.memory_head_dim, cfg.memory_block, device)
         log(cells=len(memory))
     compiled = []
     if interpreted and cfg.compile_arch:
@@ -123,18 +141,17 @@ def run(cfg: Config, ctx: Run) -> None:
             log(cells=len(compiled))
     summary = {"hardware": _hardware(device), "kernels": runtime.status(), "plan": plan,
                "attention": attention, "nf4_dequantize": dequant, "nf4_matmul": matmul, "memory": memory,
-               "growth_exponent": {impl: measure.growth_exponent(memory, impl)
+               "growth_exponent": {impl: bench.growth_exponent(memory, impl)
                                    for impl in dict.fromkeys(r["impl"] for r in memory)},
                "compile_check": compiled}
     report(ctx, summary)
     print_tables(summary)
-    print(f"run folder: {ctx.dir}")
 
 
 def _hardware(device: torch.device) -> str:
-    from labcli.experiments.bench_util import hardware
+    from labcli.eval.measure import hardware_line
 
-    return hardware(device)
+    return hardware_line(device)
 
 
 def _stages(ctx: Run):
@@ -267,9 +284,9 @@ def goals(summary: dict) -> list[str]:
 
 
 def _markdown(title, header, rows) -> str:
-    from labcli.experiments.bench_util import markdown_table
+    from labcli.eval.tables import markdown_table
 
-    return f"### {title}\n\n" + markdown_table(header, [[c.replace("|", "\\|") for c in row] for row in rows])
+    return f"### {title}\n\n" + markdown_table(rows, header)
 
 
 def report(ctx: Run, summary: dict) -> None:
@@ -297,24 +314,26 @@ MEMORY_HOW = {
 
 
 def print_tables(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """The tables, then the headline: exactness of lab's kernels, the memory growth, the goals."""
+    from labcli.eval.tables import print_table
 
-    console = Console()
     status = summary["kernels"]
-    console.print(f"[bold]bench kernels[/bold]: {summary['hardware']}; Triton {status['triton']}, {status['mode']}")
+    print(f"bench kernels: {summary['hardware']}; Triton {status['triton']}, {status['mode']}")
     for title, header, rows in tables(summary):
-        table = Table(title=title, title_justify="left")
-        for col in header:
-            table.add_column(col)
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-    for line in summary["goals"]:
-        console.print(line)
+        print_table(rows, header, title)
+    ours = [r for r in summary["attention"] if r["impl"] == "lab-flash" and r["status"] == "ok"]
+    for dtype in dict.fromkeys(r["dtype"] for r in ours):
+        errs = [r["max_error"] for r in ours if r["dtype"] == dtype]
+        print(f"lab-flash {dtype}: max error fwd+bwd {max(errs):.1e} vs fp32 math ({len(errs)} cells)")
+    deq = [r for r in summary["nf4_dequantize"] if r["impl"] == "lab-nf4"]
+    mm = [r["max_rel_error"] for r in summary["nf4_matmul"] if r["impl"] == "lab-nf4 fused"]
+    print(f"lab-nf4: dequantize bit-exact with bitsandbytes in {sum(r['bit_exact'] for r in deq)}/{len(deq)} cells; "
+          f"fused matmul max relative error {_num(max(mm, default=None), '.1e')}")
     growth = summary["growth_exponent"]
-    console.print("memory growth exponent (N^x over the two largest N): "
-                  + ", ".join(f"{k}: {_num(v, '.2f')}" for k, v in growth.items()))
+    print("attention peak memory, growth exponent over the two largest N: "
+          + ", ".join(f"{k}: N^{_num(v, '.2f')}" for k, v in growth.items()))
+    for line in summary["goals"]:
+        print(line)
 
 
 def plot(ctx: Run, summary: dict) -> list:

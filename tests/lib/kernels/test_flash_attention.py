@@ -10,10 +10,12 @@ import sys
 import pytest
 import torch
 
-from labcli.errors import UserError
-from labcli.kernels import runtime
-from labcli.kernels.flash_attention import flash_attention, flash_attention_varlen
-from labcli.kernels.flash_attention.reference import attention_math, attention_tiled, causal_keep
+pytest.importorskip("triton")
+
+from labcli.errors import UserError  # noqa: E402
+from labcli.kernels import runtime  # noqa: E402
+from labcli.kernels.flash_attention import flash_attention, flash_attention_varlen  # noqa: E402
+from labcli.kernels.flash_attention.reference import attention_math, attention_tiled, causal_keep  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() and not runtime.interpreting() else "cpu"
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 3e-2}

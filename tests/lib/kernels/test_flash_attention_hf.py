@@ -8,9 +8,11 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from labcli.errors import UserError
-from labcli.kernels import runtime
-from labcli.kernels.flash_attention import hf
+pytest.importorskip("triton")
+
+from labcli.errors import UserError  # noqa: E402
+from labcli.kernels import runtime  # noqa: E402
+from labcli.kernels.flash_attention import hf  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() and not runtime.interpreting() else "cpu"
 

@@ -7,10 +7,12 @@ import bitsandbytes.functional as bnbf
 import pytest
 import torch
 
-from labcli.errors import UserError
-from labcli.kernels import runtime
-from labcli.kernels.nf4 import dequantize_nf4, nf4_linear, nf4_matmul
-from labcli.kernels.nf4.linear4bit import use_bnb, use_lab_nf4
+pytest.importorskip("triton")
+
+from labcli.errors import UserError  # noqa: E402
+from labcli.kernels import runtime  # noqa: E402
+from labcli.kernels.nf4 import dequantize_nf4, nf4_linear, nf4_matmul  # noqa: E402
+from labcli.kernels.nf4.linear4bit import use_bnb, use_lab_nf4  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() and not runtime.interpreting() else "cpu"
 
