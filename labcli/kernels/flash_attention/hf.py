@@ -1,7 +1,7 @@
 """lab's FlashAttention-2 as a transformers attention implementation.
 
 `register()` adds it to transformers' AttentionInterface (and its mask interface) under HF_NAME;
-then `model.set_attn_implementation(HF_NAME)` (what `model.attention=lab-flash` does) routes every
+then `model.set_attn_implementation(HF_NAME)` (what lab's `attention=lab-flash` does) routes every
 attention layer of a Llama/GPT-2-style model through `attention_forward`.
 
 Why the key is "lab-fa2" and not "lab-flash": transformers 5 treats any implementation name that
@@ -55,10 +55,10 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
     """transformers' attention signature: q (B, H, Nq, D), k/v (B, Hkv, Nk, D) -> ((B, Nq, H, D), None)."""
     if dropout:
         raise UserError(f"lab-flash has no attention dropout ({type(module).__name__} asks for {dropout})",
-                        "set the model's attention dropout to 0 (presets: dropout=0), or use model.attention=sdpa")
-    if sliding_window or softcap or s_aux is not None:
-        raise UserError("lab-flash supports neither sliding windows, soft-capping nor attention sinks",
-                        "use model.attention=sdpa for this model")
+                        "set the model's attention dropout to 0 (presets: dropout=0), or use attention=sdpa")
+    if sliding_window or softcap or s_aux is not None or kwargs.get("position_bias") is not None:
+        raise UserError("lab-flash supports neither sliding windows, soft-capping, attention sinks nor "
+                        "position biases", "use attention=sdpa for this model")
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     batch, heads, n_q, dim = query.shape
     kv_heads, n_k = key.shape[1], key.shape[2]
