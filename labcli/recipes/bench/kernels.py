@@ -326,9 +326,11 @@ def print_tables(summary: dict) -> None:
         errs = [r["max_error"] for r in ours if r["dtype"] == dtype]
         print(f"lab-flash {dtype}: max error fwd+bwd {max(errs):.1e} vs fp32 math ({len(errs)} cells)")
     deq = [r for r in summary["nf4_dequantize"] if r["impl"] == "lab-nf4"]
-    mm = [r["max_rel_error"] for r in summary["nf4_matmul"] if r["impl"] == "lab-nf4 fused"]
+    fused = [r for r in summary["nf4_matmul"] if r["impl"] == "lab-nf4 fused"]
+    errs = ", ".join(f"{d} {max(r['max_rel_error'] for r in fused if r['dtype'] == d):.1e}"
+                     for d in dict.fromkeys(r["dtype"] for r in fused))
     print(f"lab-nf4: dequantize bit-exact with bitsandbytes in {sum(r['bit_exact'] for r in deq)}/{len(deq)} cells; "
-          f"fused matmul max relative error {_num(max(mm, default=None), '.1e')}")
+          f"fused matmul max relative error vs bnb matmul_4bit: {errs or '-'}")
     growth = summary["growth_exponent"]
     print("attention peak memory, growth exponent over the two largest N: "
           + ", ".join(f"{k}: N^{_num(v, '.2f')}" for k, v in growth.items()))
