@@ -287,7 +287,8 @@ def run(cfg: Config, ctx: Run) -> None:
                "steps": cfg.train.max_steps, "prompts_per_step": cfg.train.batch_size, "group_size": cfg.group_size,
                "micro_batch_size": cfg.train.micro_batch_size, "max_new_tokens": cfg.max_new_tokens, "lr": cfg.train.lr,
                "seed": cfg.seed, "parallel": cfg.parallel, "rows": table,
-               "curves": {k: v["curve"] for k, v in results.items()}}
+               "curves": {k: v["curve"] for k, v in results.items()},
+               "step_s": {k: [round(x, 4) for x in v["step_s"]] for k, v in results.items()}}
     ctx.write_summary(summary)
     runs.write_json(ctx.path("bench.json"), summary)
     plt = plots._pyplot()
