@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from labcli.config import RecipeConfig
+from labcli.config import RecipeConfig, read_user_text
 from labcli.engine.trainer import TrainConfig
 from labcli.errors import UserError
 from labcli.models.peft_prep import LoraSettings, Method
@@ -35,10 +35,7 @@ def read_texts(data: str | None) -> list[str]:
     path = Path(data)
     if not path.is_file():
         raise UserError(f"data file not found: {path}", "pass data=FILE (UTF-8 text, one document per line)")
-    try:
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text", "re-save it as UTF-8") from None
+    return [line for line in read_user_text(path, "re-save it as UTF-8").split("\n") if line.strip()]
 
 
 def prepare(cfg: CausalLMConfig):
