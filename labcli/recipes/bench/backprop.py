@@ -150,6 +150,15 @@ def report(cfg: Config, ctx: Run, rows: list[dict], info: dict) -> list[dict]:
     return table
 
 
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: what `run` would refuse before loading anything, one line each."""
+    try:
+        parse(cfg)
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
 def run(cfg: Config, ctx: Run) -> None:
     from rich.progress import (
         BarColumn,

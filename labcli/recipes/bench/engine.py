@@ -41,7 +41,7 @@ class Config(RecipeConfig):
         description="The training both sides run (fp32, one process)")
 
 
-def check(cfg: Config) -> None:
+def validate(cfg: Config) -> None:
     if cfg.train.precision != "fp32" or cfg.train.strategy not in ("single", "auto") or cfg.train.compile:
         raise UserError("bench engine compares fp32 single-process runs",
                         "set train.precision=fp32 train.strategy=single train.compile=false")
@@ -50,12 +50,21 @@ def check(cfg: Config) -> None:
                         "set train.eval_every=0 train.activation_checkpointing=false train.max_steps>=5")
 
 
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: what `run` would refuse, one line each."""
+    try:
+        validate(cfg)
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
 def run(cfg: Config, ctx: Run) -> None:
     from labcli.eval import plots
     from labcli.eval.measure import hardware_line
     from labcli.eval.tables import print_table
 
-    check(cfg)
+    validate(cfg)
     runs = {side: [] for side in SIDES}
     load = [os.getloadavg()[0]]
     for r in range(cfg.repeats):

@@ -424,6 +424,17 @@ def plot(cells: list[dict], ctx: Run) -> list[Path]:
     return out
 
 
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: what `run` would refuse before starting a cell, one line each."""
+    try:
+        opts, _ = chosen(cfg)
+        if "lab-paged-adamw" in opts:
+            check_page_dir(cfg)
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
 def run(cfg: Config, ctx: Run) -> None:
     from rich.progress import (
         BarColumn,
