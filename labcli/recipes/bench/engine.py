@@ -74,7 +74,7 @@ def run(cfg: Config, ctx: Run) -> None:
     rows = summarize(runs, cfg)
     hardware = hardware_line()
     loss_gap = mean_loss_gap(runs)
-    ctx.write_summary({"rows": rows, "runs": runs, "hardware": hardware, "load_avg_1min": load,
+    ctx.write_summary({"rows": rows, "table": display(rows), "runs": runs, "hardware": hardware, "load_avg_1min": load,
                        "max_mean_loss_gap": loss_gap, "loss_tolerance": LOSS_TOLERANCE})
     plots.bars({r["side"]: {"steps/s": r["steps_per_s"], "growth in training (100 MB)": r["peak_growth_mb"] / 100}
                 for r in rows}, ctx.path("engine_vs_trainer.png"), "lab engine vs HF Trainer (medians)")
