@@ -162,8 +162,10 @@ def state_in_ram(optimizer) -> dict:
 
     if isinstance(optimizer, PagedAdamW):
         rep = optimizer.memory_report()
+        # during the steps at most max_resident_bytes were in RAM; the rest was on disk only (the final
+        # checkpoint then reads every page through the page cache: clean pages the kernel may drop)
         return {"state_bytes": rep["state_bytes"], "state_in_ram_bytes": rep["max_resident_bytes"] if rep["measured"] else None,
-                "state_on_disk_bytes": rep["backing_bytes"] - rep["resident_bytes"] if rep["measured"] else 0,
+                "state_on_disk_bytes": rep["state_bytes"] - rep["max_resident_bytes"] if rep["measured"] else 0,
                 "state_where": rep["backing"],
                 "paging": {k: rep[k] for k in ("budget_bytes", "page_bytes", "pages", "page_ins", "page_outs", "hits")}}
     tensors = state_tensors(optimizer)
