@@ -184,11 +184,12 @@ def lab_side(cfg: Config, out) -> dict:
 
     from labcli.data.text import collate_lm
     from labcli.engine.trainer import train
-    from labcli.eval.measure import memory_mb
+    from labcli.eval.measure import memory_mb, reset_peak_memory
 
     model, blocks = build(cfg)
     run = Run(out, "bench", "engine:lab", cfg)
-    start = memory_mb(torch.device("cpu"))  # train() resets the peak to about this when it starts
+    reset_peak_memory(torch.device("cpu"))  # as on the HF side (train() resets again: the same point)
+    start = memory_mb(torch.device("cpu"))
     train(model, blocks, collate_lm, cfg.train, run, seed=cfg.seed, device=torch.device("cpu"), progress=False)
     steps = [m for m in run.metrics() if "loss" in m]
     peak = max(m["peak_mem_mb"] for m in steps)
