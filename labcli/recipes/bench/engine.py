@@ -243,12 +243,13 @@ def hf_side(cfg: Config, out) -> dict:
 if __name__ == "__main__":
     from pathlib import Path
 
+    import torch
+
     from labcli import runs
-    from labcli.launch import set_threads
     from labcli.paths import setup_cache_env
 
     setup_cache_env()
-    set_threads()
+    torch.set_num_threads(max(1, int(os.environ.get("LAB_THREADS", "1"))))  # the launcher's rule, as `lab` runs
     side, config, folder = sys.argv[1], Config.model_validate_json(sys.argv[2]), Path(sys.argv[3])
     result = (lab_side if side == "lab engine" else hf_side)(config, folder)
     runs.write_json(folder / "measures.json", result)
