@@ -16,6 +16,7 @@ the uncapped AdamW run needed minus half of its optimizer state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -195,24 +196,22 @@ def run_cell(cfg: Config, ctx: Run) -> dict:
             "parameters": sum(p.numel() for p in model.parameters())}
     sampler = DataSampler()
     hook = register_optimizer_step_post_hook(sampler.sample)
-    cap = data_cap(int(cfg.worker_cap_mb * 2**20)) if cfg.worker_cap_mb else None
+    capped = cfg.worker_cap_mb is not None
+    cap = data_cap(int(cfg.worker_cap_mb * 2**20)) if capped else contextlib.nullcontext()
     result = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if cap:
-                with cap as limit:
+            with cap as limit:
+                if capped:
                     cell["cap_mb"] = limit / 2**20
-                    result = train(model, blocks, collate_lm, tc, ctx, seed=cfg.seed, device=device,
-                                   loss_fn=sampler.loss, progress=False)
-            else:
                 result = train(model, blocks, collate_lm, tc, ctx, seed=cfg.seed, device=device,
                                loss_fn=sampler.loss, progress=False)
         except Exception as exc:  # noqa: BLE001 (a real failure of this optimizer here is the result)
             first = (str(exc).strip().splitlines() or [""])[0]
             first = first[first.find("DefaultCPUAllocator"):] if "DefaultCPUAllocator" in first else first
             done = sum(1 for r in ctx.metrics() if "loss" in r)
-            cell.update(status="stopped" if cap else "cannot run", note=f"{type(exc).__name__}: {first[:160]}",
+            cell.update(status="stopped" if capped else "cannot run", note=f"{type(exc).__name__}: {first[:160]}",
                         steps_done=done)
     hook.remove()
     cell.update(data_at_start_mb=sampler.start, data_peak_mb=sampler.peak)
