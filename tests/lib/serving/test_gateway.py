@@ -1,13 +1,14 @@
 """lab's HTTP front for Triton: which bodies it answers itself (400) and which it forwards byte for byte.
 
-The end-to-end behaviour in front of a real Triton is in test_serving.py; here a real upstream
-HTTP server on a loopback port records what the front forwards.
+The end-to-end behaviour in front of a real Triton is in tests/recipes/serve/test_triton.py; here a
+real upstream HTTP server on a loopback port records what the front forwards.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -71,7 +72,7 @@ def test_front_forwards_bytes_and_answers_bad_json_itself(monkeypatch):
     upstream = serve(Recorder)
     monkeypatch.setattr(Gateway, "upstream", upstream.server_address[:2])
     front = serve(Gateway)
-    url = "http://127.0.0.1:{}/v2/models/m/infer".format(front.server_address[1])
+    url = f"http://127.0.0.1:{front.server_address[1]}/v2/models/m/infer"
     try:
         binary = V2 + bytes(range(256))
         assert post(url, binary, {"Inference-Header-Content-Length": str(len(V2))}) == (200, '{"outputs": []}')
@@ -82,6 +83,69 @@ def test_front_forwards_bytes_and_answers_bad_json_itself(monkeypatch):
         upstream.shutdown()
         upstream.server_close()
         status, text = post(url, V2)
-        assert status == 502 and "not answering" in json.loads(text)["error"]
+        assert status == 502 and "did not answer" in json.loads(text)["error"]
     finally:
         front.shutdown()
+
+
+class HangsUp(BaseHTTPRequestHandler):
+    """Reads the whole POST (it reached the server, which may have run it), then closes without answering."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list = []
+
+    def do_POST(self):
+        HangsUp.seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+class AnswersThenCloses(BaseHTTPRequestHandler):
+    """Answers as HTTP/1.1 keep-alive, then closes the idle connection (as a server restarting or timing out does)."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list = []
+
+    def do_POST(self):
+        AnswersThenCloses.seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+        self.close_connection = True  # no `Connection: close` header: the front learns it only from the socket
+
+
+def test_a_post_that_reached_the_upstream_is_never_sent_twice(monkeypatch):
+    upstream = serve(HangsUp)
+    monkeypatch.setattr(Gateway, "upstream", upstream.server_address[:2])
+    front = serve(Gateway)
+    url = f"http://127.0.0.1:{front.server_address[1]}/v2/models/m/infer"
+    try:
+        status, text = post(url, V2)
+        assert HangsUp.seen == [V2]  # one delivery, no retry
+        assert status == 502 and "not retried" in json.loads(text)["error"]
+    finally:
+        front.shutdown()
+        upstream.shutdown()
+
+
+def test_an_upstream_connection_closed_while_idle_is_replaced_before_sending(monkeypatch):
+    import http.client
+
+    upstream = serve(AnswersThenCloses)
+    monkeypatch.setattr(Gateway, "upstream", upstream.server_address[:2])
+    front = serve(Gateway)
+    conn = http.client.HTTPConnection(*front.server_address[:2], timeout=10)  # one kept-alive client connection
+    try:
+        for _ in range(3):
+            conn.request("POST", "/v2/models/m/infer", body=V2, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (200, b"{}")
+            time.sleep(0.05)  # let the upstream's close arrive while the connection is idle
+        assert AnswersThenCloses.seen == [V2] * 3
+    finally:
+        conn.close()
+        front.shutdown()
+        upstream.shutdown()

@@ -1,4 +1,4 @@
-"""Tiny stand-in training runs for the serving tests, built offline from a config at a fixed seed.
+"""Tiny stand-in training runs for the serving tests, built offline from a config at a fixed seed, and their fixtures.
 
 `build_tiny(kind, dest)` writes what a finetune run leaves behind: `dest/model/` (a
 `save_pretrained` folder with a word-level tokenizer trained here) and `dest/summary.json`.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 from labcli import runs
 
@@ -75,3 +77,38 @@ def build_tiny(kind: str, dest: Path, seed: int = 0) -> Path:
     model.eval().save_pretrained(model_dir)
     runs.write_text(dest / "summary.json", json.dumps({"task": kind, "model": f"tiny-{kind}", "method": "random-init"}))
     return dest
+
+
+# -- fixtures (imported by the conftest of every folder that serves a tiny run) ----------------------
+# The runs live under the session's LAB_HOME, so every test folder shares one build and one ONNX export.
+
+@pytest.fixture(scope="session")
+def seq2seq_run(lab_home) -> Path:
+    return build_tiny("seq2seq", lab_home / "test-runs" / "finetune-tiny-seq2seq")
+
+
+@pytest.fixture(scope="session")
+def causal_run(lab_home) -> Path:
+    return build_tiny("causal-lm", lab_home / "test-runs" / "finetune-tiny-causal")
+
+
+@pytest.fixture(scope="session")
+def eager_seq2seq(seq2seq_run):
+    """(model, tokenizer) of the seq2seq run, the reference every server is compared with."""
+    from labcli.serving.export import load_eager
+    from labcli.serving.source import resolve
+
+    return load_eager(resolve(run=str(seq2seq_run)))
+
+
+def only_run(runs: Path) -> Path:
+    """The one run folder under `runs`."""
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run
+
+
+def one_line_error(result, starts: str) -> None:
+    """A CLI result (lab_main or run_lab) that failed with one `error: ...` line, exit 2, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.startswith(f"error: {starts}"), result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
