@@ -25,7 +25,7 @@ from pydantic import Field
 from labcli.config import RecipeConfig
 from labcli.engine.trainer import TrainConfig
 from labcli.errors import CheckFailed, UserError
-from labcli.runs import Run
+from labcli.runs import Run, set_threads
 
 SIDES = ("lab engine", "HF Trainer")
 LOSS_TOLERANCE = 1e-4
@@ -243,13 +243,11 @@ def hf_side(cfg: Config, out) -> dict:
 if __name__ == "__main__":
     from pathlib import Path
 
-    import torch
-
     from labcli import runs
     from labcli.paths import setup_cache_env
 
     setup_cache_env()
-    torch.set_num_threads(max(1, int(os.environ.get("LAB_THREADS", "1"))))  # the launcher's rule, as `lab` runs
+    set_threads()  # the launcher's rule, as `lab` runs
     side, config, folder = sys.argv[1], Config.model_validate_json(sys.argv[2]), Path(sys.argv[3])
     result = (lab_side if side == "lab engine" else hf_side)(config, folder)
     runs.write_json(folder / "measures.json", result)
