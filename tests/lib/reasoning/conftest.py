@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-torch.set_num_threads(1)  # as the launcher does (LAB_THREADS, default 1); 2 threads on a busy 2-core machine crawl
 
 def _tiny(dropout: float):
     from labcli.models import load_model
