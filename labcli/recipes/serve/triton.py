@@ -26,6 +26,7 @@ from labcli.errors import UserError
 from labcli.eval.tables import markdown_table
 from labcli.runs import Run
 from labcli.serving import process
+from labcli.serving.decoding import for_source
 from labcli.serving.export import export_bundle
 from labcli.serving.settings import ModelServerSettings
 from labcli.serving.source import plan as source_plan
@@ -74,7 +75,7 @@ def run(cfg: Config, ctx: Run) -> None:
         prepare_local(setup=cfg.setup)
         process.require_ports(ports(cfg.port, cfg.gateway), cfg.host)
     source = resolve(cfg.run, cfg.model)
-    bundle = export_bundle(source, cfg.max_new_tokens)
+    bundle = export_bundle(source, for_source(source, cfg.max_new_tokens))
     repo = ctx.path("model_repository")
     options = ModelOptions(cfg.dynamic_batching, cfg.max_batch_size, cfg.queue_delay_us, cfg.instances, cfg.threads)
     models = build_repository(bundle, repo, source.name, options)

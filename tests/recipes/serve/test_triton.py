@@ -24,6 +24,7 @@ from tiny_run import one_line_error, only_run
 
 from labcli.serving import process
 from labcli.serving.clients import TritonClient, post
+from labcli.serving.decoding import plain
 from labcli.serving.export import SAMPLE_TEXTS, TOLERANCE, eager_generate, eager_logits
 from labcli.serving.triton import batch_counts
 
@@ -74,7 +75,7 @@ def test_text_and_logits_over_http_and_grpc_equal_eager(served, eager_seq2seq):
     summary = served[0]
     model, tokenizer = eager_seq2seq
     text_model, logits_model = summary["models"]["text"], summary["models"]["logits"]
-    expected = eager_generate(model, tokenizer, TEXTS, 12)
+    expected = eager_generate(model, tokenizer, TEXTS, plain("seq2seq", 12))
     for protocol in ("http", "grpc"):  # one request holding a batch of texts
         client = TritonClient(summary["endpoints"], protocol)
         assert client.text(text_model, TEXTS) == expected
@@ -94,7 +95,7 @@ def test_dynamic_batching_forms_batches_under_concurrent_load(served, eager_seq2
     summary = served[0]
     model, tokenizer = eager_seq2seq
     text_model = summary["models"]["text"]
-    expected = eager_generate(model, tokenizer, TEXTS, 12)
+    expected = eager_generate(model, tokenizer, TEXTS, plain("seq2seq", 12))
     client = TritonClient(summary["endpoints"], "grpc")
     client.text(text_model, TEXTS[:1])  # connection up before the window
     before = batch_counts(summary["endpoints"]["metrics"], text_model)
