@@ -26,8 +26,8 @@ def font_css(font: Path = FONT) -> str:
     data = base64.b64encode(font.read_bytes()).decode("ascii")
     return (f"<style>@font-face {{ font-family: '{FONT_FAMILY}'; font-style: normal; font-weight: 400; font-display: block;"
             f" src: url(data:font/woff2;base64,{data}) format('woff2'); unicode-range: {UNICODE_RANGE}; }}\n"
-            f"h1, p, label, textarea, [data-testid='stMarkdownContainer'] {{ font-family: '{FONT_FAMILY}', 'Source Sans Pro', "
-            f"'Source Sans 3', sans-serif; }}\n"
+            f"h1, h1 span, p, label, textarea, [data-testid='stMarkdownContainer'] {{ font-family: '{FONT_FAMILY}', "
+            f"'Source Sans', 'Source Sans Pro', sans-serif !important; }}\n"
             f"code, pre {{ font-family: '{FONT_FAMILY}', 'Source Code Pro', monospace !important; white-space: pre-wrap !important;"
             f" word-break: break-word; }}</style>")
 

@@ -19,6 +19,7 @@ from labcli.serving.apps import TRANSLATE
 from labcli.serving.clients import fetch_text
 from labcli.serving.source import DEFAULT_TRANSLATION_RUN
 
+
 @pytest.fixture(scope="module")
 def newari_run(lab_home):
     """The default run the serve recipes use without --run (shared with the walk and browser tests)."""
