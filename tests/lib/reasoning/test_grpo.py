@@ -1,19 +1,16 @@
-"""GRPO/DAPO pieces on hand-computed tiny batches."""
+"""GRPO/DAPO pieces on hand-computed tiny batches, and the update on a tiny model."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
-from labcli.recipes.distill.grpo import (
-    Group,
-    fill_batch,
-    group_advantages,
-    informative,
-    policy_loss,
-)
+from labcli.engine.loop import Loop
+from labcli.reasoning import grpo
+from labcli.reasoning.grpo import Group, fill_batch, group_advantages, informative, policy_loss
 
 
 def test_group_advantages_by_hand():
@@ -104,3 +101,42 @@ def test_without_dynamic_sampling_one_round_is_used_as_is():
 def test_dynamic_sampling_stops_after_max_rounds():
     kept, drawn, used = fill_batch(lambda k: [_group(k, [0, 0])], 4, dynamic=True, max_rounds=3)
     assert kept == [] and used == 3 and len(drawn) == 3
+
+
+# ---------------------------------------------------------------- the update on a tiny model (with dropout)
+
+
+@pytest.mark.parametrize("norm", ["token", "sequence"])
+def test_update_with_sorted_trimmed_micro_batches_equals_one_full_batch(tiny_dropout, norm):
+    """lab's update sorts completions by length and trims each micro-batch's padding, at temperature
+    T and with dropout off; one SGD step must move the weights exactly as the plain loss over the
+    whole padded batch does (in eval mode: with dropout on, neither side would be reproducible)."""
+    from labcli.reasoning import lm
+
+    model, tok, prompts = tiny_dropout
+    torch.manual_seed(0)
+    out = lm.generate(model, tok, prompts[:4], max_new_tokens=12, num_return=4, sample=True, temperature=0.7)
+    out.completion_mask[1, 3:] = 0  # uneven lengths, as real completions that stop at EOS have
+    out.completion_mask[6, 5:] = 0
+    out.attention_mask[:, out.prompt_len:] = out.completion_mask
+    rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1, 0.5, 0, 0, 0, 1, 0, 0.1, 0])
+    groups = [Group(k, rewards[4 * k:4 * k + 4], (rewards[4 * k:4 * k + 4] > 0.5).float(), 0, 4 * k) for k in range(4)]
+    settings = grpo.GRPOSettings(group_size=4, loss_norm=norm, temperature=0.7)
+    tc = grpo.GRPOTrainConfig(micro_batch_size=3, lr=1.0, max_grad_norm=0.0)
+
+    mine = copy.deepcopy(model).train()
+    seen_modes = []
+    mine.register_forward_pre_hook(lambda m, args: seen_modes.append(m.training))
+    params = [p for p in mine.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=1.0)
+    loop = Loop(mine, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), params, tc, torch.device("cpu"))
+    grpo.update(settings, tc, loop, None, [out], groups)
+    assert seen_modes and not any(seen_modes), "the update runs with dropout off"
+
+    ref = copy.deepcopy(model).eval()
+    logp, _ = lm.token_logprobs(ref, out.sequences, out.attention_mask, out.prompt_len, temperature=0.7)
+    loss, _ = policy_loss(logp, logp.detach(), group_advantages(rewards, 4), out.completion_mask, 0.2, 0.2, norm=norm)
+    loss.backward()
+    for (name, p), q in zip(ref.named_parameters(), mine.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(p.detach() - p.grad, q.detach(), rtol=1e-5, atol=1e-6, msg=name)
