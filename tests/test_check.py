@@ -25,7 +25,7 @@ def example_args(recipe: registry.Recipe) -> tuple[str | None, list[str], dict]:
 
 
 # Examples that name a run folder which a fresh clone does not have yet (issue 23 makes them build it).
-NEEDS_A_RUN = {"serve/detector", "serve/onnx", "serve/streamlit", "serve/torchserve", "serve/triton", "reproduce/run"}
+NEEDS_A_RUN = {"reproduce/run"}
 
 
 @pytest.mark.parametrize("recipe", [pytest.param(r, marks=pytest.mark.xfail(strict=True, reason="example needs a run"))
