@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -82,10 +83,9 @@ def peak_in_window(events, baseline: dict) -> tuple[int, int]:
     return alive_base + (peak if peak is not None else start), alive_base + start
 
 
-def measure(plan_data: dict, steps: int = 3) -> dict:
-    """Run `plan` (a tiny model on the CPU) through the engine; predicted and measured peaks."""
-    import tempfile
-
+def measure(plan_data: dict, run_dir, steps: int = 3) -> dict:
+    """Run `plan` (a tiny model on the CPU) through the engine in `run_dir` (shared by the ranks);
+    predicted and measured peaks."""
     from labcli.config import RecipeConfig
     from labcli.data.text import collate_lm
     from labcli.engine import distributed
@@ -110,13 +110,12 @@ def measure(plan_data: dict, steps: int = 3) -> dict:
     vocab = loaded.model.config.vocab_size
     baseline = storages(model)
     window = StepWindow(2)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Run(__import__("pathlib").Path(tmp) / "run", "profile", "memory-measure", RecipeConfig())
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-            train(model, train_set, collate_lm, cfg.train, run, seed=0, device=torch.device("cpu"), callbacks=[window],
-                  progress=False)
+    run = Run(Path(run_dir), "profile", "memory-measure", RecipeConfig())
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        train(model, train_set, collate_lm, cfg.train, run, seed=0, device=torch.device("cpu"), callbacks=[window],
+              progress=False)
     peak, start = peak_in_window(prof.profiler.kineto_results.events(), baseline)
-    predicted = estimate(plan.model_copy(update={"vocab_size": vocab, "device": "cpu", "gpus_per_node": world,
+    predicted = estimate(plan.model_copy(update={"vocab_size": vocab, "accelerator": "cpu", "gpus_per_node": world,
                                                  "nodes": 1}))
     return {"rank": rank, "measured_mb": round(peak / 1e6, 2), "live_at_step_start_mb": round(start / 1e6, 2),
             "predicted_mb": round(predicted.peak / 1e6, 2), "peak_moment": predicted.peak_moment,
@@ -129,9 +128,8 @@ def main(argv: list[str]) -> None:
 
     set_threads()
     plan, out = json.loads(argv[0]), argv[1]
-    result = measure(plan)
-    rank = result["rank"]
-    write_json(__import__("pathlib").Path(f"{out}.rank{rank}.json"), result)
+    result = measure(plan, f"{out}-run")
+    write_json(Path(f"{out}.rank{result['rank']}.json"), result)
     from labcli.engine.distributed import shutdown
 
     shutdown()

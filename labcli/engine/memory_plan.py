@@ -64,7 +64,7 @@ class Plan(Section):
     gpus_per_node: int = Field(8, ge=1, description="Processes (GPUs) per machine")
     gpu_memory_gb: float = Field(80.0, gt=0, description="Memory of one GPU, GB (10^9 bytes)")
     host_memory_gb: float = Field(1000.0, gt=0, description="RAM of one node, GB (for loading and offloaded state)")
-    device: Literal["cuda", "cpu"] = Field("cuda", description="cuda, or cpu (no CUDA context; the CPU optimizer loop)")
+    accelerator: Literal["cuda", "cpu"] = Field("cuda", description="cuda, or cpu (no CUDA context; the CPU optimizer loop)")
     precision: Literal["fp32", "bf16"] = Field("bf16", description="Activations: fp32, or bf16 autocast")
     weights: Literal["fp32", "bf16"] = Field("fp32", description="Weights' storage dtype (lab loads fp32)")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
@@ -142,7 +142,7 @@ def estimate(plan: Plan) -> Estimate:
     saved = saved_activations(plan.model, plan.seq_len, plan.micro_batch, act_dtype, plan.method, plan.lora_r, targets,
                               plan.lora_dropout if plan.method != "full" else 0.0, plan.dropout, plan.vocab_size)
     s_p, s_g, s_o = shards(plan)
-    cuda = plan.device == "cuda"
+    cuda = plan.accelerator == "cuda"
     deepspeed_bf16 = plan.strategy.startswith("deepspeed") and plan.precision == "bf16"
     wbytes = 2 if plan.weights == "bf16" or deepspeed_bf16 else 4
     tbytes = wbytes if plan.method == "full" else 4  # PEFT keeps adapters in fp32
@@ -252,7 +252,7 @@ def largest_param(shape) -> int:
 def optimizer_note(plan: Plan, full: float, s_o: int) -> str:
     if plan.offload in ("optimizer", "params"):
         return f"{fmt(full)} offloaded to host RAM"
-    if plan.optimizer == "lab-paged-adamw" and plan.device == "cuda":
+    if plan.optimizer == "lab-paged-adamw" and plan.accelerator == "cuda":
         return f"page budget on the GPU; {fmt(full)} in host pages"
     return {"adamw": "AdamW: 2 moments", "adamw8bit": "8-bit AdamW: 2 B/param", "sgd": "SGD momentum",
             "lab-paged-adamw": "paged AdamW (pages in RAM on the CPU)"}[plan.optimizer] + f" / {s_o}"
@@ -291,6 +291,8 @@ def host_memory(plan: Plan, shape, wbytes: int, host_state_per_rank: float) -> t
 
 def fmt(n: float) -> str:
     """Bytes as GB (10^9) with 3 significant figures; MB below 1 GB."""
+    if abs(n) >= 1e12:
+        return f"{n / 1e12:.3g} TB"
     if abs(n) >= 1e9:
         return f"{n / 1e9:.3g} GB"
     return f"{n / 1e6:.3g} MB"
@@ -332,7 +334,7 @@ def cheapest_fit(plan: Plan, allow_offload: bool = True) -> Estimate | None:
 def describe(plan: Plan) -> str:
     """One line: what the plan runs."""
     return (f"{plan.model} {plan.method}, {plan.strategy} on {plan.nodes}x{plan.gpus_per_node} "
-            f"{'GPU' if plan.device == 'cuda' else 'CPU process'}(es) of {plan.gpu_memory_gb:g} GB, "
+            f"{'GPUs' if plan.accelerator == 'cuda' else 'CPU processes'} of {plan.gpu_memory_gb:g} GB, "
             f"seq {plan.seq_len} x micro-batch {plan.micro_batch}, {plan.precision}, checkpointing "
             f"{plan.activation_checkpointing}, offload {plan.offload}, {plan.optimizer}")
 
