@@ -69,6 +69,7 @@ def test_qlora_variant_prints_and_bad_plans_are_one_line_errors(lab_main):
     assert unknown.returncode == 2 and "hint:" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_predicted_trainable_counts_equal_peft(lab_home):
     """The meta-device LoRA count is PEFT's count on the real tiny model."""
     from labcli.models.causal_lm import CausalLMConfig, prepare
