@@ -34,14 +34,14 @@ class ModelSection(Section):
 
 class Config(RecipeConfig):
     run: str = Field("", description="Analyse this finished run's model instead of training (a folder with model/)")
-    vocab: int = Field(128, ge=8, description="Token ids (0 is BOS); the loss to beat on the repeat is ln(vocab)")
-    min_len: int = Field(8, ge=3, description="Shortest random segment (it is repeated once)")
-    max_len: int = Field(24, ge=3, description="Longest random segment; sequences are 1 + 2 * max_len tokens")
+    vocab: int = Field(64, ge=8, description="Token ids (0 is BOS); the loss to beat on the repeat is ln(vocab)")
+    min_len: int = Field(6, ge=3, description="Shortest random segment (it is repeated once)")
+    max_len: int = Field(16, ge=3, description="Longest random segment; sequences are 1 + 2 * max_len tokens")
     model: ModelSection = ModelSection()
     eval_sequences: int = Field(256, ge=8, description="Held-out sequences for every measurement")
     lens_texts: int = Field(64, ge=1, description="With run=DIR: lines of the shipped corpus for the logit lens on text")
-    train: TrainConfig = TrainConfig(max_steps=3000, batch_size=32, micro_batch_size=32, lr=3e-3, weight_decay=0.01,
-                                     warmup_steps=50, eval_every=100, eval_batches=8)
+    train: TrainConfig = TrainConfig(max_steps=4000, batch_size=32, micro_batch_size=32, lr=3e-3, weight_decay=0.01,
+                                     warmup_steps=50, eval_every=200, eval_batches=8)
 
 
 def check(cfg: Config) -> list[str]:

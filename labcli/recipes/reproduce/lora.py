@@ -25,10 +25,10 @@ ATTENTION = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
 
 
 class ModelSection(Section):
-    d_model: int = Field(128, ge=16, description="Width of the small GPT")
-    n_layers: int = Field(4, ge=1)
+    d_model: int = Field(96, ge=16, description="Width of the small GPT")
+    n_layers: int = Field(3, ge=1)
     n_heads: int = Field(4, ge=1)
-    vocab_size: int = Field(2000, ge=200, description="BPE tokenizer trained here")
+    vocab_size: int = Field(1500, ge=200, description="BPE tokenizer trained here")
     block_size: int = Field(64, ge=16, description="Tokens per pretraining block")
 
 
@@ -47,16 +47,16 @@ DEFAULT_ARMS = [Arm(name="full", method="full", targets="qkvo", r=1)] + [
 class Config(RecipeConfig):
     model: ModelSection = ModelSection()
     train_mrs: int = Field(1500, ge=10, description="Training meaning representations (each with `references` sentences)")
-    test_mrs: int = Field(200, ge=10, description="Test MRs, all with (eatType, food, area) combinations unseen in training")
+    test_mrs: int = Field(150, ge=10, description="Test MRs, all with (eatType, food, area) combinations unseen in training")
     references: int = Field(3, ge=1, description="Reference sentences per MR")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha, the same for every r (the paper's GPT-2 E2E setting)")
     lora_lr: float = Field(2e-3, gt=0, description="Learning rate of the LoRA arms")
     arms: list[Arm] = Field(DEFAULT_ARMS, description="Finetuning arms (full, and LoRA placements and ranks)")
     max_new_tokens: int = Field(64, ge=8, description="Greedy decoding limit")
     bootstrap: int = Field(200, ge=0, description="Bootstrap resamples of the test MRs for BLEU's 95 % interval")
-    pretrain: TrainConfig = TrainConfig(max_steps=800, batch_size=16, micro_batch_size=16, lr=3e-3, warmup_steps=40,
-                                        eval_every=200, eval_batches=8)
-    finetune: TrainConfig = TrainConfig(max_steps=300, batch_size=16, micro_batch_size=16, lr=5e-4, warmup_steps=20,
+    pretrain: TrainConfig = TrainConfig(max_steps=400, batch_size=16, micro_batch_size=16, lr=3e-3, warmup_steps=40,
+                                        eval_every=100, eval_batches=8)
+    finetune: TrainConfig = TrainConfig(max_steps=150, batch_size=16, micro_batch_size=16, lr=5e-4, warmup_steps=20,
                                         eval_batches=8)
 
 
