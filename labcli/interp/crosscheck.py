@@ -13,8 +13,10 @@ def nnsight_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
     from nnsight import NNsight
 
     wrapped = NNsight(model)
-    with wrapped.trace(tokens):
-        saved = [wrapped.blocks[layer].attn.hook_pattern.output.save() for layer in range(model.cfg.n_layers)]
+    saved = []
+    with wrapped.trace(tokens):  # nnsight runs this block's code itself: a plain loop, no comprehension
+        for layer in range(model.cfg.n_layers):
+            saved.append(wrapped.blocks[layer].attn.hook_pattern.output.save())
     return torch.stack([torch.as_tensor(s) for s in saved])
 
 

@@ -30,6 +30,7 @@ class AttnOnlyConfig:
     d_head: int = 16
     d_model: int = 64
     n_key_value_heads: int | None = None  # read by transformer_lens.patching; None: as many as n_heads
+    device: str = "cpu"  # read by transformer_lens.patching (where it puts its result)
 
 
 class Attention(nn.Module):

@@ -107,7 +107,7 @@ def reproduce(cfg: Config, ctx: Run) -> None:
 
     result = train(model, train_set, collate, cfg.train, ctx, seed=cfg.seed, eval_set=held_out, loss_fn=loss_fn,
                    on_eval=on_eval)
-    model = result.model.eval()
+    model = result.model.cpu().eval()  # the analysis is a few forward passes: on the CPU, with the probe data
     if not ctx.is_main:
         return
     found = analyse(model, cfg, probe, first, second)
