@@ -40,8 +40,8 @@ class Config(RecipeConfig):
     model: ModelSection = ModelSection()
     eval_sequences: int = Field(256, ge=8, description="Held-out sequences for every measurement")
     lens_texts: int = Field(64, ge=1, description="With run=DIR: lines of the shipped corpus for the logit lens on text")
-    train: TrainConfig = TrainConfig(max_steps=4000, batch_size=32, micro_batch_size=32, lr=3e-3, weight_decay=0.01,
-                                     warmup_steps=50, eval_every=200, eval_batches=8)
+    train: TrainConfig = TrainConfig(max_steps=2000, batch_size=32, micro_batch_size=32, lr=3e-3, weight_decay=0.01,
+                                     warmup_steps=50, eval_every=100, eval_batches=8)
 
 
 def check(cfg: Config) -> list[str]:
