@@ -143,7 +143,7 @@ def run(cfg: Config, ctx) -> None:
         summary["video"] = recorder.save()
     ctx.write_summary(summary)
     ctx.write_report(report.arm_report(summary, plots, arm.joint_names))
-    report.print_summary(summary, ctx.dir)
+    report.print_summary(summary)
 
 
 def check_config(cfg: Config) -> None:
