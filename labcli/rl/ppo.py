@@ -1,7 +1,7 @@
 """PPO for MiniGrid in one file, in the CleanRL spirit (clipped surrogate, GAE, minibatch epochs).
 
-Defaults follow rl-starter-files' MiniGrid settings: 16 envs x 128 steps per update, 4 epochs,
-256-sample minibatches, lr 1e-3, entropy 0.01, its CNN on the 7x7x3 symbolic view.
+The defaults (PPOArgs, the one place they are declared) follow rl-starter-files' MiniGrid settings
+and its CNN on the 7x7x3 symbolic view; `lab bench rl` gives the same section to SB3's PPO.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from labcli.runs import seed_everything
 
 
 class PPOArgs(Section):
-    """PPO hyperparameters (the `ppo:` section of `lab simulate minigrid`)."""
+    """PPO hyperparameters (the `ppo:` section of `lab simulate minigrid` and `lab bench rl`)."""
 
     num_envs: int = Field(16, ge=1, description="parallel envs (gymnasium SyncVectorEnv)")
     num_steps: int = Field(128, ge=1, description="rollout steps per env per update")
