@@ -1,7 +1,8 @@
 """One way to show a table: markdown for reports, the same rows printed in the terminal (rich).
 
-Rows are dicts (columns default to their keys in order) or lists in the order of given columns. Floats print with 4 significant decimals
-(tiny ones in scientific notation), None as '-'. `delta` renders a relative change vs a baseline.
+Rows are dicts (columns default to their keys in order) or lists in the order of given columns.
+Floats print with 4 significant digits (one decimal from 1000 up), None as "-".
+`delta` renders a relative change vs a baseline.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ def fmt(value, digits: int | None = None) -> str:
     if isinstance(value, float):
         if digits is not None:
             return f"{value:.{digits}f}"
-        if value != 0 and abs(value) < 1e-3:
-            return f"{value:.2g}"
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
     return str(value)
 
 

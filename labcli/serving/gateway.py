@@ -5,7 +5,8 @@ buffer"), before any model code runs. A 5xx tells clients and load balancers "re
 broken" when the fault is the request's. This front checks what Triton checks too late (the JSON
 itself, honouring the binary-tensor extension's Inference-Header-Content-Length, and the top-level
 shape of a v2 request) and forwards every request byte for byte, over one kept-alive upstream
-connection per client connection. Per-tensor checks (dtype, shape, empty or oversized text) stay in
+connection per client connection, and never sends a request twice (a POST that may have reached
+Triton and failed afterwards gets a 502, not a retry). Per-tensor checks (dtype, shape, empty or oversized text) stay in
 the served model, which answers 400 itself. Standard library only, so it starts in milliseconds.
 
 Given a command after `--`, the front starts it (Triton) as its child and exits with its exit code,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import select
 import socket
 import subprocess
 import sys
@@ -81,22 +83,22 @@ class Gateway(BaseHTTPRequestHandler):
         self.forward(body)
 
     def forward(self, body: bytes) -> None:
+        """Send the request upstream once. A POST is never sent twice: it may have reached Triton (and run)
+        even when the answer is lost, so a failure after sending is a 502. Only a kept-alive connection
+        that Triton already closed is replaced, before anything is sent on it."""
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["Content-Length"] = str(len(body))
-        for attempt in (1, 2):  # a kept-alive upstream connection may have been closed by Triton: reconnect once
-            conn = None
-            try:
-                conn = self.upstream_connection()
-                conn.request(self.command, self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                break
-            except (OSError, http.client.HTTPException) as exc:
-                if conn is not None:
-                    conn.close()
-                self._upstream = None
-                if attempt == 2:
-                    return self.reply(502, f"Triton at {self.upstream[0]}:{self.upstream[1]} is not answering ({exc})")
+        try:
+            conn = self.upstream_connection()
+            conn.request(self.command, self.path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.drop_upstream()
+            return self.reply(502, f"Triton at {self.upstream[0]}:{self.upstream[1]} did not answer ({exc}); "
+                                   "the request was not retried")
+        if response.will_close:
+            self.drop_upstream()
         self.send_response(response.status, response.reason)
         for key, value in response.getheaders():
             if key.lower() not in HOP_BY_HOP:
@@ -107,11 +109,26 @@ class Gateway(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def upstream_connection(self) -> http.client.HTTPConnection:
-        if getattr(self, "_upstream", None) is None:
-            self._upstream = http.client.HTTPConnection(*self.upstream, timeout=600)
-            self._upstream.connect()
-            self._upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return self._upstream
+        """This client connection's upstream connection, reconnected if Triton closed the idle one."""
+        conn = getattr(self, "_upstream", None)
+        if conn is not None and closed_by_peer(conn.sock):
+            self.drop_upstream()
+            conn = None
+        if conn is None:
+            conn = http.client.HTTPConnection(*self.upstream, timeout=600)
+            conn.connect()
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._upstream = conn
+        return conn
+
+    def finish(self) -> None:
+        super().finish()
+        self.drop_upstream()  # the client connection is done: so is its upstream one
+
+    def drop_upstream(self) -> None:
+        conn, self._upstream = getattr(self, "_upstream", None), None
+        if conn is not None:
+            conn.close()
 
     def reply(self, status: int, message: str) -> None:
         data = json.dumps({"error": message}).encode("utf-8")
@@ -121,8 +138,22 @@ class Gateway(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
+    def log_message(self, format, *args):
         pass  # Triton logs the requests; the front stays quiet
+
+
+def closed_by_peer(sock) -> bool:
+    """Whether an idle connection has been closed by the other side (readable with nothing, or reset).
+
+    An idle HTTP/1.1 connection has nothing to read; if select() says it is readable, the peer sent
+    EOF (or, against the protocol, stray bytes): either way it must not carry the next request."""
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def address(text: str) -> tuple[str, int]:

@@ -79,3 +79,30 @@ def slug(text: str) -> str:
     """A Triton/TorchServe-safe model name: letters, digits and underscores."""
     out = "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")
     return (out or "model")[:48]
+
+
+def translation_run(folder: str | None) -> Path:
+    """A finished `lab finetune newari` run folder (what the Streamlit app and the Spaces export need), or one line why not."""
+    if not folder:
+        raise UserError("no run given", "pass --run DIR (a finished `lab finetune newari` run)")
+    path = Path(folder).expanduser()
+    for need in ("model/config.json", "summary.json", "config.yaml"):
+        if not (path / need).exists():
+            raise UserError(f"{path} has no {need}", "pass a finished `lab finetune newari` run folder")
+    return path
+
+
+def load_translator(run_dir: Path):
+    """(Translator, model, summary) of a newari run, decoding as the run's config says (the Streamlit app's model)."""
+    import yaml
+
+    from labcli.models import load_model
+    from labcli.models.translation import Translator
+
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    loaded = load_model(str(run_dir / "model"), summary.get("task", "seq2seq"))
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    translator = Translator(loaded.tokenizer, loaded.task, cfg.get("prompt", "{en}"), cfg.get("max_source_len", 64),
+                            cfg.get("max_target_len", 64), cfg.get("src_lang"), cfg.get("tgt_lang"),
+                            (cfg.get("eval") or {}).get("no_repeat_ngram_size", 0))
+    return translator, loaded.model.eval(), summary

@@ -6,10 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+from labcli import runs
 from labcli.errors import UserError
-from labcli.recipes.serve.streamlit import check_run
-
-TEMPLATE = Path(__file__).parent / "apps" / "space_app.py"
+from labcli.serving.apps import SPACE
+from labcli.serving.source import translation_run
 
 README = """---
 title: English to Newari ({method})
@@ -40,26 +40,23 @@ def export_space(run_dir: Path, out: Path) -> Path:
 
     import yaml
 
-    run_dir = check_run(str(run_dir))
+    run_dir = translation_run(str(run_dir))
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty", "pass a new folder")
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copytree(run_dir / "model", tmp / "model")
-    shutil.copyfile(TEMPLATE, tmp / "app.py")
     card = {k: summary.get(k) for k in ("task", "model", "method", "bleu", "chrf++", "ter")}
     card["prompt"] = cfg.get("prompt")
-    (tmp / "run_summary.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
     versions = {n: md.version(n) for n in ("torch", "transformers", "streamlit", "tokenizers", "safetensors")}
-    (tmp / "requirements.txt").write_text("".join(f"{n}>={v.split('+')[0]}\n" for n, v in versions.items()
-                                                  if n != "streamlit"), encoding="utf-8")
-    (tmp / "README.md").write_text(README.format(
-        method=summary.get("method"), model=summary.get("model"), run=run_dir.name, bleu=summary.get("bleu"),
-        chrf=summary.get("chrf++"), ter=summary.get("ter"), streamlit=versions["streamlit"]), encoding="utf-8")
-    if out.exists():
-        out.rmdir()
-    tmp.replace(out)
-    return out
+
+    def write(folder: Path) -> None:
+        shutil.copytree(run_dir / "model", folder / "model")
+        shutil.copyfile(SPACE, folder / "app.py")
+        (folder / "run_summary.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+        (folder / "requirements.txt").write_text("".join(f"{n}>={v.split('+')[0]}\n" for n, v in versions.items()
+                                                         if n != "streamlit"), encoding="utf-8")
+        (folder / "README.md").write_text(README.format(
+            method=summary.get("method"), model=summary.get("model"), run=run_dir.name, bleu=summary.get("bleu"),
+            chrf=summary.get("chrf++"), ter=summary.get("ter"), streamlit=versions["streamlit"]), encoding="utf-8")
+
+    return runs.replace_dir(out, write)

@@ -1,12 +1,15 @@
 """TorchServe custom handler: text in -> greedy text out, with transformers in eager mode.
 
-Packed into the .mar with the model's save_pretrained files and serve_meta.json. A request is
+Packed into the .mar with the model's save_pretrained files and serve_meta.json; the worker runs in
+lab's environment and loads the model with lab's loader. A request is
 JSON {"text": "..."}; the answer is {"text": "..."}. Bad requests (not JSON, no "text", empty or
 oversized text) get a 400 with {"error": ...} and the worker keeps serving the rest of the batch.
 """
 
 import json
 import os
+
+from labcli.serving.ts_entry import entry
 
 
 class BadRequest(ValueError):
@@ -16,20 +19,16 @@ class BadRequest(ValueError):
 class TextHandler:
     def initialize(self, context):
         import torch
-        from transformers import (
-            AutoModelForCausalLM,
-            AutoModelForSeq2SeqLM,
-            AutoTokenizer,
-        )
+
+        from labcli.models.loader import load_model
 
         model_dir = context.system_properties["model_dir"]
         with open(os.path.join(model_dir, "serve_meta.json"), encoding="utf-8") as fh:
             self.meta = json.load(fh)
         torch.set_num_threads(int(self.meta.get("threads", 1)))
         self.seq2seq = self.meta["task"] == "seq2seq"
-        cls = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
-        self.model = cls.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        loaded = load_model(model_dir, self.meta["task"])
+        self.model, self.tokenizer = loaded.model.float().eval(), loaded.tokenizer
         if not self.seq2seq:
             self.tokenizer.padding_side = "left"  # decoder-only batches must be left-padded
             if self.tokenizer.pad_token is None:
@@ -80,12 +79,4 @@ class TextHandler:
         return answers
 
 
-_service = TextHandler()
-
-
-def handle(data, context):
-    if not getattr(_service, "initialized", False):
-        _service.initialize(context)
-    if data is None:
-        return None
-    return _service.handle(data, context)
+handle = entry(TextHandler())

@@ -14,28 +14,21 @@ from pathlib import Path
 
 from pydantic import Field
 
-from labcli.config import RecipeConfig
 from labcli.detect import deepfake_store
 from labcli.errors import UserError
 from labcli.runs import Run
 from labcli.serving import process, torchserve
+from labcli.serving.settings import ServerSettings
 
-HERE = Path(__file__).parent
 
+class Config(ServerSettings):
+    """--run: a `lab detect deepfake-voice` or `lab detect deepfake-image` run folder (it holds detector/)."""
 
-class Config(RecipeConfig):
-    run: str = Field("", description="A `lab detect deepfake-voice` or `lab detect deepfake-image` run folder (it holds detector/)")
     detector: str = Field("", description="Saved detector whose P(fake) is `score` and `label` (default: the run's best on held-out fakes); `scores` has them all")
-    port: int = Field(8090, description="Inference port; management port+1, metrics port+2, gRPC port+3 and port+4")
-    host: str = Field("127.0.0.1", description="Address every listener binds (loopback by default)")
-    detach: bool = Field(False, description="Leave the server running in the background; stop it with `lab serve stop`")
     max_file_mb: float = Field(10.0, gt=0, le=100, description="Largest file accepted (MiB); bigger ones get a 400")
     batch_size: int = Field(4, ge=1, le=64, description="TorchServe server-side batching: largest batch per worker call")
     max_batch_delay_ms: int = Field(5, ge=0, description="How long TorchServe waits to fill a batch (milliseconds)")
     workers: int = Field(1, ge=1, le=16, description="Python worker processes")
-    threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per worker")
-    ready_timeout: float = Field(240.0, gt=0, description="Seconds to wait for the workers to be ready")
-    smoke: bool = Field(True, description="After start: send the run's example files and compare with the run's own scores")
 
 
 def read_run(folder: str) -> tuple[Path, dict, dict]:
@@ -61,9 +54,11 @@ def start(cfg: Config, run_dir: Path, work: Path, name: str, serve_meta: dict):
     torchserve.java_check()
     process.require_ports([cfg.port + i for i in range(5)], cfg.host)
     files = sorted(p for p in (run_dir / deepfake_store.FOLDER).iterdir() if p.is_file() and not p.name.startswith("."))
-    store = torchserve.build_mar(name, HERE / "detector_handler.py", files, serve_meta, work)
+    store = torchserve.build_mar(name, torchserve.DETECTOR_HANDLER, files, serve_meta, work)
     # the frontend's own limit (413, no message) sits well above the handler's, so most oversized files get a 400 that says why
-    return torchserve.launch(cfg, work, store, name, f"detector-{cfg.port}", max_request_size=2 * serve_meta["max_bytes"] + 2**20)
+    return torchserve.launch(store, name, work, name=f"detector-{cfg.port}", host=cfg.host, port=cfg.port,
+                             batching=torchserve.Batching(cfg.batch_size, cfg.max_batch_delay_ms, cfg.workers),
+                             ready_timeout=cfg.ready_timeout, max_request_size=2 * serve_meta["max_bytes"] + 2**20)
 
 
 def post_file(url: str, data: bytes, key: str) -> tuple[int, dict]:
@@ -92,7 +87,13 @@ def smoke_test(run_dir: Path, summary: dict, server: process.Server, keys: dict)
     return rows
 
 
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: TorchServe needs Java and its Python modules."""
+    return [p for p in (torchserve.java_problem(),) if p]
+
+
 def run(cfg: Config, ctx: Run) -> None:
+    torchserve.java_check()
     run_dir, meta, summary = read_run(cfg.run)
     detector = cfg.detector or meta["best"]
     if detector not in meta["detectors"]:

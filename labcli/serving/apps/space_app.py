@@ -17,6 +17,7 @@ PROMPT = CARD.get("prompt", "Translate English to Newari.\nEnglish: {en}\nNewari
 
 @st.cache_resource
 def load():
+    # its own seq2seq-vs-causal choice: a Space runs this file without labcli installed
     auto = AutoModelForSeq2SeqLM if CARD.get("task", "seq2seq") == "seq2seq" else AutoModelForCausalLM
     tok = AutoTokenizer.from_pretrained(HERE / "model")
     return tok, auto.from_pretrained(HERE / "model").eval()
