@@ -35,8 +35,10 @@ Implementation = Literal["lab", "sb3_matched", "sb3_zoo"]
 ZOO = {"n_envs": 8, "n_steps": 128, "batch_size": 64, "n_epochs": 10, "learning_rate": 2.5e-4, "ent_coef": 0.0,
        "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2}
 
-# Wall seconds per cell of 80k frames, measured on the quiet 2-core Xeon of docs/results/sims.md
-# (LAB_THREADS=1); only for the up-front estimate, which scales them by --frames.
+# Wall seconds per cell of 80k frames on the quiet 2-core Xeon of docs/results/sims.md (LAB_THREADS=1):
+# the old default (these three x 3 seeds) took ~510 s there, sb3_zoo ~93 s a seed. Only for the
+# up-front estimate, which scales them by --frames; under load (1-min average 7-9) cells took 2x
+# (lab, sb3_matched) to 5x (sb3_zoo) longer.
 SECONDS_PER_80K = {"lab": 40, "sb3_matched": 40, "sb3_zoo": 95}
 
 
@@ -127,23 +129,43 @@ def learn(model, cfg: Config, cell, label: str) -> None:
 RUNNERS = {"lab": run_lab, "sb3_matched": run_sb3_matched, "sb3_zoo": run_sb3_zoo}
 
 
-def run(cfg: Config, ctx) -> None:
-    from labcli.eval.measure import hardware_line
-    from labcli.eval.tables import print_table
+def validate(cfg: Config) -> None:
     from labcli.rl.common import check_env_id
 
     check_env_id(cfg.env)
     if len(set(cfg.seeds)) != len(cfg.seeds) or len(set(cfg.implementations)) != len(cfg.implementations):
         raise UserError("bench rl: a seed or an implementation is listed twice", "e.g. seeds=[0,1,2] implementations=[lab,sb3_matched]")
+
+
+def check(cfg: Config) -> list[str]:
+    """For `lab check`."""
+    try:
+        validate(cfg)
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
+def plan(cfg: Config, todo: list | None = None) -> str:
+    """The cells and how long they take (for `lab check`, and the run's first line)."""
+    todo = [(impl, seed) for impl in cfg.implementations for seed in cfg.seeds] if todo is None else todo
+    minutes = sum(SECONDS_PER_80K[impl] for impl, _ in todo) * cfg.frames / 80_000 / 60
+    took = f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"
+    return (f"{len(todo)} cells to run ({', '.join(cfg.implementations)} x seeds {cfg.seeds}, {cfg.frames:,} frames each): "
+            f"{took} on a quiet 2-core CPU, more under load")
+
+
+def run(cfg: Config, ctx) -> None:
+    from labcli.eval.measure import hardware_line
+    from labcli.eval.tables import print_table
+
+    validate(cfg)
     cells = [(impl, seed) for impl in cfg.implementations for seed in cfg.seeds]
     settings = cell_settings(cfg)
     done = {cell: row for cell in cells if (row := finished_row(ctx, cell, settings)) is not None} if ctx.resume_from else {}
     todo = [c for c in cells if c not in done]
-    minutes = sum(SECONDS_PER_80K[impl] for impl, _ in todo) * cfg.frames / 80_000 / 60
-    print(f"bench rl: {len(cells)} cells ({', '.join(cfg.implementations)} x seeds {cfg.seeds}), {cfg.frames:,} frames each; "
-          f"{len(done)} kept from {ctx.resume_from.parent.parent.name if ctx.resume_from else '-'}, {len(todo)} to run: "
-          f"{f'about {minutes:.0f} min' if minutes >= 1 else 'under a minute'} on a quiet 2-core CPU. "
-          "A killed bench continues with --resume auto.")
+    kept = f"{len(done)} kept from {ctx.root}; " if ctx.resume_from else ""
+    print(f"bench rl: {kept}{plan(cfg, todo)}. A killed bench continues with --resume auto.", flush=True)
     rows, load, finished = [], [os.getloadavg()[0]], len(done)
     for impl, seed in cells:
         if (impl, seed) in done:

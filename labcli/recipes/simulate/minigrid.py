@@ -36,19 +36,50 @@ class Config(RecipeConfig):
     dqn: DQNArgs = Field(default_factory=DQNArgs)
 
 
-def run(cfg: Config, ctx) -> None:
-    import numpy as np
-    import torch
-
-    from labcli.rl import dqn, ppo
-    from labcli.rl.common import check_env_id, episodes, evaluate, frames_to, load_agent, plot_returns, recent_return, save_agent, save_gif
-    from labcli.runs import seed_everything
+def validate(cfg: Config) -> None:
+    """Bad input as one UserError, before anything is written."""
+    from labcli.rl.common import check_env_id
 
     check_env_id(cfg.env)
     if cfg.frames < 0 or (cfg.frames == 0 and not cfg.load):
         raise UserError(f"--frames {cfg.frames}: nothing to do", "train with --frames 80000, or evaluate a saved agent with --load RUN --frames 0")
     if cfg.agent == "ppo" and cfg.ppo.minibatch_size > cfg.ppo.num_envs * cfg.ppo.num_steps:
         raise UserError(f"ppo.minibatch_size {cfg.ppo.minibatch_size} exceeds the rollout ({cfg.ppo.num_envs}x{cfg.ppo.num_steps})", "lower ppo.minibatch_size")
+
+
+def check(cfg: Config) -> list[str]:
+    """For `lab check`."""
+    try:
+        validate(cfg)
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
+def plan(cfg: Config) -> str:
+    """For `lab check`: what the run will do."""
+    from labcli.rl.ppo import rollout_frames
+
+    if cfg.agent == "ppo":
+        a = cfg.ppo
+        frames = rollout_frames(cfg.frames, a) if cfg.frames else 0
+        train = f"{frames:,} frames ({frames // (a.num_envs * a.num_steps)} rollouts of {a.num_envs} envs x {a.num_steps} steps)"
+    else:
+        train = f"{cfg.frames:,} frames (one env, replay buffer {cfg.dqn.buffer_size:,})"
+    start = f"from {cfg.load}, " if cfg.load else ""
+    ckpt = f"checkpoints every {cfg.checkpoint_every:,} frames" if cfg.checkpoint_every else "a checkpoint at the end"
+    return f"{cfg.agent} on {cfg.env}: {start}{train}, {ckpt}, then {cfg.eval_episodes} evaluation episodes"
+
+
+def run(cfg: Config, ctx) -> None:
+    import numpy as np
+    import torch
+
+    from labcli.rl import dqn, ppo
+    from labcli.rl.common import episodes, evaluate, frames_to, load_agent, plot_returns, recent_return, save_agent, save_gif
+    from labcli.runs import seed_everything
+
+    validate(cfg)
     n_actions = 7  # every MiniGrid env has the same 7 actions
     network = None  # built inside train() from the seed, unless loaded
     if cfg.load:

@@ -56,7 +56,7 @@ def test_killed_bench_keeps_finished_cells_and_resume_runs_only_the_rest(lab_hom
     resumed = subprocess.run([sys.executable, "-m", "labcli", *args, "--resume", "auto"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert "1 kept" in resumed.stdout and "1 to run" in resumed.stdout
+    assert "1 kept" in resumed.stdout and "1 cells to run" in resumed.stdout
     assert (first.read_text(), (run / "lab-seed0" / "metrics.jsonl").stat().st_mtime_ns) == kept  # not rerun
     summary = json.loads((run / "summary.json").read_text())
     assert [(r["implementation"], r["seed"]) for r in summary["runs"]] == [("lab", 0), ("lab", 1)]
@@ -93,3 +93,11 @@ def test_a_kept_cell_counts_only_with_the_same_settings(tmp_path):
     assert rl.finished_row(ctx, ("lab", 1), settings) is None
     other = rl.cell_settings(rl.Config(frames=40_000))
     assert rl.finished_row(ctx, ("lab", 0), other) is None
+
+
+def test_plan_says_up_front_how_long_the_default_takes():
+    from labcli.recipes.bench import rl
+
+    text = rl.plan(rl.Config())
+    assert text.startswith("6 cells to run (lab, sb3_matched x seeds [0, 1, 2]") and "about 4 min" in text
+    assert "about 15 min" in rl.plan(rl.Config(seeds=[0, 1, 2, 3, 4], implementations=["lab", "sb3_matched", "sb3_zoo"]))

@@ -104,3 +104,12 @@ def test_load_checks_the_file_and_the_algorithm(runs_dir, tmp_path):
     assert "no agent file" in lab_error("--load", str(tmp_path / "missing"))
     save_agent(tmp_path / "dqn" / "agent.pt", "dqn", ENV, QNetwork(7), 7)
     assert "holds a dqn agent but --agent is ppo" in lab_error("--load", str(tmp_path / "dqn"), "--frames", "0")
+
+
+def test_lab_check_reports_problems_and_the_plan():
+    from labcli.check import check
+
+    problems, _ = check("simulate", "minigrid", None, ["--env", "MiniGrid-Emty-5x5-v0"])
+    assert len(problems) == 1 and "did you mean MiniGrid-Empty-5x5-v0" in problems[0]
+    problems, notes = check("simulate", "minigrid", None, ["--agent", "ppo", "--frames", "1000"], resume="auto")
+    assert problems == [] and "2,048 frames (1 rollouts of 16 envs x 128 steps)" in notes[-1]
