@@ -1,13 +1,12 @@
-"""In-process RL training runs with one torch thread, as `lab` runs them (LAB_THREADS=1): two
-threads on the shared 2-core machine oversubscribe it and made these tests several times slower."""
+"""In-process training and simulation use LAB_THREADS torch threads, as `lab` does: two threads on the
+shared 2-core machine oversubscribe it and made these tests several times slower (the DQN test 20x)."""
+
+import os
 
 import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True, scope="session")
+def lab_threads():
+    torch.set_num_threads(max(1, int(os.environ.get("LAB_THREADS", "1"))))
