@@ -113,8 +113,10 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
         state = torch.load(folder / "state.pt", weights_only=True, map_location="cpu")
         rng_file = folder / f"rng-rank{rank}.pt"
         rng = torch.load(rng_file if rng_file.exists() else folder / "rng-rank0.pt", weights_only=True)
-    except FileNotFoundError as exc:
-        raise UserError(f"checkpoint {folder} is incomplete: {Path(exc.filename).name} missing",
+    except FileNotFoundError as exc:  # safetensors' error names no file: find the missing one
+        missing = next((n for n in ("model.safetensors", "optimizer.pt", "state.pt") if not (folder / n).exists()),
+                       Path(str(exc.filename)).name)
+        raise UserError(f"checkpoint {folder} is incomplete: {missing} missing",
                         "resume from another checkpoint or start fresh without --resume") from None
     except Exception as exc:  # truncated or corrupted files
         raise UserError(f"checkpoint {folder} is corrupt ({type(exc).__name__}: {str(exc)[:80]})",

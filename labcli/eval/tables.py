@@ -50,12 +50,13 @@ def markdown_table(rows: Sequence, columns: Sequence[str] | None = None) -> str:
 def print_table(rows: Sequence, columns: Sequence[str] | None = None, title: str = "") -> None:
     """The same rows as a rich table in the terminal, never cut to the terminal's width."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     columns, cells = _cells(rows, columns)
     table = Table(title=title or None)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(escape(column), overflow="fold")
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # cells are text: "[enforce fail at ...]" is not rich markup
     Console(width=max(120, sum(len(c) for c in columns) * 3)).print(table)
