@@ -23,11 +23,12 @@ from pathlib import Path
 from labcli import runs
 from labcli.errors import UserError
 from labcli.paths import lab_home
+from labcli.serving.decoding import encode, prepare
 from labcli.serving.source import Source
 
 TOLERANCE = 1e-4
 SAMPLE_TEXTS = ["hello world", "how are you", "thank you very much", "where is the temple"]
-FORMAT = 4  # bump when the bundle layout or its checks change
+FORMAT = 5  # bump when the bundle layout or its checks change
 
 
 def load_eager(source: Source):
@@ -38,10 +39,11 @@ def load_eager(source: Source):
     return loaded.model.float().eval(), loaded.tokenizer
 
 
-def cache_key(source: Source, max_new_tokens: int) -> str:
+def cache_key(source: Source, decoding: dict) -> str:
     import torch
 
-    digest = hashlib.sha256(f"{FORMAT}|{torch.__version__}|{source.task}|{max_new_tokens}".encode())
+    how = json.dumps({k: decoding.get(k) for k in ("generate", "prompt", "max_source_len", "num_beams")}, sort_keys=True)
+    digest = hashlib.sha256(f"{FORMAT}|{torch.__version__}|{source.task}|{how}".encode())
     for path in sorted(source.model_dir.rglob("*")):
         if path.is_file():
             stat = path.stat()
@@ -49,20 +51,24 @@ def cache_key(source: Source, max_new_tokens: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def export_bundle(source: Source, max_new_tokens: int = 64, log=print) -> Path:
-    """The checked ONNX bundle for `source` (exported now, or from the cache)."""
-    dest = lab_home() / "serving" / "onnx" / f"{source.name}-{cache_key(source, max_new_tokens)}"
+def export_bundle(source: Source, decoding: dict, log=print) -> Path:
+    """The checked ONNX bundle for `source`, decoding as `decoding` says (exported now, or from the cache)."""
+    if decoding["num_beams"] != 1:
+        raise UserError(f"this run's scores are for beam search ({decoding['num_beams']} beams); the ONNX bundle decodes greedily",
+                        "serve it with `lab serve torchserve` (which decodes as the run did), or score the run greedily too")
+    dest = lab_home() / "serving" / "onnx" / f"{source.name}-{cache_key(source, decoding)}"
     if (dest / "parity.json").is_file():
         log(f"ONNX bundle (cached): {dest}")
         return dest
     model, tokenizer = load_eager(source)
+    prepare(tokenizer, decoding)  # the saved tokenizer.json encodes as the run's evaluation did
 
     def build(folder: Path) -> None:
-        write_meta(folder, source, model, tokenizer, max_new_tokens)
+        write_meta(folder, source, model, tokenizer, decoding)
         started = time.perf_counter()
         export_graphs(folder, source.task, model, tokenizer)
         export_s = time.perf_counter() - started
-        parity = check_parity(folder, model, tokenizer)
+        parity = check_parity(folder, model, tokenizer, decoding)
         parity["export_s"] = round(export_s, 2)
         require_parity(parity, source)
         runs.write_json(folder / "parity.json", parity)
@@ -96,8 +102,9 @@ def link_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, copy_function=link, dirs_exist_ok=True)
 
 
-def write_meta(folder: Path, source: Source, model, tokenizer, max_new_tokens: int) -> None:
+def write_meta(folder: Path, source: Source, model, tokenizer, decoding: dict) -> None:
     gen = model.generation_config
+    how = decoding["generate"]
     config = model.config
     positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
     model_max = tokenizer.model_max_length if tokenizer.model_max_length < 1e9 else positions
@@ -106,9 +113,13 @@ def write_meta(folder: Path, source: Source, model, tokenizer, max_new_tokens: i
         "source": str(source.model_dir),
         "vocab_size": int(model.get_output_embeddings().weight.shape[0]),
         "max_input_tokens": int(min(positions, model_max, 512)),
-        "max_new_tokens": int(min(gen.max_new_tokens or max_new_tokens, max_new_tokens)),
+        "max_new_tokens": int(how["max_new_tokens"]),
+        "no_repeat_ngram_size": int(how.get("no_repeat_ngram_size") or 0),
+        "prompt": decoding.get("prompt"),
+        "max_source_len": decoding.get("max_source_len"),
+        "decoding_source": decoding.get("source"),
         "decoder_start_token_id": first_set(gen, config, "decoder_start_token_id"),
-        "forced_bos_token_id": gen.forced_bos_token_id,
+        "forced_bos_token_id": how.get("forced_bos_token_id", gen.forced_bos_token_id),
         "forced_eos_token_id": gen.forced_eos_token_id,
         "eos_token_id": first_set(gen, config, "eos_token_id"),
         "pad_token_id": first_set(gen, config, "pad_token_id"),
@@ -176,7 +187,7 @@ def last_position_head(model):
         model.set_output_embeddings(head)
 
 
-def check_parity(folder: Path, model, tokenizer) -> dict:
+def check_parity(folder: Path, model, tokenizer, decoding: dict) -> dict:
     """Max |ORT - eager| logits on a padded batch, token ids from both tokenizers, greedy text from both."""
     import numpy as np
 
@@ -192,8 +203,8 @@ def check_parity(folder: Path, model, tokenizer) -> dict:
     # the servers' smoke tests compare against this
     runs.write_with(folder / "sample.npz", lambda tmp: np.savez(tmp, **arrays))
     onnx_text = generator.generate(SAMPLE_TEXTS)
-    eager_text = eager_generate(model, tokenizer, SAMPLE_TEXTS, generator.meta["max_new_tokens"])
-    tokens_match = all(generator.encode(t) == tokenizer(t)["input_ids"] for t in SAMPLE_TEXTS)
+    eager_text = eager_generate(model, tokenizer, SAMPLE_TEXTS, decoding)
+    tokens_match = all(generator.encode(t) == encode(tokenizer, [t], decoding, None)["input_ids"][0] for t in SAMPLE_TEXTS)
     return {"max_abs_diff": diff, "tolerance": TOLERANCE, "text_match": onnx_text == eager_text, "tokenizer_match": tokens_match,
             "samples": [{"input": t, "onnx": o, "eager": e} for t, o, e in zip(SAMPLE_TEXTS, onnx_text, eager_text)]}
 
@@ -222,21 +233,11 @@ def eager_logits(model, ids, mask, dec=None):
         return model(**kwargs, use_cache=False).logits[:, -1:, :].numpy()
 
 
-def eager_generate(model, tokenizer, texts: list[str], max_new_tokens: int, use_cache: bool = True) -> list[str]:
-    """The reference: transformers' greedy generate, one text at a time (no padding effects).
+def eager_generate(model, tokenizer, texts: list[str], decoding: dict, use_cache: bool = True) -> list[str]:
+    """The reference every export and server is checked against: transformers' generate with the run's decoding."""
+    from labcli.serving.decoding import generate
 
-    use_cache=False recomputes the whole prefix every step, as the exported graphs (no KV cache) do."""
-    import torch
-
-    out = []
-    for text in texts:
-        enc = tokenizer(text, return_tensors="pt")
-        with torch.no_grad():
-            ids = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, use_cache=use_cache)[0]
-        if not model.config.is_encoder_decoder:
-            ids = ids[enc["input_ids"].shape[1]:]
-        out.append(tokenizer.decode(ids, skip_special_tokens=True))
-    return out
+    return generate(model, tokenizer, texts, decoding, use_cache)
 
 
 def wrappers():

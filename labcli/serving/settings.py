@@ -29,4 +29,5 @@ class ModelServerSettings(ServerSettings):
     """A text model server: the model comes from a training run or a model folder / preset."""
 
     model: str = Field("", description="Or a save_pretrained folder, or a tiny-* preset (tiny-mbart, tiny-gpt2, ...)")
-    max_new_tokens: int = Field(32, ge=1, le=1024, description="Greedy decoding length limit")
+    max_new_tokens: int = Field(0, ge=0, le=1024, description="Decoding length limit (0: the run's own, as its evaluation "
+                                "decoded; 32 for a --model)")

@@ -21,6 +21,7 @@ from pathlib import Path
 from labcli import runs
 from labcli.errors import UserError
 from labcli.serving import process
+from labcli.serving.decoding import for_source
 from labcli.serving.export import SAMPLE_TEXTS, eager_generate, load_eager
 from labcli.serving.source import Source
 
@@ -62,11 +63,12 @@ def java_problem() -> str | None:
     return None
 
 
-def serve_meta(source: Source, tokenizer, model, max_new_tokens: int, threads: int) -> dict:
+def serve_meta(source: Source, tokenizer, model, decoding: dict, threads: int) -> dict:
+    """What the text handler needs: the task, the run's decoding (decoding.py), the input limit, threads."""
     positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None) or 512
     model_max = tokenizer.model_max_length if tokenizer.model_max_length < 1e9 else positions
-    return {"task": source.task, "max_new_tokens": max_new_tokens, "threads": threads,
-            "max_input_tokens": int(min(positions, model_max, 512))}
+    limit = min(positions, model_max, 512, decoding.get("max_source_len") or 10**9)
+    return {"task": source.task, "decoding": decoding, "threads": threads, "max_input_tokens": int(limit)}
 
 
 def build_mar(name: str, handler: Path, files: list[Path], meta: dict, work: Path) -> Path:
@@ -85,12 +87,13 @@ def build_mar(name: str, handler: Path, files: list[Path], meta: dict, work: Pat
 
 
 def write_properties(path: Path, store: Path, name: str, host: str, port: int, batching: Batching,
-                     max_request_size: int = 2**20) -> None:
+                     max_request_size: int = 2**20, inference: str | None = None) -> None:
+    """config.properties; `inference` (host:port) moves the inference API elsewhere (behind lab's front)."""
     models = {name: {"1.0": {"defaultVersion": True, "marName": f"{name}.mar", "minWorkers": batching.workers,
                              "maxWorkers": batching.workers, "batchSize": batching.batch_size,
                              "maxBatchDelay": batching.max_batch_delay_ms, "responseTimeout": 300}}}
     lines = [
-        f"inference_address=http://{host}:{port}", f"management_address=http://{host}:{port + 1}",
+        f"inference_address=http://{inference or f'{host}:{port}'}", f"management_address=http://{host}:{port + 1}",
         f"metrics_address=http://{host}:{port + 2}", f"grpc_inference_address={host}", f"grpc_inference_port={port + 3}",
         f"grpc_management_address={host}", f"grpc_management_port={port + 4}",
         f"model_store={store}", f"load_models={name}.mar", f"models={json.dumps(models)}",
@@ -133,26 +136,35 @@ def worker_failure(run_dir: Path) -> str | None:
 
 
 def start_torchserve(source: Source, run_dir: Path, *, name: str, host: str = process.HOST, port: int = 8080,
-                     batching: Batching = Batching(), threads: int = 1, max_new_tokens: int = 32, ready_timeout: float = 240.0):
+                     batching: Batching = Batching(), threads: int = 1, max_new_tokens: int = 0, ready_timeout: float = 240.0):
     """Archive a model folder with the text handler, start TorchServe, wait until its workers are ready.
 
     Returns (process, process.Server, {"inference": key, "management": key})."""
     java_check()
-    process.require_ports([port + i for i in range(5)], host)
+    process.require_ports(ports(port), host)
     model, tokenizer = load_eager(source)
-    meta = serve_meta(source, tokenizer, model, max_new_tokens, threads)
+    meta = serve_meta(source, tokenizer, model, for_source(source, max_new_tokens), threads)
     del model
     files = [p for p in sorted(source.model_dir.iterdir()) if p.is_file()]
     store = build_mar(source.name, TEXT_HANDLER, files, meta, run_dir)
     return launch(store, source.name, run_dir, name=name, host=host, port=port, batching=batching, ready_timeout=ready_timeout)
 
 
+def ports(port: int, file_front: bool = False) -> list[int]:
+    """Inference, management, metrics, gRPC x2; behind the file front TorchServe's own inference API is on port+5."""
+    return [port + i for i in range(6 if file_front else 5)]
+
+
 def launch(store: Path, model: str, run_dir: Path, *, name: str, host: str, port: int, batching: Batching,
-           ready_timeout: float, max_request_size: int = 2**20):
-    """Start TorchServe over `store` (token auth on) as server `name`; wait until `model` is ready."""
+           ready_timeout: float, max_request_size: int = 2**20, file_front: bool = False):
+    """Start TorchServe over `store` (token auth on) as server `name`; wait until `model` is ready.
+
+    file_front: lab's FileFront (gateway.py) takes `port` and TorchServe's inference API moves to loopback
+    port+5; the front sends any body on as a file and answers a missing or wrong token with 401."""
     run_dir, store = run_dir.resolve(), store.resolve()  # TorchServe runs in run_dir: relative paths would break
     props = run_dir / "config.properties"
-    write_properties(props, store, model, host, port, batching, max_request_size)
+    behind = f"{process.HOST}:{port + 5}" if file_front else None
+    write_properties(props, store, model, host, port, batching, max_request_size, inference=behind)
     log = run_dir / "server.log"
     # Short: workers put AF_UNIX sockets here (108-byte path limit); also holds TorchServe's pid file.
     tmp = Path(tempfile.mkdtemp(prefix="lab-ts-"))
@@ -161,10 +173,15 @@ def launch(store: Path, model: str, run_dir: Path, *, name: str, host: str, port
     torchserve = Path(sys.executable).parent / "torchserve"
     cmd = [str(torchserve), "--start", "--foreground", "--ts-config", str(props), "--model-store", str(store),
            "--ncs", "--models", f"{model}={model}.mar"]
+    if file_front:
+        cmd = [sys.executable, str(HERE / "gateway.py"), f"--listen={host}:{port}", f"--upstream={behind}",
+               f"--files={run_dir / 'key_file.json'}", "--", *cmd]
     proc = process.start(cmd, log=log, env=env, cwd=run_dir)
     endpoints = {"http": f"http://{host}:{port}", "management": f"http://{host}:{port + 1}",
                  "metrics": f"http://{host}:{port + 2}/metrics", "grpc": f"{host}:{port + 3}",
                  "predict": f"http://{host}:{port}/predictions/{model}", "key_file": str(run_dir / "key_file.json")}
+    if file_front:
+        endpoints["torchserve_http"] = f"http://{behind}"
     server = process.Server(name=name, backend="torchserve", pid=proc.pid, pgid=proc.pid, endpoints=endpoints,
                             run_dir=str(run_dir), log=str(log), tmp_dir=str(tmp))
     server.save()
@@ -185,12 +202,12 @@ def launch(store: Path, model: str, run_dir: Path, *, name: str, host: str, port
     return proc, server, keys
 
 
-def smoke_test(source: Source, server: process.Server, keys: dict, max_new_tokens: int) -> dict:
-    """Translate a sample through the server and compare with transformers' greedy generate."""
+def smoke_test(source: Source, server: process.Server, keys: dict, max_new_tokens: int = 0) -> dict:
+    """Translate a sample through the server and compare with transformers' generate, decoding as the run did."""
     from labcli.serving.clients import post_json
 
     model, tokenizer = load_eager(source)
-    expected = eager_generate(model, tokenizer, SAMPLE_TEXTS[:1], max_new_tokens)[0]
+    expected = eager_generate(model, tokenizer, SAMPLE_TEXTS[:1], for_source(source, max_new_tokens))[0]
     status, body = post_json(server.endpoints["predict"], {"text": SAMPLE_TEXTS[0]}, {"Authorization": f"Bearer {keys['inference']}"})
     got = json.loads(body).get("text") if status == 200 else None
     if got != expected:

@@ -173,7 +173,7 @@ def behind_gateway(server_cmd: list[str], host: str, port: int, gateway: bool) -
     if not gateway:
         return server_cmd
     up_host, up_port = triton_http(host, port, gateway)
-    return [sys.executable, "-m", "labcli.serving.gateway", f"--listen={host}:{port}",
+    return [sys.executable, str(HERE / "gateway.py"), f"--listen={host}:{port}",
             f"--upstream={up_host}:{up_port}", "--", *server_cmd]
 
 

@@ -72,6 +72,7 @@ def triton_cells(cfg: Config, source, ctx: Run) -> list[dict]:
     from rich.progress import track
 
     from labcli.serving.clients import TritonClient
+    from labcli.serving.decoding import for_source
     from labcli.serving.export import export_bundle, read_sample
     from labcli.serving.triton import (
         ModelOptions,
@@ -80,7 +81,7 @@ def triton_cells(cfg: Config, source, ctx: Run) -> list[dict]:
         start_triton,
     )
 
-    bundle = export_bundle(source, cfg.max_new_tokens)
+    bundle = export_bundle(source, for_source(source, cfg.max_new_tokens))
     repo = ctx.path("model_repository")
     models = {}
     for on in cfg.batching:

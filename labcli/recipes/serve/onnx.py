@@ -22,6 +22,7 @@ from labcli.config import RecipeConfig
 from labcli.eval.measure import hardware_line
 from labcli.eval.tables import markdown_table, print_table
 from labcli.runs import Run
+from labcli.serving.decoding import for_source
 from labcli.serving.export import (
     SAMPLE_TEXTS,
     TOLERANCE,
@@ -34,6 +35,7 @@ from labcli.serving.export import (
     read_json,
     sample_tensors,
 )
+from labcli.serving.source import plan as source_plan
 from labcli.serving.source import resolve
 
 COLUMNS = ["case", "computes (both sides)", "eager_ms", "onnxruntime_ms", "speedup"]
@@ -42,7 +44,8 @@ COLUMNS = ["case", "computes (both sides)", "eager_ms", "onnxruntime_ms", "speed
 class Config(RecipeConfig):
     run: str = Field("", description="Training run folder to export (holds model/ and summary.json)")
     model: str = Field("", description="Or a save_pretrained folder, or a tiny-* preset (tiny-mbart, tiny-t5, tiny-gpt2, tiny-llama)")
-    max_new_tokens: int = Field(32, ge=1, le=1024, description="Greedy decoding length limit")
+    max_new_tokens: int = Field(0, ge=0, le=1024, description="Decoding length limit (0: the run's own, as its evaluation "
+                                "decoded; 32 for a --model)")
     repeats: int = Field(20, ge=1, le=10000, description="Timed calls per latency measurement (after 2 warm-up calls)")
     batch: int = Field(8, ge=1, le=256, description="Batch size of the batched logits measurement")
 
@@ -58,6 +61,12 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+
+def plan(cfg: Config) -> str:
+    """For `lab check`: what will be served (the default run when none is given)."""
+    return source_plan("exports to ONNX", cfg.run, cfg.model)
+
+
 def run(cfg: Config, ctx: Run) -> None:
     import numpy as np
     import torch
@@ -65,7 +74,8 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.serving.greedy import OnnxGenerator
 
     source = resolve(cfg.run, cfg.model)
-    bundle = export_bundle(source, cfg.max_new_tokens)
+    decoding = for_source(source, cfg.max_new_tokens)
+    bundle = export_bundle(source, decoding)
     link_tree(bundle, ctx.path("onnx"))
     parity = read_json(ctx.path("onnx") / "parity.json")
     model, tokenizer = load_eager(source)
@@ -87,11 +97,11 @@ def run(cfg: Config, ctx: Run) -> None:
                          "onnxruntime_ms": timed(lambda i=i, m=m, d=d: generator.logits(i, m, d), cfg.repeats)})
         rows.append({"case": "greedy text, 1 sentence",
                      "computes (both sides)": f"greedy, up to {max_new} tokens, no KV cache (whole prefix each step), last-position head",
-                     "eager_ms": timed(lambda: eager_generate(model, tokenizer, [text], max_new, use_cache=False), n),
+                     "eager_ms": timed(lambda: eager_generate(model, tokenizer, [text], decoding, use_cache=False), n),
                      "onnxruntime_ms": timed(lambda: generator.generate([text]), n)})
     rows.append({"case": "greedy text, 1 sentence, eager with KV cache",
                  "computes (both sides)": "eager only: transformers' default generate (KV cache); a different computation",
-                 "eager_ms": timed(lambda: eager_generate(model, tokenizer, [text], max_new), n), "onnxruntime_ms": None})
+                 "eager_ms": timed(lambda: eager_generate(model, tokenizer, [text], decoding), n), "onnxruntime_ms": None})
     for row in rows:
         row["eager_ms"] = round(row["eager_ms"], 3)
         row["onnxruntime_ms"] = None if row["onnxruntime_ms"] is None else round(row["onnxruntime_ms"], 3)

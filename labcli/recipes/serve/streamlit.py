@@ -14,8 +14,10 @@ import sys
 from labcli.runs import Run
 from labcli.serving import process
 from labcli.serving.apps import TRANSLATE
+from labcli.serving.decoding import describe
 from labcli.serving.settings import ServerSettings
 from labcli.serving.source import load_translator, translation_run
+from labcli.serving.source import plan as source_plan
 
 SAMPLE = "How are you?"
 
@@ -24,14 +26,20 @@ class Config(ServerSettings):
     """--run: a finished `lab finetune newari` run folder."""
 
 
+
+def plan(cfg: Config) -> str:
+    """For `lab check`: what will be served (the default run when none is given)."""
+    return source_plan("the app translates with", cfg.run)
+
+
 def run(cfg: Config, ctx: Run) -> None:
     path = translation_run(cfg.run)
     process.require_ports([cfg.port], cfg.host)
     smoke = {}
     if cfg.smoke:
-        translator, model, _ = load_translator(path)
-        smoke = {"input": SAMPLE, "output": translator.translate(model, [SAMPLE], num_beams=1)[0][0]}
-        del model
+        translator = load_translator(path)
+        smoke = {"input": SAMPLE, "output": translator.translate(SAMPLE), "decoding": describe(translator.decoding)}
+        del translator
     cmd = [sys.executable, "-m", "streamlit", "run", str(TRANSLATE), "--server.address", cfg.host, "--server.port", str(cfg.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     env = {**os.environ, "LAB_RUN_DIR": str(path.resolve()), "LAB_THREADS": str(cfg.threads)}
@@ -51,7 +59,7 @@ def run(cfg: Config, ctx: Run) -> None:
                          + (f"Smoke: {smoke['input']!r} -> {smoke['output']!r} (the app's translator, in lab's process)\n" if smoke else ""))
         print(f"translation app for {path} at {url} (ready in {ready_s:.1f}s)")
         if smoke:
-            print(f"  smoke    {smoke['input']!r} -> {smoke['output']!r} (the app's translator)")
+            print(f"  smoke    {smoke['input']!r} -> {smoke['output']!r} (the app's translator: {smoke['decoding']}, as the run's evaluation)")
         if cfg.detach:
             print(f"running in the background (pid {server.pid}); stop it with: lab serve stop --name {server.name}")
     if not cfg.detach:

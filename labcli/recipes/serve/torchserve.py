@@ -16,6 +16,7 @@ from labcli.eval.tables import markdown_table
 from labcli.runs import Run
 from labcli.serving import process
 from labcli.serving.settings import ModelServerSettings
+from labcli.serving.source import plan as source_plan
 from labcli.serving.source import resolve
 from labcli.serving.torchserve import (
     Batching,
@@ -35,6 +36,12 @@ class Config(ModelServerSettings):
 def check(cfg: Config) -> list[str]:
     """For `lab check`: TorchServe needs Java and its Python modules."""
     return [p for p in (java_problem(),) if p]
+
+
+
+def plan(cfg: Config) -> str:
+    """For `lab check`: what will be served (the default run when none is given)."""
+    return source_plan("TorchServe serves", cfg.run, cfg.model)
 
 
 def run(cfg: Config, ctx: Run) -> None:

@@ -6,10 +6,10 @@ onnxruntime, dynamic batching), starts Triton, waits until ready, sends a smoke 
 and gRPC and compares it with eager, then serves until Ctrl-C (or detaches). Ports: --port HTTP,
 port+1 gRPC, port+2 metrics, port+3 Triton's own HTTP when lab's front is on (--gateway).
 
-Triton 2.51 answers an HTTP body that is not JSON with 500 ("failed to parse the request JSON
-buffer"); --gateway puts lab's front on --port, which answers it with 400. The front is off by
-default: it cost more than 10 % of direct HTTP requests/s at 32 clients in `lab bench serve`
-(docs/results/serve.md).
+lab's HTTP front (gateway.py, on by default) checks each KServe v2 body against the model's declared
+inputs before Triton sees it and answers malformed ones with 400: Triton 2.51 answers many of them
+with 500 and one (a huge free dimension) aborts it. --gateway false puts Triton's own HTTP on --port
+(more requests/s on tiny models, see docs/results/serve.md; malformed bodies may then crash it).
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from labcli.errors import UserError
 from labcli.eval.tables import markdown_table
 from labcli.runs import Run
 from labcli.serving import process
+from labcli.serving.decoding import for_source
 from labcli.serving.export import export_bundle
 from labcli.serving.settings import ModelServerSettings
+from labcli.serving.source import plan as source_plan
 from labcli.serving.source import resolve
 from labcli.serving.triton import (
     NGC_IMAGE,
@@ -47,8 +49,8 @@ from labcli.serving.triton import (
 class Config(ModelServerSettings):
     launcher: Literal["local", "docker"] = Field("local", description="local: bundled tritonserver; docker: NGC container")
     dry_run: bool = Field(False, description="docker launcher: print the command without running it")
-    gateway: bool = Field(False, description="HTTP through lab's front, which answers a body that is not JSON with 400 (Triton "
-                          "2.51 says 500), at 12-43 % of HTTP req/s at 32 clients (docs/results/serve.md); false: Triton's own HTTP on --port")
+    gateway: bool = Field(True, description="HTTP through lab's front, which answers malformed KServe v2 bodies with 400 (Triton "
+                          "2.51 answers some with 500, one aborts it); false: Triton's own HTTP on --port (faster, docs/results/serve.md)")
     setup: bool = Field(False, description="Create the Triton environment first (labcli/serving/setup_triton_env.sh)")
     dynamic_batching: bool = Field(True, description="Let Triton group concurrent requests into one batch")
     max_batch_size: int = Field(16, ge=1, le=1024, description="Largest batch Triton forms (and accepts) per model")
@@ -62,12 +64,18 @@ def check(cfg: Config) -> list[str]:
     return [problem] if problem else []
 
 
+
+def plan(cfg: Config) -> str:
+    """For `lab check`: what will be served (the default run when none is given)."""
+    return source_plan("Triton serves", cfg.run, cfg.model)
+
+
 def run(cfg: Config, ctx: Run) -> None:
     if cfg.launcher == "local":  # what can fail in a second fails before the export
         prepare_local(setup=cfg.setup)
         process.require_ports(ports(cfg.port, cfg.gateway), cfg.host)
     source = resolve(cfg.run, cfg.model)
-    bundle = export_bundle(source, cfg.max_new_tokens)
+    bundle = export_bundle(source, for_source(source, cfg.max_new_tokens))
     repo = ctx.path("model_repository")
     options = ModelOptions(cfg.dynamic_batching, cfg.max_batch_size, cfg.queue_delay_us, cfg.instances, cfg.threads)
     models = build_repository(bundle, repo, source.name, options)
@@ -129,7 +137,7 @@ def print_headline(server: process.Server, models: dict, smoke: dict) -> None:
 
 def report(summary: dict) -> str:
     e = summary["endpoints"]
-    front = "lab's front (unparsable JSON -> 400)" if summary["gateway"] else "Triton's own (unparsable JSON -> Triton's 500)"
+    front = "lab's front (malformed bodies -> 400)" if summary["gateway"] else "Triton's own (some malformed bodies -> 500 or a crash)"
     lines = [f"# Triton serving `{summary['model_dir']}`", "",
              f"- models: {', '.join(summary['models'].values())} (Python backend, onnxruntime); repository `{summary['repository']}`",
              f"- dynamic batching: {summary['dynamic_batching']}, max_batch_size {summary['max_batch_size']}, instances {summary['instances']}",

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -45,8 +46,22 @@ def test_valid_or_other_requests_pass(path, body, headers):
 
 
 class Recorder(BaseHTTPRequestHandler):
+    """An upstream that records POSTs and declares model `m` as Triton does (TEXT: BYTES [-1, 1], max_batch_size 4)."""
+
     protocol_version = "HTTP/1.1"
     seen: list = []
+    asked: ClassVar[list] = []
+
+    def do_GET(self):
+        Recorder.asked.append(self.path)
+        answers = {"/v2/models/m": {"name": "m", "inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [-1, 1]}],
+                                    "outputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [-1, 1]}]},
+                   "/v2/models/m/config": {"max_batch_size": 4}}
+        data = json.dumps(answers.get(self.path, {"error": "unknown model"})).encode()
+        self.send_response(200 if self.path in answers else 400)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -80,6 +95,13 @@ def test_front_forwards_bytes_and_answers_bad_json_itself(monkeypatch):
         status, text = post(url, b'{"inputs": [')
         assert status == 400 and "not valid JSON" in json.loads(text)["error"]
         assert len(Recorder.seen) == 1  # never reached the upstream
+        short = json.dumps({"inputs": [{"name": "TEXT", "shape": [2, 1], "datatype": "BYTES", "data": ["hi"]}]}).encode()
+        for _ in range(2):
+            status, text = post(url, short)
+            assert status == 400 and "holds 1 element(s), shape [2, 1] needs 2" in json.loads(text)["error"]
+        assert len(Recorder.seen) == 1 and Recorder.asked == ["/v2/models/m", "/v2/models/m/config"]  # asked once
+        other = f"http://127.0.0.1:{front.server_address[1]}/v2/models/other/infer"
+        assert post(other, short)[0] == 200 and len(Recorder.seen) == 2  # a model Triton does not describe: Triton decides
         upstream.shutdown()
         upstream.server_close()
         status, text = post(url, V2)
@@ -147,5 +169,61 @@ def test_an_upstream_connection_closed_while_idle_is_replaced_before_sending(mon
         assert AnswersThenCloses.seen == [V2] * 3
     finally:
         conn.close()
+        front.shutdown()
+        upstream.shutdown()
+
+
+class FileRecorder(BaseHTTPRequestHandler):
+    """TorchServe's inference API as the file front sees it: records (Content-Type, body) and answers 200."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list] = []
+
+    def do_POST(self):
+        FileRecorder.seen.append((self.headers.get("Content-Type"), self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_file_front_sends_any_body_as_a_file_and_answers_a_bad_token_with_401(monkeypatch, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from labcli.serving.gateway import FileFront
+
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(json.dumps({"inference": {"key": "good"}, "management": {"key": "admin"}}))
+    upstream = serve(FileRecorder)
+    monkeypatch.setattr(FileFront, "upstream", upstream.server_address[:2])
+    monkeypatch.setattr(FileFront, "key_file", key_file)
+    monkeypatch.setattr(FileFront, "_key", None)
+    front = serve(FileFront)
+    url = f"http://127.0.0.1:{front.server_address[1]}/predictions/deepfake-voice"
+    wav = b"RIFF\x00\x00\r\n\r\nWAVE" + bytes(range(256))
+    try:
+        for declared in ("application/x-www-form-urlencoded", "text/plain", "audio/wav", "application/json"):
+            assert post(url, wav, {"Content-Type": declared, "Authorization": "Bearer good"}) == (200, "{}")
+        request = urllib.request.Request(url, data=wav, headers={"Authorization": "Bearer good"})  # urllib adds a form type
+        assert urllib.request.urlopen(request, timeout=10).status == 200
+        assert FileRecorder.seen == [("application/octet-stream", wav)] * 5
+        form = "multipart/form-data; boundary=x"
+        assert post(url, b"--x--", {"Content-Type": form, "Authorization": "Bearer good"})[0] == 200
+        assert FileRecorder.seen[-1] == (form, b"--x--")  # a form stays a form (TorchServe reads its file field)
+        for headers, words in (({}, "no inference token"), ({"Authorization": "Bearer admin"}, "wrong inference token"),
+                               ({"Authorization": "good"}, "no inference token")):
+            request = urllib.request.Request(url, data=wav, headers={"Content-Type": "audio/wav", **headers})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(request, timeout=10)
+            assert err.value.code == 401 and err.value.headers["WWW-Authenticate"].startswith("Bearer")
+            assert words in json.loads(err.value.read())["error"]
+        assert len(FileRecorder.seen) == 6  # refused requests never reached TorchServe
+        key_file.write_text(json.dumps({"inference": {"key": "renewed"}}))  # keys renewed through the management API
+        assert post(url, wav, {"Authorization": "Bearer renewed"})[0] == 200
+    finally:
         front.shutdown()
         upstream.shutdown()

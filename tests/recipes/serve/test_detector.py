@@ -21,6 +21,8 @@ from tiny_run import one_line_error
 from labcli import runs
 from labcli.recipes.serve.detector import post_file
 from labcli.serving import process
+from labcli.serving.clients import post
+from labcli.serving.source import DEFAULT_DETECTOR_RUN
 
 MAX_BYTES = 64 * 1024  # max_file_mb=0.0625
 
@@ -37,8 +39,7 @@ def served(tmp_path_factory, lab_home):
     """(tiny deepfake-image run folder, serve run folder, serve summary, inference key, env, cwd); stopped at the end."""
     cwd = tmp_path_factory.mktemp("detector")
     env = {**os.environ, "LAB_HOME": str(lab_home), "LAB_RUNS": str(cwd / "runs")}
-    run_dir = runs.prerequisite("detect", "deepfake-image", ["patches_per_photo=8", "ae_epochs=2", "cnn_epochs=1",
-                                                             "test_photos=[gravel,lfw-faces]"], "a tiny detector to serve")
+    run_dir = runs.prerequisite("detect", "deepfake-image", DEFAULT_DETECTOR_RUN, "the default detector run")
     port = process.free_port_block(5)
     out = lab("serve", "detector", "--run", str(run_dir), "--port", str(port), "--detach", f"max_file_mb={MAX_BYTES / 2**20}",
               env=env, cwd=cwd)
@@ -82,7 +83,7 @@ def test_served_scores_equal_the_runs(served):
 
 @pytest.mark.slow
 def test_bad_files_get_400_and_the_server_keeps_serving(served):
-    run_dir, _, summary, key, _, _, _ = served
+    _, _, summary, key, _, _, _ = served
     url = summary["endpoints"]["predict"]
     rng = np.random.default_rng(0)
     bad = {"empty": (b"", "empty"), "not an image": (b"RIFF\x00\x00\x00\x00WAVEjunk", "cannot read image"),
@@ -91,14 +92,27 @@ def test_bad_files_get_400_and_the_server_keeps_serving(served):
     for what, (body, message) in bad.items():
         status, answer = post_file(url, body, key)
         assert status == 400 and message in answer["error"], (what, status, answer)
-    assert post_file(url, (run_dir / "examples" / "real.png").read_bytes(), "wrong-key")[0] in (400, 401)
     status, answer = post_file(url, png(rng.integers(0, 255, (64, 96, 3))), key)  # a colour image of 6 tiles
     assert status == 200 and 0 <= answer["score"] <= 1
 
 
+@pytest.mark.slow
+def test_any_content_type_is_read_as_the_file_and_a_missing_or_wrong_token_is_401(served):
+    """Issue 24 item 8: curl's default form type, text/plain, image/png, or none at all: the body is the file
+    (TorchServe alone answers a binary form body with 500 "Bad end of line"). No token or a wrong one: 401."""
+    run_dir, _, summary, key, _, _, _ = served
+    url, image = summary["endpoints"]["predict"], (run_dir / "examples" / "real.png").read_bytes()
+    _, expected = post_file(url, image, key)
+    for declared in ("application/x-www-form-urlencoded", "text/plain", "image/png", "application/json"):
+        assert post_file(url, image, key, declared) == (200, expected), declared
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": key}):
+        status, text = post(url, image, {"Content-Type": "image/png", **headers})
+        assert status == 401 and "inference token" in json.loads(text)["error"], (headers, status, text)
+    assert post_file(url, image, key) == (200, expected)
+
+
 def test_serve_detector_one_line_errors(lab_main, tmp_path):
     for args, starts in ((["--run", str(tmp_path / "missing")], "run folder not found"),
-                         (["--run", str(tmp_path)], f"{tmp_path} has no detector/detector.json"),
-                         ([], "no run given")):
+                         (["--run", str(tmp_path)], f"{tmp_path} has no detector/detector.json")):
         one_line_error(lab_main("serve", "detector", *args), starts)
     assert not (tmp_path / "runs").exists()

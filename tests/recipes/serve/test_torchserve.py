@@ -15,6 +15,7 @@ from tiny_run import only_run
 
 from labcli.serving import process
 from labcli.serving.clients import fetch_text, post, post_json
+from labcli.serving.decoding import plain
 from labcli.serving.export import SAMPLE_TEXTS, eager_generate
 
 TEXTS = SAMPLE_TEXTS + ["i like tea", "see you tomorrow"]
@@ -38,7 +39,7 @@ def test_torchserve_end_to_end(lab_main, seq2seq_run, eager_seq2seq, lab_home, t
         auth = {"Authorization": f"Bearer {keys['inference']['key']}"}
         predict = summary["endpoints"]["predict"]
         model, tokenizer = eager_seq2seq
-        expected = eager_generate(model, tokenizer, TEXTS, 12)
+        expected = eager_generate(model, tokenizer, TEXTS, plain("seq2seq", 12))
         for text, want in zip(TEXTS, expected):
             status, body = post_json(predict, {"text": text}, auth)
             assert status == 200 and json.loads(body) == {"text": want}
