@@ -7,7 +7,8 @@
 - k8s: a Kubeflow Trainer `TrainJob` (trainer.kubeflow.org/v1alpha1) on the `torch-distributed`
   runtime, whose pods run `torchrun` (the runtime sets its node count, rank and rendezvous through
   the PET_* variables torchrun reads);
-- ray: a Python entry point: Ray Train's `TorchTrainer` starts one worker per process (it forms the
+- ray: a Python entry point: Ray Train's `TorchTrainer` starts one worker per process (Ray Train 2.x
+  reserves no CPU for its driver, so 2 workers of 1 CPU run on a 2-core machine; it forms the
   process group itself, a c10d TCP store at worker 0, and sets RANK/LOCAL_RANK/WORLD_SIZE), and each
   worker runs the same `lab` command in-process.
 
@@ -141,8 +142,7 @@ if __name__ == "__main__":
     trainer = TorchTrainer(
         train_loop_per_worker,
         scaling_config=ScalingConfig(num_workers=WORKERS, use_gpu=USE_GPU,
-                                     resources_per_worker={resources!r},
-                                     trainer_resources={{"CPU": 0}}),  # the coordinator takes no CPU from workers
+                                     resources_per_worker={resources!r}),  # Ray Train 2.x's driver reserves no CPU
         torch_config=TorchConfig(backend="nccl" if USE_GPU else "gloo"),
         run_config=RunConfig(name={name!r}, storage_path=os.path.abspath({storage!r})),
     )
