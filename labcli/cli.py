@@ -50,12 +50,13 @@ Options shared by every verb:
 
 # Commands that are not experiments: plain Typer apps reached as `lab VERB NAME`, writing no run folder.
 TOOLS: dict[str, dict[str, typer.Typer]] = {verb: {} for verb in VERBS}
+TOOL_HELP: dict[str, dict[str, str]] = {verb: {} for verb in VERBS}
 
 
 def tool(verb: str, name: str, help: str):
     """Register `lab VERB NAME` as a plain command (its own options, no recipe, no run folder)."""
     sub = typer.Typer(help=help, add_completion=False, pretty_exceptions_enable=False)
-    TOOLS[verb][name] = sub
+    TOOLS[verb][name], TOOL_HELP[verb][name] = sub, help
     return sub.command(name, help=help)
 
 
@@ -107,7 +108,7 @@ def ls(
     """List every recipe by verb with a one-line description and an example command."""
     from labcli.listing import list_recipes
 
-    list_recipes(verb, markdown)
+    list_recipes(verb, markdown, TOOL_HELP)
 
 
 @app.command("cp")
@@ -143,6 +144,39 @@ def serve_stop(name: str = typer.Option("", "--name", help="Server to stop, as p
     stop_servers(name)
 
 
+@app.command("check", context_settings=VERB_SETTINGS)
+def check(
+    ctx: typer.Context,
+    verb: str = typer.Argument(..., help="The verb, e.g. finetune."),
+    recipe: Optional[str] = typer.Argument(None, help="The recipe; then the same overrides as the run."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A YAML laid over the recipe."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Check that the recipe can resume."),
+    nproc: int = typer.Option(1, "--nproc", help="Check that the recipe runs in N processes."),
+) -> None:
+    """Validate `lab VERB RECIPE [key=value ...]` without running it: config, data files, models, ports,
+    run folders, optional parts. One line per problem with its fix (exit 2), or "ok" and the plan."""
+    from labcli.check import check as run_check
+
+    if verb not in VERBS:
+        raise UserError(f"unknown verb '{verb}'", f"one of: {', '.join(VERBS)}")
+    extra = list(ctx.args)
+    if recipe is not None and "=" in recipe:
+        extra.insert(0, recipe)
+        recipe = None
+    for flag in ("--output", "--device", "--seed"):  # accepted like the run's, nothing to check
+        if flag in extra:
+            i = extra.index(flag)
+            del extra[i:i + 2]
+    problems, notes = run_check(verb, recipe, config, extra, resume=resume, nproc=nproc)
+    for line in problems:
+        typer.echo(f"problem: {line}", err=True)
+    if problems:
+        raise typer.Exit(2)
+    for line in notes:
+        typer.echo(line)
+    typer.echo(f"ok: lab {verb} {recipe or ''} is ready to run".replace("  ", " "))
+
+
 @app.command("env")
 def env(short: bool = typer.Option(False, "--short", help="Versions only, skip the probes.")) -> None:
     """Versions of every dependency, threads, devices, and which optional paths work here."""
@@ -170,7 +204,9 @@ def main() -> None:
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer.Exit(n) inside a command comes back as n here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as exc:
         if debug:
             raise

@@ -29,19 +29,29 @@ class RecipeConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
 
 
+def read_user_text(path: Path, hint: str = "save the file as UTF-8") -> str:
+    """A text file as editors write it: UTF-8 with or without a byte-order mark, LF or CRLF line
+    ends (returned as LF), any final line. Not UTF-8 (e.g. Latin-1): one line naming the line."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text", hint) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML mapping, turning syntax errors into one line with the position."""
     if not path.is_file():
         raise UserError(f"config file not found: {path}", "check the path, or `lab ls` for recipes")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_user_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"bad YAML in {path}{where}: {problem}", "fix the YAML syntax") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text", "save the file as UTF-8") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -11,8 +11,8 @@ import sys
 PACKAGES = [
     "torch", "transformers", "tokenizers", "peft", "bitsandbytes", "accelerate", "datasets",
     "safetensors", "sacrebleu", "triton", "onnx", "onnxruntime", "onnxscript", "mujoco", "gymnasium",
-    "minigrid", "stable-baselines3", "trl", "opacus", "torchattacks", "adversarial-robustness-toolbox",
-    "scikit-learn", "diffusers", "streamlit", "tritonclient", "torchserve", "tensorboard", "wandb",
+    "minigrid", "stable-baselines3", "trl", "opacus", "adversarial-robustness-toolbox",
+    "scikit-learn", "streamlit", "tritonclient", "torchserve", "tensorboard", "wandb",
     "typer", "rich", "pydantic", "numpy", "matplotlib",
 ]
 

@@ -14,8 +14,3 @@ class UserError(Exception):
     def __str__(self) -> str:
         return f"{self.what} (hint: {self.hint})" if self.hint else self.what
 
-
-def require(condition: bool, what: str, hint: str = "") -> None:
-    """Raise UserError(what, hint) unless condition holds."""
-    if not condition:
-        raise UserError(what, hint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -12,17 +13,22 @@ from labcli import registry
 from labcli.config import describe_fields
 from labcli.errors import UserError
 
-console = Console()
+# A terminal gets tables fitted to its width; a pipe or file gets them whole (never cut at 80 columns).
+console = Console() if sys.stdout.isatty() else Console(width=1000)
 
 
-def list_recipes(verb: str | None, markdown: bool = False) -> None:
+def list_recipes(verb: str | None, markdown: bool = False, tools: dict[str, dict[str, str]] | None = None) -> None:
+    """Every recipe (and, marked as commands, the plain commands `tools` lists per verb: name -> help)."""
     if verb is not None and verb not in registry.VERBS:
         raise UserError(f"unknown verb '{verb}'", f"one of: {', '.join(registry.VERBS)}")
+    tools = tools or {}
     if markdown:  # the README's table is this output
         print("| verb | recipe | what it does | example |\n|---|---|---|---|")
         for v in [verb] if verb else registry.VERBS:
             for r in registry.recipes_for(v):
                 print(f"| {v} | {r.name} | {r.description} | `{r.command}` |")
+            for name, help in sorted(tools.get(v, {}).items()):
+                print(f"| {v} | {name} (command) | {help} | `lab {v} {name} --help` |")
         return
     table = Table(title="lab recipes", show_lines=False)
     table.add_column("verb", style="bold cyan")
@@ -35,6 +41,8 @@ def list_recipes(verb: str | None, markdown: bool = False) -> None:
             table.add_row(v, "-", f"(no recipes yet) {registry.VERBS[v]}", "")
         for r in recipes:
             table.add_row(v, r.name, escape(r.description), escape(r.command))
+        for name, help in sorted(tools.get(v, {}).items()):
+            table.add_row(v, f"{name} (command)", escape(help), f"lab {v} {name} --help")
     console.print(table)
 
 

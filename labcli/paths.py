@@ -30,7 +30,3 @@ def setup_cache_env() -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-
-def package_data(*parts: str) -> Path:
-    """A file shipped inside the labcli package."""
-    return Path(__file__).parent.joinpath(*parts)

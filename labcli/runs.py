@@ -177,6 +177,39 @@ def provenance() -> dict:
     return {"commit": commit, "dirty": dirty, "versions": versions}
 
 
+# ----------------------------------------------------------------------------- prerequisites
+
+
+def prerequisite(verb: str, recipe: str, overrides: list[str], why: str) -> Path:
+    """A run another recipe needs first (GRPO's CoT student, a model to serve), built once with
+    `lab VERB RECIPE OVERRIDES` and cached under LAB_HOME/prerequisites/, keyed by that command and
+    the recipe's YAML. Says in one line which it uses. A build that was killed is resumed or redone;
+    a folder without summary.json is never used."""
+    import hashlib
+    import sys
+
+    from labcli.paths import lab_home
+
+    recipe_yaml = Path(__file__).parent / "recipes" / verb / f"{recipe}.yaml"
+    text = recipe_yaml.read_text(encoding="utf-8") if recipe_yaml.exists() else ""
+    key = hashlib.sha256(json.dumps([verb, recipe, overrides, text]).encode()).hexdigest()[:12]
+    folder = lab_home() / "prerequisites" / f"{verb}-{recipe}-{key}"
+    command = " ".join(["lab", verb, recipe, *overrides])
+    if (folder / "summary.json").exists():
+        print(f"{why}: the cached `{command}` run ({folder})", flush=True)
+        return folder
+    print(f"{why}: building it once with `{command}` (cached in {folder})", flush=True)
+    cmd = [sys.executable, "-m", "labcli", verb, recipe, *overrides, "--output", str(folder)]
+    if latest_checkpoint(folder) is not None:
+        cmd += ["--resume", "auto"]
+    elif folder.exists():
+        shutil.rmtree(folder)
+    if subprocess.call(cmd) != 0 or not (folder / "summary.json").exists():
+        raise UserError(f"building the prerequisite `{command}` failed (its error is above)",
+                        f"fix it and rerun; or run `{command}` yourself and pass its run folder")
+    return folder
+
+
 # ----------------------------------------------------------------------------- the run
 
 

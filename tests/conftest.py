@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -47,5 +48,27 @@ def run_lab(lab_home, tmp_path):
         if check and proc.returncode != 0:
             raise AssertionError(f"lab {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc
+
+    return _run
+
+
+@pytest.fixture
+def lab_main(lab_home, tmp_path, monkeypatch, capsys):
+    """Run `lab ARGS` inside this process, from a scratch working directory with the default run
+    folder (./runs): no interpreter start-up, so error paths cost milliseconds. Returns
+    (returncode, stdout, stderr) like subprocess.run."""
+    from labcli.cli import main
+
+    def _run(*args: str):
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("LAB_RUNS", raising=False)
+        monkeypatch.setattr(sys, "argv", ["lab", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
     return _run

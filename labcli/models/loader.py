@@ -21,6 +21,13 @@ class LoadedModel:
     info: dict = field(default_factory=dict)
 
 
+def auto_class(task: Task):
+    """The transformers Auto class for a task: the one place lab decides seq2seq vs causal."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM if task == "seq2seq" else AutoModelForCausalLM
+
+
 def nf4_config(compute_dtype=None):
     """bitsandbytes NF4 with double quantization, the QLoRA recipe."""
     import torch
@@ -43,12 +50,12 @@ def load_model(
     seed: int = 0,
 ) -> LoadedModel:
     """The one way lab loads models. `tiny-*` presets train their tokenizer on `tokenizer_texts()`."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from labcli.models import presets
     from labcli.models import tokenizer as tok
 
-    auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSeq2SeqLM
+    auto = auto_class(task)
     if name.startswith("tiny-"):
         if name not in presets.PRESETS:
             raise UserError(f"unknown preset '{name}'", f"presets: {', '.join(presets.PRESETS)}")

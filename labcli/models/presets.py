@@ -49,7 +49,9 @@ def materialize(name: str, tokenizer, overrides: dict, dropout: float, seed: int
     """Build the preset with `seed` and save it (weights + tokenizer) once under LAB_HOME."""
     import torch
     from filelock import FileLock
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from labcli import runs
+    from labcli.models.loader import auto_class
 
     task, cfg = preset_config(name, tokenizer, overrides, dropout)
     key = json.dumps([name, cfg.to_dict(), seed, tokenizer.backend_tokenizer.to_str()], sort_keys=True, default=str)
@@ -58,10 +60,11 @@ def materialize(name: str, tokenizer, overrides: dict, dropout: float, seed: int
     with FileLock(str(folder) + ".lock"):  # several ranks may start with an empty cache
         if not (folder / "config.json").exists():
             torch.manual_seed(seed)
-            auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSeq2SeqLM
-            model = auto.from_config(cfg)
-            tmp = folder.with_name(folder.name + ".tmp")
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            tmp.replace(folder)
+            model = auto_class(task).from_config(cfg)
+
+            def write(tmp: Path) -> None:
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+
+            runs.replace_dir(folder, write)
     return folder

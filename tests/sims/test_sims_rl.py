@@ -7,9 +7,9 @@ import json
 import numpy as np
 import torch
 
+from labcli.rl import dqn, ppo
 from labcli.rl.common import evaluate, frames_to
 from labcli.runs import seed_everything
-from labcli.rl import dqn, ppo
 
 ENV = "MiniGrid-Empty-5x5-v0"
 

@@ -148,7 +148,7 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.engine.backprop import blocks_of
     from labcli.eval.measure import hardware_line, peak_memory_kind
     from labcli.models import load_model
-    from labcli.recipes.finetune.tiny_lm import read_texts
+    from labcli.models.causal_lm import read_texts
 
     seq_lens, techniques = parse(cfg)
     if distributed.world()[1] > 1:

@@ -100,7 +100,7 @@ def hf_trainer_side(cfg: Config, out_path: str) -> None:
     from labcli import runs
     from labcli.data.text import collate_lm, lm_blocks
     from labcli.models import load_model
-    from labcli.recipes.finetune.tiny_lm import read_texts
+    from labcli.models.causal_lm import read_texts
 
     torch.set_num_threads(int(os.environ.get("LAB_THREADS", "1")))
     texts = read_texts(None)

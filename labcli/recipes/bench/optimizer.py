@@ -93,7 +93,7 @@ def prepare(cfg: Config):
     """The model (built once, copied per cell) and the training blocks."""
     from labcli.data.text import lm_blocks
     from labcli.models import load_model
-    from labcli.recipes.finetune.tiny_lm import read_texts
+    from labcli.models.causal_lm import read_texts
 
     texts = read_texts(None)
     overrides = {}

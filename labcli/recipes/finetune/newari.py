@@ -117,10 +117,9 @@ def train_one(cfg: Config, ctx: Run) -> None:
     save_final_model(result.model, loaded.tokenizer, cfg.method, ctx.path("model"), ctx.path("adapter"))
     if not ctx.is_main:
         return
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from labcli.models.loader import auto_class
 
-    auto = AutoModelForSeq2SeqLM if cfg.task == "seq2seq" else AutoModelForCausalLM
-    merged = auto.from_pretrained(str(ctx.path("model")))
+    merged = auto_class(cfg.task).from_pretrained(str(ctx.path("model")))
     scores = score_and_report(cfg, ctx, merged, translator, test)
     summary = {"task": cfg.task, "model": cfg.model, "method": cfg.method, **params,
                "steps": result.steps, "final_loss": result.final_loss, "eval_loss": result.eval_loss,

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from labcli import runs
 from labcli.errors import UserError
-from labcli.recipes.finetune import tiny_lm as lm_finetune
+from labcli.models.causal_lm import CausalLMConfig, prepare
 from labcli.runs import Run
 
 PHASES = ("forward", "backward", "optimizer", "eval", "checkpoint")
@@ -25,7 +25,7 @@ PHASES = ("forward", "backward", "optimizer", "eval", "checkpoint")
 MULTI_PROCESS = True  # --nproc N runs it under torch.distributed.run
 
 
-class Config(lm_finetune.Config):
+class Config(CausalLMConfig):
     steps: int = Field(5, ge=1, le=200, description="Training steps to profile (from the first; train.max_steps must be larger)")
     generate_tokens: int = Field(32, ge=0, le=2048, description="Greedy tokens to profile after training (0 skips it)")
     prompt_tokens: int = Field(16, ge=1, le=2048, description="Prompt length for the decoding profile")
@@ -42,7 +42,7 @@ def run(cfg: Config, ctx: Run) -> None:
     if cfg.train.max_steps <= cfg.steps:
         raise UserError(f"train.max_steps={cfg.train.max_steps} must be larger than steps={cfg.steps}",
                         f"pass train.max_steps={cfg.steps + 3} (the last step evaluates and saves, outside the profile)")
-    loaded, model, params, train_set, eval_set = lm_finetune.prepare(cfg)
+    loaded, model, params, train_set, eval_set = prepare(cfg)
     profiler = StepProfiler(ctx.path("profile"), pick_device(cfg.device), cfg.steps if ctx.is_main else 0)
     result = train(model, train_set, collate_lm, cfg.train, ctx, seed=cfg.seed, eval_set=eval_set, callbacks=[profiler])
     if not ctx.is_main:

@@ -10,8 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from labcli.config import read_user_text
 from labcli.errors import UserError
-from labcli.paths import package_data
 
 SHIPPED = ["loveucifer_translations.tsv", "gatitos_lexicon.tsv", "mediawiki_ui.tsv"]
 COLUMNS = ("en", "new", "domain")
@@ -29,11 +29,7 @@ def read_tsv(path: Path) -> list[Pair]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file not found: {path}", "pass --data FILE.tsv with columns en<TAB>new<TAB>domain")
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        line_no = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line_no}: not UTF-8 text", "re-save the file as UTF-8") from None
+    lines = read_user_text(path, "re-save the file as UTF-8").split("\n")
     if not lines:
         raise UserError(f"{path} is empty", "the first line must be the header en<TAB>new<TAB>domain")
     header = [h.strip() for h in lines[0].split("\t")]
@@ -50,7 +46,7 @@ def read_tsv(path: Path) -> list[Pair]:
         if len(cells) < len(header):
             raise UserError(f"{path}:{n}: expected {len(header)} tab-separated fields, found {len(cells)}",
                             "each line needs en<TAB>new<TAB>domain")
-        en, new, domain = (cells[i].strip() for i in idx)
+        en, new, domain = (cells[i].strip() for i in idx)  # strip(): editors leave trailing spaces
         if not en or not new:
             raise UserError(f"{path}:{n}: empty {'en' if not en else 'new'} side", "fill or delete the line")
         rows.append(Pair(en, new, domain or "general"))
@@ -59,7 +55,7 @@ def read_tsv(path: Path) -> list[Pair]:
 
 def read_all() -> list[Pair]:
     """All shipped pairs."""
-    return [p for name in SHIPPED for p in read_tsv(package_data("data", "newari", name))]
+    return [p for name in SHIPPED for p in read_tsv(Path(__file__).parent / name)]
 
 
 def split_of(en: str) -> str:

@@ -32,3 +32,16 @@ def test_bad_tsv_names_the_line(tmp_path, content, message):
     with pytest.raises(UserError) as err:
         read_tsv(path)
     assert message in str(err.value) and "hint:" in str(err.value)
+
+
+def test_files_as_editors_write_them_are_read(tmp_path):
+    """UTF-8 with a byte-order mark, CRLF line ends, trailing spaces and no final newline (Excel, Notepad)."""
+    plain = "en\tnew\tdomain\nhello\tज्वजलपा\tconversation\nthanks \tसुभाय्\tconversation"
+    path = tmp_path / "windows.tsv"
+    path.write_bytes(b"\xef\xbb\xbf" + plain.replace("\n", "\r\n").encode("utf-8"))
+    rows = read_tsv(path)
+    assert [(r.en, r.new, r.domain) for r in rows] == [("hello", "ज्वजलपा", "conversation"), ("thanks", "सुभाय्", "conversation")]
+    latin = tmp_path / "latin1.tsv"
+    latin.write_bytes("en\tnew\tdomain\ncafé\tx\tgeneral\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.tsv:2: not UTF-8 text"):
+        read_tsv(latin)

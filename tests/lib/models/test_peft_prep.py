@@ -67,6 +67,7 @@ def test_train_embeddings_adds_only_the_embedding_matrix(lab_home):
     assert any("shared" in n or "embed" in n for n in trainable)
 
 
+@pytest.mark.slow
 def test_lora_run_is_the_same_in_every_process(run_lab, tmp_path):
     """Same seed, two processes with different string hashing: identical adapters, so identical losses and grads.
 

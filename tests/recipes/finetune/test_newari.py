@@ -9,6 +9,7 @@ FAST = ["train.max_steps=3", "train.batch_size=8", "train.micro_batch_size=8", "
         "vocab_size=600", "max_target_len=8"]
 
 
+@pytest.mark.slow
 def test_method_all_runs_each_method_and_compares(run_lab, tmp_path):
     """--method all: full, LoRA and QLoRA each train a few steps in their own process and write scores."""
     out = tmp_path / "all"
@@ -33,6 +34,7 @@ def test_method_all_runs_each_method_and_compares(run_lab, tmp_path):
     assert set(json.loads((out / "summary.json").read_text())["methods"]) == {"full", "lora", "qlora"}
 
 
+@pytest.mark.slow
 def test_eval_only_rescores_a_run(run_lab, tmp_path):
     src = tmp_path / "src"
     run_lab("finetune", "newari", "--method", "full", *FAST, "--output", str(src))
@@ -46,6 +48,7 @@ def test_eval_only_rescores_a_run(run_lab, tmp_path):
     assert s["chrf++"] == first["scores"]["greedy"]["by_domain"]["all"]["chrf++"]
 
 
+@pytest.mark.slow
 def test_profile_writes_trace_and_top_ops(run_lab, tmp_path):
     out = tmp_path / "prof"
     run_lab("finetune", "newari", "--method", "full", "--profile", *FAST, "train.max_steps=6",
@@ -59,9 +62,9 @@ def test_profile_writes_trace_and_top_ops(run_lab, tmp_path):
     (b"en\tnew\tdomain\nhello\t\tgeneral\n", ":2: empty new side"),
     (b"en\tnew\tdomain\nbad\t\xff\tgeneral\n", ":2: not UTF-8"),
 ])
-def test_bad_tsv_is_one_line(run_lab, tmp_path, content, message):
+def test_bad_tsv_is_one_line_and_leaves_no_run(lab_main, tmp_path, content, message):
     bad = tmp_path / "bad.tsv"
     bad.write_bytes(content)
-    proc = run_lab("finetune", "newari", "--data", str(bad), *FAST, check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: ") and message in proc.stderr
+    proc = lab_main("finetune", "newari", "--data", "bad.tsv", *FAST)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr
+    assert not (tmp_path / "runs").exists()

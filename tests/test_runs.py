@@ -1,0 +1,102 @@
+"""The bottom layer: atomic writes keep the umask's permissions, folders are swapped whole, a run's
+folder appears with its provenance on first use and disappears when a run fails before any result."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import yaml
+
+from labcli import registry, runs
+
+
+def test_atomic_files_and_folders_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        runs.write_text(tmp_path / "report.md", "hello")
+        runs.write_with(tmp_path / "plot.png", lambda tmp: open(tmp, "wb").write(b"png"))
+        runs.replace_dir(tmp_path / "model", lambda tmp: (tmp / "w.bin").write_bytes(b"1"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "plot.png").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "plot.png", "report.md"], "no temp files left"
+
+
+def test_replace_dir_swaps_the_whole_folder_and_keeps_the_old_one_on_failure(tmp_path):
+    target = tmp_path / "model"
+    runs.replace_dir(target, lambda tmp: (tmp / "old.bin").write_bytes(b"old"))
+    runs.replace_dir(target, lambda tmp: (tmp / "new.bin").write_bytes(b"new"))
+    assert [p.name for p in target.iterdir()] == ["new.bin"]
+
+    def fails(tmp):
+        (tmp / "half.bin").write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+
+    try:
+        runs.replace_dir(target, fails)
+    except RuntimeError:
+        pass
+    assert [p.name for p in target.iterdir()] == ["new.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_truncate_jsonl_drops_records_after_a_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    for step in (1, 2, 3, 4):
+        runs.append_jsonl(path, {"step": step})
+    with open(path, "a") as fh:
+        fh.write('{"step": 5, "lo')  # a torn last line
+    runs.truncate_jsonl(path, 2)
+    assert [r["step"] for r in runs.read_jsonl(path)] == [1, 2]
+
+
+def test_run_folder_appears_on_first_use_with_its_provenance(tmp_path):
+    cfg, recipe = registry.load("finetune", "tiny-lm", None, [])
+    run = runs.Run(tmp_path / "r", "finetune", "tiny-lm", cfg)
+    assert not (tmp_path / "r").exists()
+    run.log(step=1, loss=2.0)
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["verb"] == "finetune" and saved["recipe"] == "tiny-lm"
+    assert set(saved["lab"]) == {"commit", "dirty", "versions"}
+    assert {"torch", "transformers", "peft", "bitsandbytes", "trl"} <= set(saved["lab"]["versions"])
+    assert saved["train"]["max_steps"] == cfg.train.max_steps
+    again, found = registry.load("finetune", None, tmp_path / "r" / "config.yaml", [])  # a run's config reruns it
+    assert found == recipe and again == cfg
+
+
+def test_a_failed_run_leaves_nothing_but_a_real_result_stays(tmp_path):
+    cfg, _ = registry.load("finetune", "tiny-lm", None, [])
+    empty = runs.Run(tmp_path / "empty", "finetune", "tiny-lm", cfg)
+    empty.dir  # made, config.yaml only
+    empty.discard_if_empty()
+    assert not (tmp_path / "empty").exists()
+    started = runs.Run(tmp_path / "started", "finetune", "tiny-lm", cfg)
+    started.log(step=1, loss=1.0)
+    started.discard_if_empty()
+    assert (tmp_path / "started" / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_prerequisite_is_built_once_and_a_broken_cache_is_rebuilt(lab_home, capsys, monkeypatch):
+    """The cached run is keyed by its command: built on first use, reused after, rebuilt without summary.json."""
+    calls = []
+    real_call = runs.subprocess.call
+
+    def counting(cmd, *a, **k):
+        calls.append(cmd)
+        return real_call(cmd, *a, **k)
+
+    monkeypatch.setattr(runs.subprocess, "call", counting)
+    args = ["finetune", "tiny-lm", "train.max_steps=2", "train.batch_size=4", "train.micro_batch_size=4",
+            "block_size=16", "vocab_size=200", "train.tensorboard=false"]
+    first = runs.prerequisite(args[0], args[1], args[2:], "test needs a phishing run")
+    assert (first / "summary.json").exists() and len(calls) == 1
+    assert runs.prerequisite(args[0], args[1], args[2:], "again") == first and len(calls) == 1
+    assert f"the cached `lab {' '.join(args)}` run" in capsys.readouterr().out
+    (first / "summary.json").unlink()
+    assert runs.prerequisite(args[0], args[1], args[2:], "broken") == first and len(calls) == 2
+    assert (first / "summary.json").exists()
