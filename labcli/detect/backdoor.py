@@ -119,7 +119,7 @@ def spectral_signatures(acts, labels, eps: float) -> tuple[np.ndarray, np.ndarra
         top = np.linalg.svd(centred, full_matrices=False)[2][0]
         score = (centred @ top) ** 2
         scores[idx] = score
-        k = min(len(idx), math.ceil(1.5 * eps * len(idx)))
+        k = min(len(idx), math.ceil(round(1.5 * eps * len(idx), 6)))  # round: 1.5 x 0.1 x 100 is 15.000000000000002
         flagged[idx[np.argsort(score)[::-1][:k]]] = True
     return flagged, scores
 

@@ -25,7 +25,6 @@ DETECTORS = ["lfcc-logistic", "lfcc-gmm", "lfcc-cnn", "cqcc-logistic", "cqcc-gmm
 def decode(data: bytes, what: str = "request") -> np.ndarray:
     """A PCM WAV file's bytes -> mono float audio at 8 kHz; one-line UserError for anything that is not usable audio."""
     from scipy.io import wavfile
-    from scipy.signal import resample_poly
 
     if not data:
         raise UserError(f"audio {what} is empty", "send a PCM WAV file")
@@ -42,6 +41,8 @@ def decode(data: bytes, what: str = "request") -> np.ndarray:
         raise UserError(f"audio {what} has NaN or infinite samples", "give a PCM WAV file of speech")
     if rate != RATE:
         from math import gcd
+
+        from scipy.signal import resample_poly
 
         g = gcd(rate, RATE)
         x = resample_poly(x, RATE // g, rate // g)

@@ -14,6 +14,7 @@ test rows are never used for that choice. Reported: accuracy, AUC and EER per de
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +33,7 @@ from labcli.runs import seed_everything
 
 SOUNDS = Path("/usr/share/asterisk/sounds/en")
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+NEEDS = ["audio"]  # `lab check` looks for the Debian audio packages
 SETUP = "run labcli/detect/setup_audio.sh (apt: asterisk-core-sounds-en-wav asterisk-core-sounds-en espeak-ng codec2)"
 Fake = Literal[tuple(FAKES)]
 Detector = Literal[tuple(voice.DETECTORS)]
@@ -68,11 +70,17 @@ def check_tools(cfg: Config) -> None:
     for kind, tool in (("espeak", "espeak-ng"), ("codec2", "c2enc"), ("codec2", "c2dec")):
         if kind in kinds and shutil.which(tool) is None:
             raise UserError(f"{tool} is not installed (needed for the {kind} fakes)", SETUP)
-    if "mel-griffin-lim" in kinds or any(d.startswith("cqcc") for d in cfg.detectors):
-        try:
-            import librosa  # noqa: F401
-        except ImportError:
-            raise UserError("librosa is not installed (mel Griffin-Lim fakes and CQCC features need it)", "pip install 'librosa>=0.10'") from None
+    if ("mel-griffin-lim" in kinds or any(d.startswith("cqcc") for d in cfg.detectors)) and importlib.util.find_spec("librosa") is None:
+        raise UserError("librosa is not installed (mel Griffin-Lim fakes and CQCC features need it)", "pip install 'librosa>=0.10'")
+
+
+def check(cfg: Config) -> list[str]:
+    """What `lab check detect deepfake-voice` reports before a run: missing tools and bad split settings."""
+    try:
+        check_tools(cfg)
+    except UserError as exc:
+        return [str(exc)]
+    return []
 
 
 def load_prompts(cfg: Config):

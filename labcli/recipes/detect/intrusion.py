@@ -107,7 +107,7 @@ def run(cfg: Config, ctx) -> None:
     if not cfg.supervised and not cfg.unsupervised:
         raise UserError("no models given", "pass supervised=[tree] and/or unsupervised=[iforest]")
     seed_everything(cfg.seed)
-    train, test = nsl_kdd.read("train"), nsl_kdd.read("test", cfg.data)
+    test, train = nsl_kdd.read("test", cfg.data), nsl_kdd.read("train")  # the user's file first: fail fast
     if cfg.max_train_rows:
         train = train.sample(n=min(cfg.max_train_rows, len(train)), random_state=cfg.seed)
     X_train, X_test = features(train, test)
