@@ -200,15 +200,20 @@ def load_model(path) -> SmallCNN:
     return model.eval()
 
 
-def attack_accuracy(model, X, y, attack, batch_size: int = 250, bar=None, task=None) -> float:
-    """Accuracy of `model` on attack(model, x, y) over the whole set, in batches."""
+def attack_correct(model, X, y, attack, batch_size: int = 250, bar=None, task=None) -> np.ndarray:
+    """Per image: is `model` still right on attack(model, x, y)? In batches; advances `bar` once per batch."""
     X, y = torch.as_tensor(X), torch.as_tensor(y)
-    correct = 0
+    correct = []
     for i in range(0, len(X), batch_size):
         xb, yb = X[i : i + batch_size], y[i : i + batch_size]
         x_adv = attack(model, xb, yb)
         with torch.no_grad():
-            correct += (model(x_adv).argmax(1) == yb).sum().item()
+            correct.append((model(x_adv).argmax(1) == yb).numpy())
         if bar is not None:
             bar.advance(task)
-    return correct / len(X)
+    return np.concatenate(correct)
+
+
+def attack_accuracy(model, X, y, attack, batch_size: int = 250, bar=None, task=None) -> float:
+    """Accuracy of `model` on attack(model, x, y) over the whole set."""
+    return float(attack_correct(model, X, y, attack, batch_size, bar, task).mean())

@@ -41,7 +41,7 @@ Detector = Literal[tuple(voice.DETECTORS)]
 
 class Config(RecipeConfig):
     sounds_dir: str = Field(str(SOUNDS), description="Folder of real prompt WAVs (asterisk-core-sounds-en-wav)")
-    max_prompts: int = Field(150, ge=3, description="Prompts used (longest transcripts first); each gives one real and one clip per fake type")
+    max_prompts: int = Field(100, ge=3, description="Prompts used (longest transcripts first); each gives one real and one clip per fake type")
     max_seconds: float = Field(0.0, ge=0, description="Keep only the first N seconds of each prompt (0: whole prompts; the longest run to 73 s)")
     test_fraction: float = Field(0.3, gt=0, lt=1, description="Share of prompts (by text) held out for testing")
     val_fraction: float = Field(0.15, gt=0, lt=1, description="Share of prompts (by text) held out for choosing the served detector")

@@ -11,7 +11,7 @@ import pytest
 def test_membership_attacks_on_four_targets(run_lab, tmp_path):
     out = tmp_path / "mia"
     stdout = run_lab("detect", "membership", "--output", str(out), "--defend", "dp", "target_size=200", "shadows=4",
-                     "epochs=30", "regularised.epochs=5", "dp.epsilons=[1]", "dp.epochs=10", "dp.batch_size=64").stdout
+                     "epochs=30", "regularised.epochs=30", "dp.epsilons=[1]", "dp.epochs=10", "dp.batch_size=64").stdout
     s = json.loads((out / "summary.json").read_text())
     attacks = {(r["target"], r["attack"]): r for r in s["attacks"]}
     assert {a for _, a in attacks} == {"loss threshold (Yeom)", "shadow-model classifier (Shokri)",
@@ -21,8 +21,8 @@ def test_membership_attacks_on_four_targets(run_lab, tmp_path):
         assert 0 <= r["tpr@0.1%fpr"] <= r["tpr@1%fpr"] <= 1
     table = {t["target"]: t for t in s["privacy_utility"]}
     # the overfit target leaks visibly; DP-SGD at eps=1 brings the attacks close to chance
-    assert table["overfit"]["best attack auc"] > 0.6 and table["overfit"]["train accuracy"] == 1.0
-    assert table["regularised"]["train accuracy"] < 1.0
+    assert table["overfit"]["best attack auc"] > 0.6 and table["overfit"]["train accuracy"] > 0.98
+    assert table["regularised"]["test accuracy"] > 0.7
     assert abs(table["DP eps=1"]["LiRA auc"] - 0.5) < 0.08
     assert table["overfit"]["test accuracy"] > table["DP eps=1"]["test accuracy"]
     (dp,) = s["privacy"]
