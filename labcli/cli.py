@@ -163,10 +163,9 @@ def check(
     if recipe is not None and "=" in recipe:
         extra.insert(0, recipe)
         recipe = None
-    for flag in ("--output", "--device", "--seed"):  # accepted like the run's, nothing to check
-        if flag in extra:
-            i = extra.index(flag)
-            del extra[i:i + 2]
+    if "--output" in extra:  # accepted like the run's, nothing to check
+        i = extra.index("--output")
+        del extra[i:i + 2]
     problems, notes = run_check(verb, recipe, config, extra, resume=resume, nproc=nproc)
     for line in problems:
         typer.echo(f"problem: {line}", err=True)

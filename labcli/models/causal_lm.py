@@ -5,6 +5,7 @@ and the token blocks."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -13,10 +14,17 @@ from labcli.engine.trainer import TrainConfig
 from labcli.errors import UserError
 from labcli.models.peft_prep import LoraSettings, Method
 
+Attention = Literal["sdpa", "eager", "lab-flash"]
+Kernels = Literal["none", "lab-nf4"]
+
 
 class CausalLMConfig(RecipeConfig):
     model: str = Field("tiny-gpt2", description="tiny-gpt2, tiny-llama, a local folder, or a hub id")
     method: Method = Field("full", description="full, lora or qlora")
+    attention: Attention = Field("sdpa", description="sdpa, eager, or lab-flash (lab's Triton FlashAttention-2; "
+                                                     "interpreted, slowly, without a GPU)")
+    kernels: Kernels = Field("none", description="none, or lab-nf4: with --method qlora, the 4-bit layers run "
+                                                 "lab's Triton NF4 kernels instead of bitsandbytes'")
     lora: LoraSettings = LoraSettings()
     data: str | None = Field(None, description="A UTF-8 text file, one document per line (default: shipped Newari corpus)")
     block_size: int = Field(64, ge=8, description="Tokens per training block")
@@ -45,7 +53,8 @@ def prepare(cfg: CausalLMConfig):
 
     texts = read_texts(cfg.data)
     loaded = load_model(cfg.model, "causal-lm", quantize_4bit=cfg.method == "qlora", tokenizer_texts=lambda: texts,
-                        vocab_size=cfg.vocab_size, dropout=cfg.dropout, seed=cfg.seed)
+                        vocab_size=cfg.vocab_size, dropout=cfg.dropout, seed=cfg.seed, attention=cfg.attention,
+                        kernels=cfg.kernels)
     model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, "causal-lm", seed=cfg.seed)
     blocks = lm_blocks(texts, loaded.tokenizer, cfg.block_size)
     n_eval = max(1, int(len(blocks) * cfg.eval_fraction))

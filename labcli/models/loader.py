@@ -48,13 +48,21 @@ def load_model(
     preset_overrides: dict | None = None,
     dropout: float = 0.0,
     seed: int = 0,
+    attention: str | None = None,
+    kernels: str = "none",
 ) -> LoadedModel:
-    """The one way lab loads models. `tiny-*` presets train their tokenizer on `tokenizer_texts()`."""
+    """The one way lab loads models. `tiny-*` presets train their tokenizer on `tokenizer_texts()`.
+
+    `attention`: None (transformers' choice), "sdpa", "eager", or "lab-flash" (lab's Triton
+    FlashAttention-2, labcli.kernels.flash_attention). `kernels`: "none", or "lab-nf4" to run a
+    4-bit model's Linear4bit layers through lab's Triton NF4 kernels (labcli.kernels.nf4)."""
     from transformers import AutoTokenizer
 
     from labcli.models import presets
     from labcli.models import tokenizer as tok
 
+    check_kernels(kernels, quantize_4bit)
+    implementation = attention_implementation(attention, task) if attention is not None else None
     auto = auto_class(task)
     if name.startswith("tiny-"):
         if name not in presets.PRESETS:
@@ -73,6 +81,8 @@ def load_model(
     else:
         source = name
     kwargs = {"quantization_config": nf4_config()} if quantize_4bit else {}
+    if attention is not None:
+        kwargs["attn_implementation"] = implementation
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = auto.from_pretrained(source, **kwargs)
@@ -84,7 +94,58 @@ def load_model(
                         "check the name or path") from None
     if quantize_4bit:
         keep_trainable_4bit_layout(model)
-    return LoadedModel(model, tokenizer, source, task, {"name": name, "quantized": "nf4" if quantize_4bit else None})
+    info = {"name": name, "quantized": "nf4" if quantize_4bit else None,
+            "attention": model.config._attn_implementation, "kernels": kernels}
+    if attention == "lab-flash":
+        refuse_attention_dropout(model.config)
+    if kernels == "lab-nf4":
+        from labcli.kernels.nf4.linear4bit import use_lab_nf4
+
+        info["kernels"] = f"lab-nf4 ({use_lab_nf4(model)} Linear4bit layers)"
+    return LoadedModel(model, tokenizer, source, task, info)
+
+
+ATTENTION = ("sdpa", "eager", "lab-flash")
+KERNELS = ("none", "lab-nf4")
+
+
+def _require_triton(what: str) -> None:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        raise UserError(f"{what} needs Triton", "pip install 'labcli[kernels]' (Linux)") from None
+
+
+def check_kernels(kernels: str, quantize_4bit: bool) -> None:
+    if kernels not in KERNELS:
+        raise UserError(f"unknown kernels '{kernels}'", f"one of: {', '.join(KERNELS)}")
+    if kernels == "lab-nf4":
+        if not quantize_4bit:
+            raise UserError("kernels=lab-nf4 runs 4-bit NF4 layers, and this model is not quantized",
+                            "use it with --method qlora, or drop kernels=lab-nf4")
+        _require_triton("kernels=lab-nf4")
+
+
+def attention_implementation(attention: str, task: Task) -> str:
+    """transformers' attn_implementation for lab's `attention` choice."""
+    if attention not in ATTENTION:
+        raise UserError(f"unknown attention '{attention}'", f"one of: {', '.join(ATTENTION)}")
+    if attention != "lab-flash":
+        return attention
+    if task != "causal-lm":
+        raise UserError("attention=lab-flash is for decoder-only (causal-lm) models", "use attention=sdpa here")
+    _require_triton("attention=lab-flash")
+    from labcli.kernels.flash_attention import hf
+
+    return hf.register()
+
+
+def refuse_attention_dropout(config) -> None:
+    """lab-flash has no attention dropout: say so at load time rather than at the first training step."""
+    for key in ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob"):
+        if float(getattr(config, key, 0.0) or 0.0) > 0:
+            raise UserError(f"attention=lab-flash has no attention dropout, and this model has {key}="
+                            f"{getattr(config, key)}", "set dropout=0 (tiny-* presets), or use attention=sdpa")
 
 
 def keep_trainable_4bit_layout(model) -> None:
