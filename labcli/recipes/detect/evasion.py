@@ -110,8 +110,9 @@ def cw_norms(model, X, y, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     return l2.numpy(), predict(model, X[:n]) == y[:n]
 
 
-def robustness_curves(model, X, y, cfg: Config, bar, label: str) -> list[dict]:
-    """Accuracy under FGSM / PGD-Linf / PGD-L2 at every radius, and CW-L2 at every L2 radius."""
+def robustness_curves(model, X, y, cfg: Config, bar, label: str) -> tuple[list[dict], tuple]:
+    """Accuracy under FGSM / PGD-Linf / PGD-L2 at every radius, and CW-L2 at every L2 radius; also CW's raw result
+    (per-image L2, correct-before) for the cross-check."""
     gen = torch.Generator().manual_seed(cfg.seed)
     nb = (len(X) + 249) // 250
     plan = [("fgsm", "linf", e) for e in cfg.linf_eps] + [("pgd", "linf", e) for e in cfg.linf_eps] + \
@@ -127,7 +128,7 @@ def robustness_curves(model, X, y, cfg: Config, bar, label: str) -> list[dict]:
     l2, correct = cw_norms(model, X, y, cfg)
     rows += [{"model": label, "attack": "cw-l2", "norm": "l2", "eps": eps, "images": len(l2), "accuracy": robust_at(l2, correct, eps)}
              for eps in cfg.l2_eps]
-    return rows
+    return rows, (l2, correct)
 
 
 def strong_attacks(model, X, y, cfg: Config, label: str) -> list[dict]:
@@ -164,7 +165,7 @@ def art_classifier(model):
                              clip_values=(0.0, 1.0), device_type="cpu")
 
 
-def crosscheck(model, X, y, cfg: Config, label: str) -> list[dict]:
+def crosscheck(model, X, y, cfg: Config, label: str, lab_cw: tuple) -> list[dict]:
     """lab's attacks against a second library's on the same model and images: PGD-Linf against ART's
     ProjectedGradientDescent (same eps, steps, step size, one random start) and CW-L2 against foolbox's
     L2CarliniWagnerAttack (same images, binary-search steps, Adam steps, step size and initial c)."""
@@ -181,7 +182,7 @@ def crosscheck(model, X, y, cfg: Config, label: str) -> list[dict]:
         theirs = float((predict(model, art.generate(x=X.astype(np.float32), y=y)) == y).mean())
         rows.append({"model": label, "attack": "pgd-linf", "second library": "ART", "eps": eps, "images": len(X),
                      "lab accuracy": ours, "other accuracy": theirs, "difference (points)": 100 * abs(ours - theirs)})
-    l2, correct = cw_norms(model, X, y, cfg)
+    l2, correct = lab_cw
     n, c = len(l2), cfg.cw
     xs, ys = torch.as_tensor(X[:n]), torch.as_tensor(y[:n])
     attack = foolbox.attacks.L2CarliniWagnerAttack(binary_search_steps=c.binary_steps, steps=c.steps, stepsize=c.lr,
@@ -218,11 +219,12 @@ def run(cfg: Config, ctx) -> None:
         rows, checks, strong = [], [], []
         for label, model in models.items():
             ctx.log(model=label, clean_accuracy=accuracy(model, X_te, y_te))
-            rows += robustness_curves(model, X_ev, y_ev, cfg, bar, label)
+            curves, lab_cw = robustness_curves(model, X_ev, y_ev, cfg, bar, label)
+            rows += curves
             if label == "adv-trained":
                 strong = strong_attacks(model, X_ev, y_ev, cfg, label)
             if cfg.crosscheck:
-                checks += crosscheck(model, X_ev, y_ev, cfg, label)
+                checks += crosscheck(model, X_ev, y_ev, cfg, label, lab_cw)
     for row in rows + strong + checks:
         ctx.log(**row)
     save_model(models["standard"], ctx.path("model.pt"))

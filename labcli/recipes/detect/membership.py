@@ -71,8 +71,8 @@ def recipes(cfg: Config) -> dict:
     return out
 
 
-def attack(train, members, nonmembers, population, cfg: Config, label: str, bar) -> tuple[list[dict], dict, dict | None]:
-    """Train the target and its shadows with `train`; the three attacks' rows, the target's utility, its DP record."""
+def attack(train, members, nonmembers, population, cfg: Config, label: str, bar) -> tuple[list[dict], torch.nn.Module, dict | None]:
+    """Train the target and its shadows with `train`; returns the three attacks' rows, the target, its DP record."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     n = len(members[0])

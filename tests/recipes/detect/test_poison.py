@@ -24,7 +24,7 @@ def test_badnets_attack_and_four_detectors(run_lab, tmp_path):
     assert combined["share of target class"] > 0.45  # the poison is about half of the target class here
     assert combined["recall"] > 0.8 and combined["precision"] > 0.8  # clusters + k-NN vote find it
     assert ac["recall"] < 0.5  # Chen et al.'s size rule flags the smaller, clean half of class 0
-    assert knn["recall"] > 0.8 and knn["precision"] < combined["precision"]  # the k-NN check alone also flags label noise
+    assert knn["recall"] > 0.6 and knn["precision"] < 0.6  # alone, the k-NN check also flags ambiguous clean digits
     assert ss["recall"] < 0.5
     assert all(rows[0.0, d]["recall"] is None for d in poison.DETECTORS.values())  # nothing poisoned at rate 0
     assert "k-NN relabel check (pixels)" in stdout
