@@ -285,3 +285,5 @@ def write_results(cfg: Config, ctx: Run, rows: list[dict], exact: dict, merge_di
         + "\n![BLEU](bleu.png)\n![rank](bleu_by_rank.png)\n"
         + f"\n## One {cfg.bleu_on} MR\n\n`{rows[0]['sample']['mr']}`\n\n{samples}\n")
     claims_table.print_claims(claims, f"lab reproduce lora: {PAPER}")
+    print(f"{cfg.bleu_on} BLEU: " + ", ".join(f"{r['arm']} {r['bleu']:.1f}" for r in rows)
+          + f"; {sum(c.verdict == 'holds' for c in claims)}/{len(claims)} claims hold")
