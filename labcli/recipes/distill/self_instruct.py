@@ -190,10 +190,12 @@ def run(cfg: Config, ctx: Run) -> None:
                "rouge_l_of_candidates": rouge_histogram(rouge),
                "rouge_l_of_kept_mean": round(sum(t["rouge_l"] for t in tasks) / len(tasks), 4),
                "diversity": diversity([t["instruction"] for t in tasks]), "wall": times}
+    filter_rows = [{"rule": "kept", "instructions": len(tasks)}] + [{"rule": k, "instructions": v} for k, v in rejected.items()]
+    summary["filters"] = filter_rows
+    summary["rouge_rows"] = [{"rouge_l": k, "candidates": v} for k, v in summary["rouge_l_of_candidates"].items()]
     ctx.write_summary(summary)
     plots.bars({k: {"candidates": v} for k, v in summary["rouge_l_of_candidates"].items()}, ctx.path("rouge_l.png"),
                "max ROUGE-L of each candidate against seeds + kept instructions", "candidates")
-    filter_rows = [{"rule": "kept", "instructions": len(tasks)}] + [{"rule": k, "instructions": v} for k, v in rejected.items()]
     samples = "\n".join(f"- {t['instruction'][:160]} (ROUGE-L {t['rouge_l']:.2f}, "
                         f"{'classification' if t['is_classification'] else 'generation'}, {len(t['instances'])} instances)"
                         for t in tasks[:8])
