@@ -36,7 +36,10 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Full (gathered) state of the trainable parameters; empty on ranks > 0 under FSDP."""
     # DCP names drop DDP's `module.` prefix; named_parameters() keeps it.
     trainable = {n.removeprefix("module.") for n, p in model.named_parameters() if p.requires_grad}
-    state = get_model_state_dict(model, options=FULL)
+    if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+        state = get_model_state_dict(model, options=FULL)
+    else:  # nothing to gather; and DCP's name walk fails on bitsandbytes int8 layers (their SCB state key)
+        state = {n: p for n, p in model.named_parameters() if p.requires_grad}
     keep, seen = {}, set()
     for name, tensor in state.items():
         clean = name.removeprefix("module.")

@@ -42,6 +42,7 @@ def load_model(
     task: Task,
     *,
     quantize_4bit: bool = False,
+    quantize_8bit: bool = False,
     tokenizer_texts: Callable[[], list[str]] | None = None,
     vocab_size: int = 2000,
     extra_specials: tuple[str, ...] = (),
@@ -81,6 +82,10 @@ def load_model(
     else:
         source = name
     kwargs = {"quantization_config": nf4_config()} if quantize_4bit else {}
+    if quantize_8bit:  # LLM.int8() base for LoRA8
+        from transformers import BitsAndBytesConfig
+
+        kwargs = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
     if attention is not None:
         kwargs["attn_implementation"] = implementation
     try:
@@ -94,7 +99,7 @@ def load_model(
                         "check the name or path") from None
     if quantize_4bit:
         keep_trainable_4bit_layout(model)
-    info = {"name": name, "quantized": "nf4" if quantize_4bit else None,
+    info = {"name": name, "quantized": "nf4" if quantize_4bit else ("int8" if quantize_8bit else None),
             "attention": model.config._attn_implementation, "kernels": kernels}
     if attention == "lab-flash":
         refuse_attention_dropout(model.config)
