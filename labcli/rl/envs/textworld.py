@@ -168,13 +168,15 @@ class GameInfo:
 class TextGame:
     """One compiled game, played turn by turn through TextWorld (Jericho underneath)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, facts: bool = True):
+        """`facts`: also report the true state every turn (the oracle and the extraction scores need
+        it; the other agents do not, and it costs time)."""
         import textworld
 
         self.path = Path(path)
-        infos = textworld.EnvInfos(description=True, inventory=True, admissible_commands=True, facts=True,
+        infos = textworld.EnvInfos(description=True, inventory=True, admissible_commands=True, facts=facts,
                                    won=True, lost=True, moves=True, objective=True, entities=True,
-                                   typed_entities=True, win_facts=True, game=True)
+                                   typed_entities=True, game=True)
         self.env = textworld.start(str(self.path), request_infos=infos)
         state = self.env.reset()
         game = state["game"]
@@ -187,7 +189,7 @@ class TextGame:
 
     def _turn(self, state) -> Turn:
         return Turn(state.feedback or "", state["description"] or "", state["inventory"] or "",
-                    list(state["admissible_commands"] or []), true_facts(state["facts"]), bool(state["won"]),
+                    list(state["admissible_commands"] or []), true_facts(state.get("facts") or []), bool(state["won"]),
                     bool(state["lost"]), int(state["moves"] or 0))
 
     def reset(self) -> Turn:
