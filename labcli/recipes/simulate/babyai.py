@@ -7,11 +7,14 @@ subgoal executor (PPO, reward shaped by the potential of subgoals done) driven b
 subgoals, and the LM + RL agent: the same executor driven by the LM planner, which proposes each
 subgoal with a chain of thought from the mission and the graph.
 
-Missions are drawn by seed: evaluation seeds 200000+, LM-trace seeds 1000000+; the seeds the
-agents were developed on (100000+) are used by neither. Walkthrough = the BabyAI bot's steps on
+Missions are drawn by seed: reported missions (`split=test`) seeds 200000+, LM-trace seeds
+1000000+; the validation missions (`split=validation`, seeds 100000+), where the agents were
+developed and the defaults chosen, are used by neither. Walkthrough = the BabyAI bot's steps on
 the same mission. Every learning agent trains `frames` env frames per level; the executor, whose
-skills (go to, pick up, go beside, drop) serve every level, trains once on the three levels mixed,
-for `frames` x levels frames.
+skills (go to, pick up, go beside, drop) serve every level, trains on the levels mixed, for
+`frames` x levels frames. Every agent runs `repeats` times (learners and the executor: one
+training seed each; random: one rng seed each) on the same missions; a row is the mean over
+repeats with the standard deviation across them. The LM planner is trained once.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ Agent = Literal["random", "ppo-flat", "dqn-flat", "ppo-graph", "dqn-graph", "pla
                 "subgoals+rl", "lm+rl"]
 Level = Literal["easy", "medium", "hard"]
 AGENTS: list[str] = list(Agent.__args__)
-EVAL_SEED, TRACE_SEED = 200_000, 1_000_000
+SPLIT_SEED = {"validation": 100_000, "test": 200_000}
+TRACE_SEED = 1_000_000
 
 
 class Shaping(Section):
@@ -45,7 +49,9 @@ class Config(RecipeConfig):
     levels: list[Level] = Field(["easy", "medium", "hard"], description="mission lengths: easy (GoToLocal), medium (PutNextLocal), hard (one-room BossLevel sequences)")
     agents: list[Agent] = Field(AGENTS, description="rows of the table")
     frames: int = Field(16384, ge=1, description="env frames per learning agent per level (PPO rounds up to whole rollouts)")
-    episodes: int = Field(30, ge=1, description="evaluation missions per level (seeds 200000+)")
+    episodes: int = Field(30, ge=1, description="evaluation missions per level")
+    split: Literal["test", "validation"] = Field("test", description="which missions: test (seeds 200000+, reported) or validation (seeds 100000+, for choosing settings)")
+    repeats: int = Field(2, ge=1, description="runs of every agent (training seeds seed, seed+1, ...; rng seeds of random)")
     lm_missions: int = Field(60, ge=1, description="missions per level the LM planner's traces come from (seeds 1000000+)")
     kg_missions: int = Field(10, ge=1, description="evaluation missions per level whose extracted graph is scored against the grid")
     shaping: Shaping = Field(default_factory=Shaping)
@@ -66,8 +72,8 @@ def check(cfg: Config) -> list[str]:
 def plan(cfg: Config) -> str:
     learners = [a for a in cfg.agents if a.startswith(("ppo", "dqn"))]
     subgoal = any(a in cfg.agents for a in ("subgoals+rl", "lm+rl"))
-    return (f"{len(cfg.agents)} agents x {len(cfg.levels)} levels, {cfg.episodes} evaluation missions each; "
-            f"{len(learners)} learners x {cfg.frames:,} frames per level"
+    return (f"{len(cfg.agents)} agents x {len(cfg.levels)} levels x {cfg.repeats} repeats, {cfg.episodes} {cfg.split} missions each; "
+            f"{len(learners)} learners x {cfg.frames:,} frames per level and repeat"
             + (f"; the executor {cfg.frames * len(cfg.levels):,} frames on the levels mixed" if subgoal else "")
             + ("; the LM planner trained on traces of " f"{cfg.lm_missions} missions per level" if "lm+rl" in cfg.agents and cfg.lm.model == "trained" else ""))
 
@@ -76,13 +82,12 @@ def run(cfg: Config, ctx) -> None:
     import numpy as np
     import torch
 
-    from labcli.eval.tables import markdown_table, print_table
+    from labcli import runs
+    from labcli.eval.tables import print_table
     from labcli.rl import dqn, ppo
     from labcli.rl.agents import babyai_agents as ba
     from labcli.rl.agents import lm_planner, tables
-    from labcli.rl.agents.babyai_planner import GridPlanner
     from labcli.rl.envs import babyai
-    from labcli.rl.kg import precision_recall, pooled
     from labcli.runs import seed_everything
 
     problems = check(cfg)
@@ -90,15 +95,17 @@ def run(cfg: Config, ctx) -> None:
         raise UserError(problems[0].split(" (hint: ")[0], problems[0].split(" (hint: ")[1].rstrip(")"))
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    seeds = {level: [EVAL_SEED + 1000 * i + k for k in range(cfg.episodes)] for i, level in enumerate(cfg.levels)}
+    seeds = {level: [SPLIT_SEED[cfg.split] + 1000 * i + k for k in range(cfg.episodes)] for i, level in enumerate(cfg.levels)}
     walk = {level: [babyai.walkthrough(level, s) for s in seeds[level]] for level in cfg.levels}
     rows, kg_rows, training = [], [], {}
 
-    def add(agent: str, level: str, episodes, train=None):
-        results = [{"success": e.success, "steps": e.steps, "walkthrough": w} for e, w in zip(episodes, walk[level])]
-        rows.append(tables.row(agent, level, results, train))
+    def add(agent: str, level: str, repeats: list, trainings=None):
+        results = [[{"success": e.success, "steps": e.steps, "walkthrough": w} for e, w in zip(episodes, walk[level])]
+                   for episodes in repeats]
+        rows.append(tables.row(agent, level, results, trainings))
         last = rows[-1]
-        print(f"  {agent:18s} {level:6s} success {last['success']:.2f} (within 2x walkthrough {last['success_2x']:.2f})")
+        print(f"  {agent:18s} {level:6s} success {last['success']:.2f} ± {last['success_sd']:.2f} "
+              f"(within 2x walkthrough {last['success_2x']:.2f})")
 
     def learned(run_dir) -> dict:
         wins = [r["episode_return"] > 0 for r in run_dir.metrics() if "episode_return" in r]
@@ -108,12 +115,15 @@ def run(cfg: Config, ctx) -> None:
     t0 = time.perf_counter()
     for level in cfg.levels:
         for agent in [a for a in ("random", "planner-oracle", "planner-extracted") if a in cfg.agents]:
-            episodes, scores = [], []
-            for k, seed in enumerate(seeds[level]):
-                result, score = play_symbolic(agent, level, seed, cfg.seed + k, score=k < cfg.kg_missions)
-                episodes.append(result)
-                scores += score
-            add(agent, level, episodes)
+            repeats, scores = [], []
+            for r in range(cfg.repeats if agent == "random" else 1):  # the planners use no randomness
+                episodes = []
+                for k, seed in enumerate(seeds[level]):
+                    result, score = play_symbolic(agent, level, seed, cfg.seed + r + 1000 * k, score=r == 0 and k < cfg.kg_missions)
+                    episodes.append(result)
+                    scores += score
+                repeats.append(episodes)
+            add(agent, level, repeats)
             if agent == "planner-extracted" and scores:
                 kg_rows.append({"level": level, **kg_row(scores)})
     timings["planners_and_random_s"] = time.perf_counter() - t0
@@ -123,37 +133,52 @@ def run(cfg: Config, ctx) -> None:
         algo, view = agent.split("-")
         for level in cfg.levels:
             t0 = time.perf_counter()
-            seed_everything(cfg.seed)
-            sub = ctx.sub(f"{agent}-{level}")
-            make_envs = ba.vector_envs(level, view)
-            if algo == "ppo":
-                net = ppo.train(f"{agent} {level}", cfg.frames, cfg.seed, cfg.ppo, ba.ActorCritic(ba.ENCODERS[view]()),
-                                run=sub, progress=True, make_envs=make_envs)
-                act = net.sample
-            else:
-                net = dqn.train(f"{agent} {level}", cfg.frames, cfg.seed, cfg.dqn, ba.QNet(ba.ENCODERS[view]()),
-                                run=sub, progress=True, make_envs=make_envs)
-                act = net.greedy
-            net.eval()
-            seed_everything(cfg.seed)
-            add(agent, level, ba.evaluate(level, view, act, seeds[level]), learned(sub))
+            repeats, trainings = [], []
+            for r in range(cfg.repeats):
+                seed = cfg.seed + r
+                seed_everything(seed)
+                sub = ctx.sub(f"{agent}-{level}-r{r}")
+                make_envs = ba.vector_envs(level, view)
+                if algo == "ppo":
+                    net = ppo.train(f"{agent} {level} r{r}", cfg.frames, seed, cfg.ppo, ba.ActorCritic(ba.ENCODERS[view]()),
+                                    run=sub, progress=True, make_envs=make_envs)
+                    act = net.sample
+                else:
+                    net = dqn.train(f"{agent} {level} r{r}", cfg.frames, seed, cfg.dqn, ba.QNet(ba.ENCODERS[view]()),
+                                    run=sub, progress=True, make_envs=make_envs)
+                    act = net.greedy
+                net.eval()
+                seed_everything(seed)
+                repeats.append(ba.evaluate(level, view, act, seeds[level]))
+                trainings.append(learned(sub))
+            add(agent, level, repeats, trainings)
             timings[f"{agent}_{level}_s"] = time.perf_counter() - t0
 
     # --- the subgoal executor, with the planner's and with the LM's subgoals ------------------------
     if any(a in cfg.agents for a in ("subgoals+rl", "lm+rl")):
         t0 = time.perf_counter()
-        seed_everything(cfg.seed)
-        sub = ctx.sub("executor")
-        executor = ppo.train("executor", cfg.frames * len(cfg.levels), cfg.seed, cfg.ppo, ba.ActorCritic(ba.SubgoalEncoder()),
-                             run=sub, progress=True,
-                             make_envs=ba.vector_envs(list(cfg.levels), "subgoal", cfg.shaping.scale, cfg.ppo.gamma, cfg.shaping.progress))
-        executor.eval()
-        executor_training = learned(sub)
+        executors, executor_trainings = [], []
+        for r in range(cfg.repeats):
+            seed_everything(cfg.seed + r)
+            sub = ctx.sub(f"executor-r{r}")
+            executor = ppo.train(f"executor r{r}", cfg.frames * len(cfg.levels), cfg.seed + r, cfg.ppo,
+                                 ba.ActorCritic(ba.SubgoalEncoder()), run=sub, progress=True,
+                                 make_envs=ba.vector_envs(list(cfg.levels), "subgoal", cfg.shaping.scale, cfg.ppo.gamma,
+                                                          cfg.shaping.progress))
+            executors.append(executor.eval())
+            executor_trainings.append(learned(sub))
         timings["executor_s"] = time.perf_counter() - t0
+
+        def executor_runs(level: str, lm=None) -> list:
+            out = []
+            for r, executor in enumerate(executors):
+                seed_everything(cfg.seed + r)
+                out.append(ba.evaluate(level, "subgoal", executor.sample, seeds[level], lm=lm))
+            return out
+
         if "subgoals+rl" in cfg.agents:
             for level in cfg.levels:
-                seed_everything(cfg.seed)
-                add("subgoals+rl", level, ba.evaluate(level, "subgoal", executor.sample, seeds[level]), executor_training)
+                add("subgoals+rl", level, executor_runs(level), executor_trainings)
         lm_info = {}
         if "lm+rl" in cfg.agents:
             t0 = time.perf_counter()
@@ -169,11 +194,10 @@ def run(cfg: Config, ctx) -> None:
             timings["lm_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             for level in cfg.levels:
-                seed_everything(cfg.seed)
-                add("lm+rl", level, ba.evaluate(level, "subgoal", executor.sample, seeds[level], lm=lm), executor_training)
+                add("lm+rl", level, executor_runs(level, lm), executor_trainings)
             lm_info["proposals"] = lm.calls
             timings["lm_rl_eval_s"] = time.perf_counter() - t0
-            (ctx.path("lm_samples.txt")).write_text("\n\n".join(p.prompt + p.text for p in list(lm.cache.values())[:20]))
+            runs.write_text(ctx.path("lm_samples.txt"), "\n\n".join(p.prompt + p.text for p in list(lm.cache.values())[:20]))
         training["lm"] = lm_info
 
     timings["total_s"] = time.perf_counter() - started
@@ -181,14 +205,13 @@ def run(cfg: Config, ctx) -> None:
     rows.sort(key=lambda r: (cfg.levels.index(r["level"]), order[r["agent"]]))
     summary = {"levels": {lvl: {"env": babyai.LEVELS[lvl].env_id, "kwargs": babyai.LEVELS[lvl].kwargs,
                                 "walkthrough_mean": float(np.mean(walk[lvl]))} for lvl in cfg.levels},
-               "frames": cfg.frames, "episodes": cfg.episodes, "seed": cfg.seed, "shaping": cfg.shaping.model_dump(),
+               "frames": cfg.frames, "episodes": cfg.episodes, "split": cfg.split, "repeats": cfg.repeats, "seed": cfg.seed, "shaping": cfg.shaping.model_dump(),
                "rows": rows, "kg": kg_rows, "lm": training.get("lm", {}),
                "timings_s": {k: round(v, 1) for k, v in timings.items()}, "threads": torch.get_num_threads()}
     tables.plot(rows, ctx.path("success_vs_walkthrough.png"), "BabyAI: success against mission length")
     ctx.write_summary(summary)
     ctx.write_report(report(summary))
-    print_table([{label: r[c] for c, label in zip(tables.COLUMNS, tables.LABELS)} for r in rows], tables.LABELS,
-                title="lab simulate babyai")
+    print_table(tables.display(rows), tables.LABELS, title=f"lab simulate babyai ({cfg.split} missions)")
     lm_line = summary["lm"].get("held_out", {})
     print(f"babyai: {len(rows)} rows in {timings['total_s']:.0f} s"
           + (f"; LM planner held-out subgoal match {lm_line['subgoal_match']:.2f}" if lm_line else ""))
@@ -244,7 +267,7 @@ def report(summary: dict) -> str:
 
     lines = ["# simulate babyai", "", "Levels: " + "; ".join(f"{k}: {v['env']} (walkthrough {v['walkthrough_mean']:.1f} steps)"
                                                        for k, v in summary["levels"].items()), ""]
-    lines.append(markdown_table([{label: r[c] for c, label in zip(tables.COLUMNS, tables.LABELS)} for r in summary["rows"]], tables.LABELS))
+    lines.append(markdown_table(tables.display(summary["rows"]), tables.LABELS))
     if summary["kg"]:
         lines += ["", "Extracted graph against the true grid (pooled over turns):", "", markdown_table(summary["kg"])]
     if summary["lm"]:

@@ -10,9 +10,12 @@ agent: the same executor driven by the LM planner (goal + graph -> chain of thou
 
 Learners train on the evaluation games themselves (TextWorld's single-game setting: `games` games
 per level, played in turn) for `steps` env steps per level, and are evaluated greedily, one
-episode per game (the games are deterministic). The LM planner is trained on traces of the
-planner on other games (seeds 1000+); the planner and the extractor were developed on seeds
-0-99; evaluation games are seeds 100+. Walkthrough = the quest's own walkthrough length.
+episode per game (the games are deterministic). Every agent runs `repeats` times (learners: one
+training seed each; random and the planners: one rng seed each) on the same games; a row is the
+mean over repeats with the standard deviation across them. The LM planner is trained once on
+traces of the planner on other games (seeds 1000+). Seeds 0-99 are the validation games
+(`split=validation`): the planner, the extractor and the defaults were developed and chosen there;
+the reported games are seeds 100+ (`split=test`). Walkthrough = the quest's own walkthrough length.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ Agent = Literal["random", "ppo-text", "dqn-text", "ppo-graph", "dqn-graph", "pla
                 "subgoals+rl", "lm+rl"]
 Level = Literal["easy", "medium", "hard"]
 AGENTS: list[str] = list(Agent.__args__)
-EVAL_SEED, TRACE_SEED = 100, 1000
+SPLIT_SEED = {"validation": 0, "test": 100}
+TRACE_SEED = 1000
 NEEDS: list[str] = []
 
 
@@ -44,9 +48,10 @@ class Shaping(Section):
 class Config(RecipeConfig):
     levels: list[Level] = Field(["easy", "medium", "hard"], description="difficulties: rooms/objects/quest length 2/4/2, 4/8/4, 8/14/8")
     agents: list[Agent] = Field(AGENTS, description="rows of the table")
-    games: int = Field(4, ge=1, description="evaluation games per level (seeds 100+)")
-    steps: int = Field(1500, ge=1, description="env steps per learning agent per level")
-    random_episodes: int = Field(5, ge=1, description="episodes of the random agent per game")
+    games: int = Field(4, ge=1, description="evaluation games per level")
+    split: Literal["test", "validation"] = Field("test", description="which games: test (seeds 100+, reported) or validation (seeds 0+, for choosing settings)")
+    repeats: int = Field(2, ge=1, description="runs of every agent (training seeds seed, seed+1, ...; rng seeds of random and the planners)")
+    steps: int = Field(1500, ge=1, description="env steps per learning agent per level and repeat")
     lm_games: int = Field(6, ge=1, description="games per level the LM planner's traces come from (seeds 1000+)")
     max_steps_per_quest_step: int = Field(10, ge=1, description="episode limit = this x the level's quest length")
     shaping: Shaping = Field(default_factory=Shaping)
@@ -67,8 +72,8 @@ def check(cfg: Config) -> list[str]:
 
 def plan(cfg: Config) -> str:
     learners = [a for a in cfg.agents if a.startswith(("ppo", "dqn")) or a == "subgoals+rl"]
-    return (f"{len(cfg.agents)} agents x {len(cfg.levels)} levels x {cfg.games} games; "
-            f"{len(learners)} learners x {cfg.steps:,} steps per level"
+    return (f"{len(cfg.agents)} agents x {len(cfg.levels)} levels x {cfg.games} {cfg.split} games x {cfg.repeats} repeats; "
+            f"{len(learners)} learners x {cfg.steps:,} steps per level and repeat"
             + (f"; the LM planner trained on traces of {cfg.lm_games} games per level" if "lm+rl" in cfg.agents and cfg.lm.model == "trained" else ""))
 
 
@@ -76,6 +81,7 @@ def run(cfg: Config, ctx) -> None:
     import numpy as np
     import torch
 
+    from labcli import runs
     from labcli.eval.tables import print_table
     from labcli.rl.agents import lm_planner, tables
     from labcli.rl.agents import textworld_agents as tw
@@ -90,16 +96,17 @@ def run(cfg: Config, ctx) -> None:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    paths = {level: [env.game_path(level, EVAL_SEED + k) for k in range(cfg.games)] for level in cfg.levels}
+    paths = {level: [env.game_path(level, SPLIT_SEED[cfg.split] + k) for k in range(cfg.games)] for level in cfg.levels}
     timings["games_s"] = time.perf_counter() - t0
     print(f"{sum(len(p) for p in paths.values())} evaluation games ready ({timings['games_s']:.0f} s; cached in LAB_HOME/textworld)")
     rows, kg_rows, goal_rows = [], [], []
     limit = {level: cfg.max_steps_per_quest_step * env.LEVELS[level].quest_length for level in cfg.levels}
 
-    def add(agent: str, level: str, results: list[dict], train=None):
-        rows.append(tables.row(agent, level, results, train))
+    def add(agent: str, level: str, repeats: list[list[dict]], trainings=None):
+        rows.append(tables.row(agent, level, repeats, trainings))
         last = rows[-1]
-        print(f"  {agent:18s} {level:6s} success {last['success']:.2f} (within 2x walkthrough {last['success_2x']:.2f})")
+        print(f"  {agent:18s} {level:6s} success {last['success']:.2f} ± {last['success_sd']:.2f} "
+              f"(within 2x walkthrough {last['success_2x']:.2f})")
 
     # --- symbolic agents, random, and the extraction scores ---------------------------------
     t0 = time.perf_counter()
@@ -107,14 +114,16 @@ def run(cfg: Config, ctx) -> None:
         games = [env.TextGame(p) for p in paths[level]]
         scores, parsed = [], []
         for agent in [a for a in ("random", "planner-oracle", "planner-extracted") if a in cfg.agents]:
-            results = []
-            for k, game in enumerate(games):
-                for episode in range(cfg.random_episodes if agent == "random" else 1):
-                    result, score = play_symbolic(agent, game, limit[level], cfg.seed + 100 * k + episode)
+            repeats = []
+            for r in range(cfg.repeats):
+                results = []
+                for k, game in enumerate(games):
+                    result, score = play_symbolic(agent, game, limit[level], cfg.seed + r + 1000 * k)
                     results.append(result)
-                    if agent == "planner-extracted":
+                    if agent == "planner-extracted" and r == 0:
                         scores += score
-            add(agent, level, results)
+                repeats.append(results)
+            add(agent, level, repeats)
         for game in games:
             goal = env.parse_goal(game.info.objective, game.info.types)
             parsed.append({f for f in goal if f[1] != "opens"} <= game.info.goal and bool(goal))
@@ -125,27 +134,30 @@ def run(cfg: Config, ctx) -> None:
     timings["planners_and_random_s"] = time.perf_counter() - t0
 
     # --- learners on the games ---------------------------------------------------------------
-    def learn(agent: str, level: str, view: str, proposer=None):
+    def learn(agent: str, level: str, view: str, repeat: int):
         algo = agent.split("-")[0] if agent != "subgoals+rl" else "ppo"
         games = [env.TextGame(p, facts=False) for p in paths[level]]
-        episodes = tw.TextEpisodes(games, view, limit[level], proposer, cfg.shaping.scale, cfg.rl.gamma)
-        seed_everything(cfg.seed)
+        episodes = tw.TextEpisodes(games, view, limit[level], None, cfg.shaping.scale, cfg.rl.gamma)
+        seed = cfg.seed + repeat
+        seed_everything(seed)
         net = tw.ChoiceNet(view)
-        sub = ctx.sub(f"{agent}-{level}")
-        history = (tw.train_ppo if algo == "ppo" else tw.train_dqn)(episodes, net, cfg.steps, cfg.rl, cfg.seed, log=sub.log)
+        sub = ctx.sub(f"{agent}-{level}-r{repeat}")
+        history = (tw.train_ppo if algo == "ppo" else tw.train_dqn)(episodes, net, cfg.steps, cfg.rl, seed, log=sub.log)
         wins = [e["won"] for e in history.episodes]
         return net.eval(), episodes, {"episodes": len(wins), "learned": tables.episodes_to_learn(wins)}
 
     nets = {}
-    for agent in [a for a in cfg.agents if a.startswith(("ppo", "dqn")) or a in ("subgoals+rl", "lm+rl")]:
-        view = "subgoal" if agent in ("subgoals+rl", "lm+rl") else agent.split("-")[1]
+    for agent in [a for a in cfg.agents if a.startswith(("ppo", "dqn")) or a == "subgoals+rl"]:
+        view = "subgoal" if agent == "subgoals+rl" else agent.split("-")[1]
         for level in cfg.levels:
-            if agent == "lm+rl":
-                continue
             t0 = time.perf_counter()
-            net, episodes, train = learn(agent, level, view)
-            nets[(agent, level)] = (net, train)
-            add(agent, level, play_greedy(net, episodes), train)
+            repeats, trainings = [], []
+            for r in range(cfg.repeats):
+                net, episodes, train = learn(agent, level, view, r)
+                nets[(agent, level, r)] = (net, train)
+                repeats.append(play_greedy(net, episodes))
+                trainings.append(train)
+            add(agent, level, repeats, trainings)
             timings[f"{agent}_{level}_s"] = time.perf_counter() - t0
 
     # --- the LM + RL agent: the executor trained above, the LM's subgoals -----------------------
@@ -166,30 +178,33 @@ def run(cfg: Config, ctx) -> None:
         timings["lm_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for level in cfg.levels:
-            if ("subgoals+rl", level) in nets:
-                net, train = nets[("subgoals+rl", level)]
-            else:  # the executor was not asked for as a row: train it here
-                net, _, train = learn("subgoals+rl", level, "subgoal")
-            games = [env.TextGame(p, facts=False) for p in paths[level]]
-            episodes = tw.TextEpisodes(games, "subgoal", limit[level], tw.lm_proposer(lm), cfg.shaping.scale, cfg.rl.gamma)
-            add("lm+rl", level, play_greedy(net, episodes), train)
+            repeats, trainings = [], []
+            for r in range(cfg.repeats):
+                if ("subgoals+rl", level, r) not in nets:  # the executor was not asked for as a row: train it here
+                    net, _, train = learn("subgoals+rl", level, "subgoal", r)
+                    nets[("subgoals+rl", level, r)] = (net, train)
+                net, train = nets[("subgoals+rl", level, r)]
+                games = [env.TextGame(p, facts=False) for p in paths[level]]
+                episodes = tw.TextEpisodes(games, "subgoal", limit[level], tw.lm_proposer(lm), cfg.shaping.scale, cfg.rl.gamma)
+                repeats.append(play_greedy(net, episodes))
+                trainings.append(train)
+            add("lm+rl", level, repeats, trainings)
         lm_info["proposals"] = lm.calls
         timings["lm_rl_eval_s"] = time.perf_counter() - t0
-        ctx.path("lm_samples.txt").write_text("\n\n".join(p.prompt + p.text for p in list(lm.cache.values())[:20]))
+        runs.write_text(ctx.path("lm_samples.txt"), "\n\n".join(p.prompt + p.text for p in list(lm.cache.values())[:20]))
 
     timings["total_s"] = time.perf_counter() - started
     order = {a: i for i, a in enumerate(AGENTS)}
     rows.sort(key=lambda r: (cfg.levels.index(r["level"]), order[r["agent"]]))
     summary = {"levels": {lvl: {**env.LEVELS[lvl].__dict__, "episode_limit": limit[lvl],
                                 "walkthrough_mean": next(r["walkthrough"] for r in rows if r["level"] == lvl)} for lvl in cfg.levels},
-               "games": cfg.games, "steps": cfg.steps, "seed": cfg.seed, "shaping": cfg.shaping.model_dump(),
+               "games": cfg.games, "split": cfg.split, "repeats": cfg.repeats, "steps": cfg.steps, "seed": cfg.seed, "shaping": cfg.shaping.model_dump(),
                "rows": rows, "kg": kg_rows, "goal_parsing": goal_rows, "lm": lm_info,
                "timings_s": {k: round(v, 1) for k, v in timings.items()}, "threads": torch.get_num_threads()}
     tables.plot(rows, ctx.path("success_vs_walkthrough.png"), "TextWorld: success against quest length")
     ctx.write_summary(summary)
     ctx.write_report(report(summary))
-    print_table([{label: r[c] for c, label in zip(tables.COLUMNS, tables.LABELS)} for r in rows], tables.LABELS,
-                title="lab simulate textworld")
+    print_table(tables.display(rows), tables.LABELS, title=f"lab simulate textworld ({cfg.split} games)")
     held = lm_info.get("held_out", {})
     print(f"textworld: {len(rows)} rows in {timings['total_s']:.0f} s"
           + (f"; LM planner held-out subgoal match {held['subgoal_match']:.2f}" if held else ""))
@@ -258,7 +273,7 @@ def report(summary: dict) -> str:
     lines = ["# simulate textworld", "", "Levels: " + "; ".join(
         f"{k}: {v['rooms']} rooms, {v['objects']} objects, quest length {v['quest_length']} (walkthrough {v['walkthrough_mean']} steps, "
         f"episode limit {v['episode_limit']})" for k, v in summary["levels"].items()), ""]
-    lines.append(markdown_table([{label: r[c] for c, label in zip(tables.COLUMNS, tables.LABELS)} for r in summary["rows"]], tables.LABELS))
+    lines.append(markdown_table(tables.display(summary["rows"]), tables.LABELS))
     if summary["kg"]:
         lines += ["", "Extracted graph against the game's true facts (pooled over the turns of the extracted-graph planner):", "",
                   markdown_table(summary["kg"]), "", "Goal parsed from the objective:", "", markdown_table(summary["goal_parsing"])]
