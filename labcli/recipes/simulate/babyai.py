@@ -93,6 +93,8 @@ def run(cfg: Config, ctx) -> None:
     problems = check(cfg)
     if problems:
         raise UserError(problems[0].split(" (hint: ")[0], problems[0].split(" (hint: ")[1].rstrip(")"))
+    if "lm+rl" in cfg.agents and cfg.lm.model.startswith(("http://", "https://")):
+        lm_planner.load(cfg.lm, [], None, cfg.seed)[0].propose(["goal: ready?\n"])  # a dead endpoint fails before any work
     started = time.perf_counter()
     timings: dict[str, float] = {}
     seeds = {level: [SPLIT_SEED[cfg.split] + 1000 * i + k for k in range(cfg.episodes)] for i, level in enumerate(cfg.levels)}

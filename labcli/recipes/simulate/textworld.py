@@ -92,6 +92,8 @@ def run(cfg: Config, ctx) -> None:
     if problems:
         what, hint = problems[0].split(" (hint: ")
         raise UserError(what, hint.rstrip(")"))
+    if "lm+rl" in cfg.agents and cfg.lm.model.startswith(("http://", "https://")):
+        lm_planner.load(cfg.lm, [], None, cfg.seed)[0].propose(["goal: ready?\n"])  # a dead endpoint fails before any work
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
