@@ -155,4 +155,4 @@ def accuracy(lm: SubgoalLM, examples: list[tuple[str, str]]) -> dict:
     right = sum(pr.subgoal == parse_completion(c)[1] for pr, (_, c) in zip(proposals, examples))
     formed = sum(pr.subgoal is not None for pr in proposals)
     n = max(1, len(examples))
-    return {"subgoal_match": right / n, "well_formed": formed / n, "n": len(examples)}
+    return {"subgoal_match": round(right / n, 3), "well_formed": round(formed / n, 3), "n": len(examples)}
