@@ -121,7 +121,7 @@ def run(cfg: Config, ctx) -> None:
             for r in range(cfg.repeats if agent == "random" else 1):  # the planners use no randomness
                 episodes = []
                 for k, seed in enumerate(seeds[level]):
-                    result, score = play_symbolic(agent, level, seed, cfg.seed + r + 1000 * k, score=r == 0 and k < cfg.kg_missions)
+                    result, score = ba.play_symbolic(agent, level, seed, cfg.seed + r + 1000 * k, score=r == 0 and k < cfg.kg_missions)
                     episodes.append(result)
                     scores += score
                 repeats.append(episodes)
@@ -225,42 +225,6 @@ def kg_row(scores: list[tuple[dict, dict]]) -> dict:
     everything, seen = pooled([a for a, _ in scores]), pooled([s for _, s in scores])
     return {"precision": round(everything["precision"], 3), "recall_all": round(everything["recall"], 3),
             "recall_seen": round(seen["recall"], 3), "turns": everything["comparisons"]}
-
-
-def play_symbolic(agent: str, level: str, seed: int, rng_seed: int, score: bool = False):
-    """One episode of random or a planner; with `score`, the extracted graph against the truth each step."""
-    import numpy as np
-
-    from labcli.rl.agents.babyai_agents import Episode, Quiet
-    from labcli.rl.agents.babyai_planner import GridPlanner
-    from labcli.rl.envs import babyai
-    from labcli.rl.kg import precision_recall
-
-    env = Quiet(babyai.make(level))
-    obs, _ = env.reset(seed=seed)
-    memory = babyai.GridMemory(env.unwrapped.width, env.unwrapped.height)
-    memory.update(env, obs["image"])
-    planner = GridPlanner(obs["mission"])
-    rng = np.random.default_rng(rng_seed)
-    scores, last, won = [], None, False
-    for step in range(1, env.unwrapped.max_steps + 1):
-        if score:
-            scores.append((precision_recall(memory.facts(), babyai.grid_facts(env)),
-                           precision_recall(memory.facts(), babyai.seen_facts(env, memory))))
-        if agent == "random":
-            action = int(rng.integers(0, 6))
-        else:
-            known = babyai.GridMemory.full(env) if agent == "planner-oracle" else memory
-            planner.observe(known, last)
-            action = planner.next(known).action
-        obs, reward, terminated, truncated, _ = env.step(action)
-        memory.update(env, obs["image"])
-        last = action
-        if terminated or truncated:
-            won = reward > 0
-            break
-    env.close()
-    return Episode(seed, won, step), scores
 
 
 def report(summary: dict) -> str:

@@ -120,7 +120,7 @@ def run(cfg: Config, ctx) -> None:
             for r in range(cfg.repeats):
                 results = []
                 for k, game in enumerate(games):
-                    result, score = play_symbolic(agent, game, limit[level], cfg.seed + r + 1000 * k)
+                    result, score = tw.play_symbolic(agent, game, limit[level], cfg.seed + r + 1000 * k)
                     results.append(result)
                     if agent == "planner-extracted" and r == 0:
                         scores += score
@@ -218,37 +218,6 @@ def kg_row(scores: list[dict]) -> dict:
     everything, seen = pooled([s["all"] for s in scores]), pooled([s["seen"] for s in scores])
     return {"precision": round(everything["precision"], 3), "recall_all": round(everything["recall"], 3),
             "recall_seen": round(seen["recall"], 3), "turns": everything["comparisons"]}
-
-
-def play_symbolic(agent: str, game, limit: int, seed: int):
-    """One episode of random or a planner; the extracted graph is scored against the truth each turn."""
-    import numpy as np
-
-    from labcli.rl.agents.textworld_planner import Planner, resolve
-    from labcli.rl.envs import textworld as env
-    from labcli.rl.kg import KnowledgeGraph
-
-    info = game.info
-    rng = np.random.default_rng(seed)
-    turn = game.reset()
-    extractor, planner = env.Extractor(info.types), Planner(info.types)
-    extractor.update(turn)
-    goal = info.goal if agent == "planner-oracle" else env.parse_goal(info.objective, info.types)
-    scores = []
-    for steps in range(1, limit + 1):
-        scores.append(env.score_extraction(extractor, turn.facts))
-        if agent == "random":
-            command = turn.admissible[int(rng.integers(len(turn.admissible)))]
-        else:
-            kg = KnowledgeGraph(turn.facts) if agent == "planner-oracle" else extractor.kg
-            step = planner.next(kg, goal, turn.admissible)
-            # A planned command the game does not list (a wrong belief): a random admissible one instead.
-            command = resolve(step.command, turn.admissible) or turn.admissible[int(rng.integers(len(turn.admissible)))]
-        turn = game.step(command)
-        extractor.update(turn, command)
-        if turn.done:
-            break
-    return {"success": turn.won, "steps": steps, "walkthrough": len(info.walkthrough)}, scores
 
 
 def play_greedy(net, episodes) -> list[dict]:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -29,8 +29,13 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from labcli.rl.agents.babyai_planner import GridPlanner, neighbours, split_subgoal, subgoal_done
-from labcli.rl.envs.babyai import COLORS, OBJECTS, TYPES, VECTORS, GridMemory, make
+from labcli.rl.agents.babyai_planner import (
+    GridPlanner,
+    neighbours,
+    split_subgoal,
+    subgoal_done,
+)
+from labcli.rl.envs.babyai import COLORS, TYPES, VECTORS, GridMemory, make
 from labcli.rl.shaping import SubgoalPotential
 
 WORDS = ["<pad>", "<unk>", "go", "to", "the", "a", "pick", "up", "put", "next", "open", "then", "after", "you",
@@ -518,3 +523,37 @@ def traces(level: str, seeds: list[int], noise: float, seed: int) -> list[tuple[
                 break
         env.close()
     return list(pairs.items())
+
+
+# --- the symbolic agents ----------------------------------------------------------------------
+
+def play_symbolic(agent: str, level: str, seed: int, rng_seed: int, score: bool = False):
+    """One episode of random or a planner; with `score`, the extracted graph against the truth each step."""
+    from labcli.rl.envs import babyai
+    from labcli.rl.kg import precision_recall
+
+    env = Quiet(babyai.make(level))
+    obs, _ = env.reset(seed=seed)
+    memory = babyai.GridMemory(env.unwrapped.width, env.unwrapped.height)
+    memory.update(env, obs["image"])
+    planner = GridPlanner(obs["mission"])
+    rng = np.random.default_rng(rng_seed)
+    scores, last, won = [], None, False
+    for step in range(1, env.unwrapped.max_steps + 1):
+        if score:
+            scores.append((precision_recall(memory.facts(), babyai.grid_facts(env)),
+                           precision_recall(memory.facts(), babyai.seen_facts(env, memory))))
+        if agent == "random":
+            action = int(rng.integers(0, 6))
+        else:
+            known = babyai.GridMemory.full(env) if agent == "planner-oracle" else memory
+            planner.observe(known, last)
+            action = planner.next(known).action
+        obs, reward, terminated, truncated, _ = env.step(action)
+        memory.update(env, obs["image"])
+        last = action
+        if terminated or truncated:
+            won = reward > 0
+            break
+    env.close()
+    return Episode(seed, won, step), scores

@@ -376,12 +376,12 @@ def short_reasons(reasons: list[str]) -> list[str]:
 
 def lm_proposer(lm):
     """A proposer for TextEpisodes that asks the LM (one prompt at a time; `propose_batch` batches)."""
-    def propose(episode: "TextEpisodes") -> str:
+    def propose(episode: TextEpisodes) -> str:
         return lm.propose([episode_prompt(episode)])[0].subgoal or "look"
     return propose
 
 
-def episode_prompt(episode: "TextEpisodes") -> str:
+def episode_prompt(episode: TextEpisodes) -> str:
     info = episode.game.info
     return prompt(info.objective, info.types, episode.extractor.kg, episode.done_subgoals)
 
@@ -418,3 +418,34 @@ def traces(games: list[TextGame], episodes: int, noise: float, max_steps: int, s
                 if turn.done:
                     break
     return list(pairs.items())
+
+
+# --- the symbolic agents ----------------------------------------------------------------------
+
+def play_symbolic(agent: str, game, limit: int, seed: int):
+    """One episode of random or a planner; the extracted graph is scored against the truth each turn."""
+    from labcli.rl.agents.textworld_planner import resolve
+    from labcli.rl.envs import textworld as env
+    from labcli.rl.kg import KnowledgeGraph
+
+    info = game.info
+    rng = np.random.default_rng(seed)
+    turn = game.reset()
+    extractor, planner = env.Extractor(info.types), Planner(info.types)
+    extractor.update(turn)
+    goal = info.goal if agent == "planner-oracle" else env.parse_goal(info.objective, info.types)
+    scores = []
+    for steps in range(1, limit + 1):
+        scores.append(env.score_extraction(extractor, turn.facts))
+        if agent == "random":
+            command = turn.admissible[int(rng.integers(len(turn.admissible)))]
+        else:
+            kg = KnowledgeGraph(turn.facts) if agent == "planner-oracle" else extractor.kg
+            step = planner.next(kg, goal, turn.admissible)
+            # A planned command the game does not list (a wrong belief): a random admissible one instead.
+            command = resolve(step.command, turn.admissible) or turn.admissible[int(rng.integers(len(turn.admissible)))]
+        turn = game.step(command)
+        extractor.update(turn, command)
+        if turn.done:
+            break
+    return {"success": turn.won, "steps": steps, "walkthrough": len(info.walkthrough)}, scores

@@ -11,7 +11,7 @@ from labcli.rl.envs import babyai
 @pytest.mark.slow
 @pytest.mark.parametrize("level,seed", [("easy", 1), ("medium", 2), ("hard", 3)])
 def test_the_planner_solves_missions_near_the_bot_walkthrough(level, seed):
-    from labcli.recipes.simulate.babyai import play_symbolic
+    from labcli.rl.agents.babyai_agents import play_symbolic
 
     for agent in ("planner-oracle", "planner-extracted"):
         episode, _ = play_symbolic(agent, level, seed, 0)

@@ -37,7 +37,7 @@ def test_commands_and_completion():
 @pytest.mark.slow
 @pytest.mark.parametrize("level", ["medium", "hard"])
 def test_planners_solve_generated_games(tmp_path, level):
-    from labcli.recipes.simulate.textworld import play_symbolic
+    from labcli.rl.agents.textworld_agents import play_symbolic
     from labcli.rl.envs import textworld as tw
 
     game = tw.TextGame(tw.game_path(level, 1, tmp_path))
