@@ -34,7 +34,7 @@ demo: install
 # pytest-xdist workers use both cores of a 2-core machine; a file stays on one worker (its
 # module fixtures are built once). Set PYTEST_WORKERS=1 for one process.
 PYTEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 test: install
 	$(PYTEST) tests
 
