@@ -89,7 +89,7 @@ def profile_generate(model, prompt, cfg: Config, ctx: Run) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from labcli.eval.profiler import op_rows
+    from labcli.eval.profiler import op_rows, quiet_kineto
 
     device = next(model.parameters()).device
     ids = prompt.unsqueeze(0).to(device)
@@ -99,7 +99,7 @@ def profile_generate(model, prompt, cfg: Config, ctx: Run) -> dict:
     with torch.no_grad():
         model.generate(ids, **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=acts) as prof, record_function("lab::generate"):
+        with quiet_kineto(), profile(activities=acts) as prof, record_function("lab::generate"):
             out = model.generate(ids, **kwargs)
     new = out.shape[1] - ids.shape[1]
     runs.write_with(ctx.path("profile") / "generate_trace.json", prof.export_chrome_trace)
