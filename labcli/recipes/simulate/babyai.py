@@ -90,9 +90,8 @@ def run(cfg: Config, ctx) -> None:
     from labcli.rl.envs import babyai
     from labcli.runs import seed_everything
 
-    problems = check(cfg)
-    if problems:
-        raise UserError(problems[0].split(" (hint: ")[0], problems[0].split(" (hint: ")[1].rstrip(")"))
+    if problems := check(cfg):
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     if "lm+rl" in cfg.agents and cfg.lm.model.startswith(("http://", "https://")):
         lm_planner.load(cfg.lm, [], None, cfg.seed)[0].propose(["goal: ready?\n"])  # a dead endpoint fails before any work
     started = time.perf_counter()
