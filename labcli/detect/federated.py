@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -212,6 +213,9 @@ def simulate(data: Data, experiments: list[Experiment], cpus: int = 2, on_round=
     flwr_log.setLevel(logging.WARNING)  # Flower logs every round at INFO; lab shows a progress bar instead
     quiet = _DropMessage("Federated evaluation will be skipped")  # by design: evaluation is central
     flwr_log.addFilter(quiet)
+    # Ray starts its workers at nice 15; here the clients ARE the work, so they run at the driver's priority
+    niceness = os.environ.get("RAY_worker_niceness")
+    os.environ["RAY_worker_niceness"] = "0"
     try:
         run_simulation(server_app=server, client_app=client, num_supernodes=n,
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -219,6 +223,10 @@ def simulate(data: Data, experiments: list[Experiment], cpus: int = 2, on_round=
     finally:
         flwr_log.setLevel(level)
         flwr_log.removeFilter(quiet)
+        if niceness is None:
+            os.environ.pop("RAY_worker_niceness", None)
+        else:
+            os.environ["RAY_worker_niceness"] = niceness
     if len(results) != len(experiments):
         raise RuntimeError(f"the Flower simulation finished {len(results)} of {len(experiments)} experiments (see its log above)")
     return results

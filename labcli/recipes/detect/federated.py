@@ -32,19 +32,19 @@ Rule = Literal["fedavg", "krum", "trimmed-mean", "median"]
 
 
 class Local(Section):
-    epochs: int = Field(2, ge=1, description="Local epochs per round (FedAvg's E)")
+    epochs: int = Field(1, ge=1, description="Local epochs per round (FedAvg's E)")
     lr: float = Field(0.1, gt=0, description="Client SGD learning rate (plain SGD, no momentum)")
     batch_size: int = Field(32, ge=1, description="Client minibatch size (FedAvg's B)")
 
 
 class DP(Section):
-    noise: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0], description="Noise multipliers z (noise std = z x clip / clients on the average)")
+    noise: list[float] = Field(default_factory=lambda: [0.1, 1.0], description="Noise multipliers z (noise std = z x clip / clients on the average)")
     clip: float = Field(2.0, gt=0, description="L2 clipping norm of each client's update")
     delta: float = Field(1e-3, gt=0, lt=1, description="delta for the reported epsilon (must be < 1/clients)")
 
 
 class Attacks(Section):
-    rounds: int = Field(5, ge=1, description="Rounds of each attack run, starting from the trained IID FedAvg model")
+    rounds: int = Field(3, ge=1, description="Rounds of each attack run, starting from the trained IID FedAvg model")
     malicious: int = Field(1, ge=1, description="Malicious clients (ids 0..malicious-1); Krum is told this number")
     boost: float = Field(10.0, gt=0, description="Malicious update scale (10 = number of clients: model replacement)")
     kinds: list[Literal["label-flip", "sign-flip"]] = Field(default_factory=lambda: ["label-flip", "sign-flip"], description="label-flip: 7s relabelled 1, boosted update; sign-flip: minus boost x the honest update")
@@ -55,7 +55,7 @@ class Attacks(Section):
 class Config(RecipeConfig):
     clients: int = Field(10, ge=2, le=50, description="Simulated clients (Flower SuperNodes); all take part every round")
     alpha: float = Field(0.3, gt=0, description="Dirichlet concentration of the non-IID split (smaller = more label skew)")
-    rounds: int = Field(12, ge=1, description="Rounds of the convergence and DP runs")
+    rounds: int = Field(10, ge=1, description="Rounds of the convergence and DP runs")
     local: Local = Field(default_factory=Local, description="Client training")
     fedsgd_lr: float = Field(0.5, gt=0, description="FedSGD: one full-batch gradient step per client per round with this learning rate")
     proximal_mu: float = Field(0.01, ge=0, description="FedProx proximal term mu")
