@@ -85,3 +85,38 @@ def lime_weights(explanation, label: int, d: int) -> np.ndarray:
     for i, v in explanation.as_map()[label]:
         w[i] = v
     return w
+
+
+def words(text: str) -> list[str]:
+    """The word tokens LIME's text explainer splits on (its default split_expression, r'\\W+')."""
+    import re
+
+    return [w for w in re.split(r"\W+", text) if w]
+
+
+def without(text: str, drop: set[str]) -> str:
+    """The text with every occurrence of the words in `drop` removed (what 'deleting a word' means for a bag-of-words
+    model; the same as LIME's text perturbation)."""
+    import re
+
+    return "".join(t for t in re.split(r"(\W+)", text) if t not in drop)
+
+
+def text_deletion_curve(predict_proba, texts: list[str], attributions: list[dict], ks: list[int], seed: int = 0,
+                        random_draws: int = 5) -> dict:
+    """deletion_curve for texts: attributions[i] maps each word of texts[i] to its weight towards the predicted class;
+    remove the top-k words (all occurrences) vs k random words of the same text."""
+    rng = np.random.default_rng(seed)
+    p0 = predict_proba(texts)
+    cls = p0.argmax(1)
+    rows = np.arange(len(texts))
+    ranked, random = [], []
+    for k in ks:
+        top = [without(t, set(sorted(a, key=a.get, reverse=True)[:k])) for t, a in zip(texts, attributions)]
+        ranked.append(float((p0[rows, cls] - predict_proba(top)[rows, cls]).mean()))
+        drops = []
+        for _ in range(random_draws):
+            pick = [without(t, set(rng.permutation(sorted(set(words(t))))[:k].tolist())) for t in texts]
+            drops.append((p0[rows, cls] - predict_proba(pick)[rows, cls]).mean())
+        random.append(float(np.mean(drops)))
+    return {"k": list(ks), "explanation": ranked, "random": random}

@@ -59,3 +59,17 @@ def test_lime_weights_reads_a_real_lime_explanation():
     lime = LimeTabularExplainer(X, discretize_continuous=False, random_state=0)
     w = ex.lime_weights(lime.explain_instance(X[0], proba, labels=(1,), num_features=3, num_samples=300), 1, 3)
     assert w.shape == (3,) and np.argmax(np.abs(w)) == 1 and w[1] > 0
+
+
+def test_text_deletion_removes_every_occurrence_of_the_top_words():
+    assert ex.words("Free entry!! free, WIN now") == ["Free", "entry", "free", "WIN", "now"]
+    assert ex.without("free entry, free win", {"free"}) == " entry,  win"
+
+    def proba(texts):  # p(spam) rises with the count of "free"
+        p = np.array([min(0.9, 0.2 + 0.35 * t.split().count("free")) for t in texts])
+        return np.stack([1 - p, p], 1)
+
+    texts = ["free free call me now", "free prize for you today"]
+    right = [{"free": 1.0, "call": 0.1, "me": 0.0, "now": 0.0}, {"free": 1.0, "prize": 0.2, "for": 0.0, "you": 0.0, "today": 0.0}]
+    c = ex.text_deletion_curve(proba, texts, right, [1], seed=0, random_draws=20)
+    assert np.isclose(c["explanation"][0], np.mean([0.9 - 0.2, 0.55 - 0.2])) and c["explanation"][0] > c["random"][0]

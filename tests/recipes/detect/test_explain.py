@@ -14,8 +14,8 @@ def test_explain_tiny_run_checks_hold(run_lab, tmp_path):
                      "exact_rows=3", "background=10", "trees=10", "intrusion_rows=1000", "cnn_epochs=1", "ig_steps=16").stdout
     s = json.loads((out / "summary.json").read_text())
     checks = {c["task"]: c for c in s["checks"]}
-    assert set(checks) == {"phishing", "intrusion", "digits"}
-    for task in ("phishing", "intrusion"):  # TreeExplainer: sum of SHAP values = p(class 1) - base value, exactly
+    assert set(checks) == {"phishing", "intrusion", "spam", "digits"}
+    for task in ("phishing", "intrusion", "spam"):  # sum of SHAP values = p(class 1) - base value (tree, partition)
         assert checks[task]["SHAP additivity max error"] <= 1e-6
         assert 0 <= checks[task]["LIME top-5 Jaccard over 2 seeds"] <= 1
     assert checks["digits"]["IG completeness max relative error"] < 0.2  # captum's delta, 16 steps
@@ -31,7 +31,7 @@ def test_explain_tiny_run_checks_hold(run_lab, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["tasks=[spam]"], "tasks"),
+    (["tasks=[malware]"], "tasks"),
     (["explain_rows=1"], "explain_rows"),
 ])
 def test_bad_settings_are_one_line_and_leave_no_run(lab_main, tmp_path, args, message):
