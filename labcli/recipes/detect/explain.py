@@ -317,7 +317,7 @@ def run(cfg: Config, ctx) -> None:
                                                           for m, c in r["deletion"].items())})
     deletion = [row for r in results for row in deletion_rows(r)]
     exact = next((r["exact"] for r in results if "exact" in r), None)
-    ctx.write_summary({"checks": checks, "deletion": deletion, "exact": exact,
+    ctx.write_summary({"checks": checks, "deletion": deletion, "exact": [exact] if exact else [],
                        "examples": {r["task"]: r.get("examples", []) for r in results}})
     report = ["# Explanations of lab's detectors (SHAP, LIME, integrated gradients)\n",
               f"Each task explains the same {cfg.explain_rows} random test rows with every method. Deletion: the k features "

@@ -19,7 +19,7 @@ def test_explain_tiny_run_checks_hold(run_lab, tmp_path):
         assert checks[task]["SHAP additivity max error"] <= 1e-6
         assert 0 <= checks[task]["LIME top-5 Jaccard over 2 seeds"] <= 1
     assert checks["digits"]["IG completeness max relative error"] < 0.2  # captum's delta, 16 steps
-    exact = s["exact"]
+    (exact,) = s["exact"]
     assert exact["tree (interventional) max abs diff vs exact"] <= 1e-6  # SHAP's interventional tree = enumeration
     assert exact["kernel spearman vs exact (mean)"] >= 0.9
     methods = {(d["task"], d["method"]) for d in s["deletion"]}
