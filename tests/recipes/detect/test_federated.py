@@ -14,8 +14,8 @@ def test_federated_tiny_run_covers_every_part(run_lab, tmp_path):
                      "local.epochs=1", "dp.noise=[1.0]", "attacks.rounds=1", "attacks.rules=[fedavg,median]",
                      "attacks.kinds=[sign-flip]", "cpus=2").stdout
     s = json.loads((out / "summary.json").read_text())
-    assert [(c["run"], c["split"]) for c in s["convergence"]] == [("FedAvg", "iid"), ("FedProx", "iid"), ("FedAvg", "non-iid"),
-                                                                 ("FedProx", "non-iid")]
+    assert [(c["run"], c["split"]) for c in s["convergence"]] == [
+        ("FedAvg", "iid"), ("FedSGD", "iid"), ("FedProx", "iid"), ("FedSGD", "non-iid"), ("FedAvg", "non-iid"), ("FedProx", "non-iid")]
     runs = {(r["run"], r["split"]): r for r in s["runs"]}
     assert len(runs[("FedSGD", "iid")]["curve"]) == 3  # the initial model + 2 rounds, evaluated centrally by Flower
     assert runs[("FedAvg", "iid")]["final accuracy"] > 0.3  # 2 rounds of 4 clients x 1 epoch learn something
