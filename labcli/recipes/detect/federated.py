@@ -103,9 +103,8 @@ def experiments(cfg: Config) -> list[fl.Experiment]:
 
 
 def run(cfg: Config, ctx) -> None:
-    for problem in check(cfg):
-        what, hint = problem.rsplit(" (hint: ", 1)
-        raise UserError(what, hint[:-1])
+    if problems := check(cfg):
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     seed_everything(cfg.seed)
     (X, y), (X_te, y_te) = mnist5k.read(cfg.seed)
     splits = {"iid": fl.partition(y, cfg.clients, None, cfg.seed), "non-iid": fl.partition(y, cfg.clients, cfg.alpha, cfg.seed)}
