@@ -67,6 +67,8 @@ class Config(RecipeConfig):
 
 
 def check(cfg: Config) -> list[str]:
+    import importlib.util
+
     problems = []
     if "dp" in cfg.parts and not cfg.dp.delta < 1 / cfg.clients:
         problems.append(f"dp.delta {cfg.dp.delta:g} is not below 1/clients = {1 / cfg.clients:.2g} (hint: pass e.g. dp.delta=1e-3)")
@@ -75,6 +77,9 @@ def check(cfg: Config) -> list[str]:
                         "(hint: robust rules assume an honest majority; pass fewer malicious clients)")
     if "attacks" in cfg.parts and "krum" in cfg.attacks.rules and cfg.clients - cfg.attacks.malicious - 2 < 1:
         problems.append("Krum needs clients - malicious - 2 >= 1 (hint: more clients or fewer malicious)")
+    if importlib.util.find_spec("flwr") is None:
+        problems.append("Flower is not installed (hint: pip install 'labcli[federated]' in its own environment: "
+                        "Flower pins typer<0.21, rich<15 and ray==2.55.1, so it is not part of [all])")
     return problems
 
 

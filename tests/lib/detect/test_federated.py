@@ -82,6 +82,7 @@ def test_fedsgd_is_one_full_batch_gradient_step_and_fedprox_stays_closer():
 
 
 def test_each_rule_is_flowers_strategy():
+    pytest.importorskip("flwr", reason="Flower is the optional [federated] extra (its pins conflict with [all])")
     from flwr.serverapp import strategy as fs
 
     kinds = {"fedavg": fs.FedAvg, "fedprox": fs.FedProx, "krum": fs.Krum, "trimmed-mean": fs.FedTrimmedAvg,
@@ -92,6 +93,7 @@ def test_each_rule_is_flowers_strategy():
 
 
 def test_flowers_accountant_matches_the_gaussian_mechanism_bound():
+    pytest.importorskip("flwr", reason="Flower is the optional [federated] extra (its pins conflict with [all])")
     """T full-participation rounds of the Gaussian mechanism with noise multiplier z compose, in RDP, to
     eps(alpha) = T alpha / (2 z^2); converting at the best alpha gives at most min over alpha of
     T alpha / (2 z^2) + log(1/delta) / (alpha - 1) (the classic conversion; dp-accounting's is tighter)."""

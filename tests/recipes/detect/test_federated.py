@@ -9,6 +9,7 @@ import pytest
 
 @pytest.mark.slow
 def test_federated_tiny_run_covers_every_part(run_lab, tmp_path):
+    pytest.importorskip("flwr", reason="Flower is the optional [federated] extra (its pins conflict with [all])")
     out = tmp_path / "fl"
     stdout = run_lab("detect", "federated", "--output", str(out), "clients=4", "rounds=2", "central_epochs=1",
                      "local.epochs=1", "dp.noise=[1.0]", "attacks.rounds=1", "attacks.rules=[fedavg,median]",
@@ -36,4 +37,15 @@ def test_federated_tiny_run_covers_every_part(run_lab, tmp_path):
 def test_bad_settings_are_one_line_and_leave_no_run(lab_main, tmp_path, args, message):
     proc = lab_main("detect", "federated", *args)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_without_flower_the_run_says_how_to_get_it(lab_main, tmp_path, monkeypatch):
+    """Flower is the optional [federated] extra (kept out of [all] for its pins): one line, no run folder."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flwr" else real(name, *a))
+    proc = lab_main("detect", "federated")
+    assert proc.returncode == 2 and "pip install 'labcli[federated]'" in proc.stderr
     assert not (tmp_path / "runs").exists()
