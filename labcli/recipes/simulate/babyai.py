@@ -96,7 +96,9 @@ def run(cfg: Config, ctx) -> None:
         lm_planner.load(cfg.lm, [], None, cfg.seed)[0].propose(["goal: ready?\n"])  # a dead endpoint fails before any work
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    seeds = {level: [SPLIT_SEED[cfg.split] + 1000 * i + k for k in range(cfg.episodes)] for i, level in enumerate(cfg.levels)}
+    # A level's missions depend on its name, not on its place in `levels`: levels=[hard] plays the default's hard missions.
+    number = {level: list(babyai.LEVELS).index(level) for level in cfg.levels}
+    seeds = {level: [SPLIT_SEED[cfg.split] + 1000 * number[level] + k for k in range(cfg.episodes)] for level in cfg.levels}
     walk = {level: [babyai.walkthrough(level, s) for s in seeds[level]] for level in cfg.levels}
     rows, kg_rows, training = [], [], {}
 
@@ -185,8 +187,8 @@ def run(cfg: Config, ctx) -> None:
             t0 = time.perf_counter()
             examples = []
             if cfg.lm.model == "trained":
-                for i, level in enumerate(cfg.levels):
-                    examples += ba.traces(level, [TRACE_SEED + 1000 * i + k for k in range(cfg.lm_missions)], cfg.lm.trace_noise, cfg.seed)
+                for level in cfg.levels:
+                    examples += ba.traces(level, [TRACE_SEED + 1000 * number[level] + k for k in range(cfg.lm_missions)], cfg.lm.trace_noise, cfg.seed)
             held_out = examples[::10]
             train_examples = [e for k, e in enumerate(examples) if k % 10]
             lm, lm_info = lm_planner.load(cfg.lm, train_examples, ctx.sub("planner-lm"), cfg.seed)

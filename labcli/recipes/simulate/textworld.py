@@ -166,8 +166,9 @@ def run(cfg: Config, ctx) -> None:
         t0 = time.perf_counter()
         examples = []
         if cfg.lm.model == "trained":
-            for i, level in enumerate(cfg.levels):
-                games = [env.TextGame(env.game_path(level, TRACE_SEED + 100 * i + k), facts=False) for k in range(cfg.lm_games)]
+            for level in cfg.levels:
+                number = list(env.LEVELS).index(level)  # by name, not by place in `levels`
+                games = [env.TextGame(env.game_path(level, TRACE_SEED + 100 * number + k), facts=False) for k in range(cfg.lm_games)]
                 examples += tw.traces(games, cfg.lm.trace_episodes, cfg.lm.trace_noise, limit[level], cfg.seed)
                 for game in games:
                     game.close()
