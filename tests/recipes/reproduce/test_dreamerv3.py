@@ -13,7 +13,7 @@ def rows(dreamer_cp: float, ppo_cp: float, dreamer_mg: float, ppo_mg: float) -> 
     for agent, cp, mg in (("DreamerV3", dreamer_cp, dreamer_mg), ("PPO (lab)", ppo_cp, ppo_mg)):
         for env, value in (("CartPole-v1", cp), (cfg.minigrid_env, mg)):
             out.append({"agent": agent, "env": env, "eval_return": value, "eval_std": 0.0, "last10_train_return": value,
-                        "steps_to_bar": None})
+                        "steps_to_bar": None, "env_steps": 100})
     return out
 
 
