@@ -56,7 +56,7 @@ def plan(cfg: Config) -> str:
     d = cfg.dreamer
     return (f"DreamerV3 on CartPole-v1 ({cfg.cartpole_steps:,} env steps, {updates_due(cfg.cartpole_steps, d):,} updates) and "
             f"{cfg.minigrid_env} ({cfg.minigrid_steps:,} steps, {updates_due(cfg.minigrid_steps, d):,} updates), "
-            f"train ratio {d.train_ratio}, batch {d.batch_size} x {d.seq_len}" + ("; PPO at equal steps" if cfg.baselines else ""))
+            f"train ratio {d.train_ratio}, batch {d.batch_size} x {d.seq_len}" + ("; PPO for the same steps, rounded up to whole rollouts" if cfg.baselines else ""))
 
 
 def random_returns(env_id: str, episodes: int, seed: int) -> list[float]:
