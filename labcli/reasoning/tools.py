@@ -168,6 +168,32 @@ def weighted_loss(token_nll: np.ndarray, decay: float = 0.2) -> float:
     return float((call_weights(len(token_nll), decay) * token_nll).sum())
 
 
+def continuation_nll(model, tokenizer, prefix: str, text: str, position: int) -> np.ndarray:
+    """NLL of each token of text[position:] when the model reads prefix + text (one forward pass).
+    Toolformer prepends the call z to the text (L_i(z) in eq. 1); the text before and after the
+    position is tokenised separately so that every variant scores the same tokens."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = [tokenizer(part, add_special_tokens=False)["input_ids"] for part in (prefix, text[:position], text[position:])]
+    seq = torch.tensor([ids[0] + ids[1] + ids[2]], device=next(model.parameters()).device)
+    start = len(ids[0]) + len(ids[1])
+    if start == 0:
+        raise ValueError("continuation_nll needs at least one token before the scored ones")
+    with torch.no_grad():
+        logits = model(input_ids=seq).logits[0, start - 1:-1].float()
+    return F.cross_entropy(logits, seq[0, start:], reduction="none").cpu().numpy()
+
+
+def call_losses(model, tokenizer, text: str, position: int, call: Call | tuple[str, str, str],
+                decay: float = 0.2, bos: str = "") -> tuple[float, float, float]:
+    """(L(no call), L(call without result), L(call with result)) of the tokens after `position`,
+    weighted by call_weights: the three numbers `keep_call` compares."""
+    tool, arg, result = (call.tool, call.arg, call.result) if isinstance(call, Call) else call
+    variants = [bos, bos + format_call(tool, arg) + " ", bos + format_call(tool, arg, result) + " "]
+    return tuple(weighted_loss(continuation_nll(model, tokenizer, z, text, position), decay) for z in variants)
+
+
 def keep_call(loss_without: float, loss_call_no_result: float, loss_with_result: float, tau: float = 1.0) -> bool:
     """Toolformer's filter: L- - L+ >= τ, with L- the smaller of "no call" and "call without result"."""
     return min(loss_without, loss_call_no_result) - loss_with_result >= tau

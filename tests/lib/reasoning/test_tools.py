@@ -71,3 +71,30 @@ def test_react_reports_unknown_tools_and_stops_without_an_action():
     script = iter(["Action: Weather[Paris]", "I do not know."])
     trace = tools.react(lambda prompt: next(script), tools.registry(), "Weather?")
     assert trace.answer is None and trace.steps[0][2].startswith("error: unknown tool Weather")
+
+
+@pytest.mark.slow  # imports transformers and trains a tokenizer: seconds
+def test_call_losses_score_the_same_tokens_with_the_call_prepended(lab_home):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from labcli.models.tokenizer import train_tokenizer
+
+    texts = ["Ava has 3 * 4 = 12 apples.", "[Calculator(3 * 4) -> 12] Ben has 5 + 6 = 11 coins."] * 20
+    tok = train_tokenizer(texts, 120)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2)).eval()
+    text, position = "Ava has 3 * 4 = 12 apples.", len("Ava has 3 * 4 = ")
+    nll = tools.continuation_nll(model, tok, "<s>", text, position)
+    after = tok(text[position:], add_special_tokens=False)["input_ids"]
+    assert len(nll) == len(after)
+    # the same numbers from one plain forward pass over the concatenated ids
+    ids = tok("<s>", add_special_tokens=False)["input_ids"] + tok(text[:position], add_special_tokens=False)["input_ids"] + after
+    with torch.no_grad():
+        logp = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+    start = len(ids) - len(after)
+    manual = [-logp[start - 1 + k, t].item() for k, t in enumerate(after)]
+    assert np.allclose(nll, manual, atol=1e-5)
+    l_none, l_empty, l_full = tools.call_losses(model, tok, text, position, ("Calculator", "3 * 4", "12"), bos="<s>")
+    assert l_none == pytest.approx(tools.weighted_loss(nll))
+    assert len({round(l_none, 6), round(l_empty, 6), round(l_full, 6)}) == 3  # the prefix changes the scores
