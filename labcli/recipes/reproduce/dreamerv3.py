@@ -93,20 +93,29 @@ def exact_checks() -> dict:
     """The exact pieces, measured in the run (their tests are tests/lib/rl/test_dreamer.py)."""
     import torch
 
-    from labcli.rl.dreamer import bins_of, kl_balance, symexp, symlog, two_hot
+    from labcli.rl.dreamer import bins_of, categorical_kl, kl_balance, symexp, symlog, two_hot
 
     bins = bins_of(255).double()
     values = torch.cat([-torch.logspace(-3, 8, 200), torch.zeros(1), torch.logspace(-3, 8, 200)]).double()
     decoded = symexp((two_hot(symlog(values), bins) * bins).sum(-1))
     rel = ((decoded - values).abs() / values.abs().clamp_min(1e-3)).max().item()
+    # KL balancing on random 8x8 posterior/prior pairs, half of them near-identical (KL below the free nat):
+    # its gradients must be 0.5x the KL's for the prior, 0.1x for the posterior, and zero below 1 nat.
     g = torch.Generator().manual_seed(0)
-    post = torch.randn(64, 8, 8, generator=g).log_softmax(-1).requires_grad_()
-    prior = torch.randn(64, 8, 8, generator=g).log_softmax(-1).requires_grad_()
-    loss, dyn, rep = kl_balance(post, prior)
+    raw = torch.randn(2, 64, 8, 8, generator=g, dtype=torch.float64)
+    raw[1, 32:] = raw[0, 32:] + 0.05 * raw[1, 32:]
+    post, prior = raw[0].log_softmax(-1).requires_grad_(), raw[1].log_softmax(-1).requires_grad_()
+    loss, dyn, _ = kl_balance(post, prior)
     loss.sum().backward()
-    big = dyn > 1.0  # all KLs here exceed the free nat, so both gradients flow
-    return {"two_hot_max_rel_error": rel, "kl_min": dyn.min().item(), "kl_free_positions": int((~big).sum()),
-            "kl_grad_prior_norm": prior.grad.norm().item(), "kl_grad_post_norm": post.grad.norm().item()}
+    p2, q2 = post.detach().clone().requires_grad_(), prior.detach().clone().requires_grad_()
+    kl = categorical_kl(p2, q2)
+    kl.sum().backward()
+    free = (kl < 1.0).detach()[:, None, None]
+    want_prior = torch.where(free, 0.0, 0.5 * q2.grad)
+    want_post = torch.where(free, 0.0, 0.1 * p2.grad)
+    err = max((prior.grad - want_prior).abs().max().item(), (post.grad - want_post).abs().max().item())
+    return {"two_hot_max_rel_error": rel, "kl_balance_grad_max_error": err, "kl_positions_below_free_nat": int(free.sum()),
+            "kl_positions": int(kl.numel())}
 
 
 def run(cfg: Config, ctx: Run) -> None:
@@ -169,10 +178,11 @@ def claims_for(cfg: Config, rows: list[dict], exact: dict):
         Claim("two-hot over 255 symlog bins represents rewards and returns of any scale",
               "section 2: symlog two-hot regression, bins -20..20 in symlog space", "values 1e-3 .. 1e8, both signs, float64",
               f"decode max relative error {exact['two_hot_max_rel_error']:.1e}", verdict(exact["two_hot_max_rel_error"], 1e-9, above=False)),
-        Claim("KL balancing: prior trained 5x harder than the encoder, 1 free nat",
-              "eq. 5: beta_dyn 0.5, beta_rep 0.1, max(1, KL)", "64 random 8x8 posterior/prior pairs (KL > 1)",
-              f"gradient norm prior {exact['kl_grad_prior_norm']:.3f} / posterior {exact['kl_grad_post_norm']:.3f}",
-              verdict(exact["kl_grad_prior_norm"], 0.0)),
+        Claim("KL balancing: prior trained by 0.5x, encoder by 0.1x the KL gradient, nothing below 1 free nat",
+              "eq. 5: beta_dyn 0.5 on KL(sg(post) || prior), beta_rep 0.1 on KL(post || sg(prior)), max(1, KL)",
+              f"{exact['kl_positions']} random 8x8 posterior/prior pairs, {exact['kl_positions_below_free_nat']} of them "
+              "below 1 nat, float64", f"max |gradient - expected| {exact['kl_balance_grad_max_error']:.1e}",
+              verdict(exact["kl_balance_grad_max_error"], 1e-12, above=False)),
     ]
     if ("PPO (lab)", "CartPole-v1") in by:
         pc, pm = by[("PPO (lab)", "CartPole-v1")], by[("PPO (lab)", cfg.minigrid_env)]

@@ -17,7 +17,7 @@ def rows(dreamer_cp: float, ppo_cp: float, dreamer_mg: float, ppo_mg: float) -> 
     return out
 
 
-EXACT = {"two_hot_max_rel_error": 1e-15, "kl_grad_prior_norm": 1.0, "kl_grad_post_norm": 0.2}
+EXACT = {"two_hot_max_rel_error": 1e-15, "kl_balance_grad_max_error": 0.0, "kl_positions": 64, "kl_positions_below_free_nat": 32}
 
 
 def test_verdicts_follow_the_bars_and_the_ppo_comparison():
@@ -28,6 +28,12 @@ def test_verdicts_follow_the_bars_and_the_ppo_comparison():
     assert [c.verdict for c in bad] == ["does not hold", "does not hold", "holds", "holds", "does not hold"]
     mixed = dreamerv3.claims_for(cfg, rows(120, 100, 0.6, 0.9), EXACT)
     assert [mixed[0].verdict, mixed[1].verdict, mixed[-1].verdict] == ["partly", "partly", "partly"]
+
+
+def test_exact_checks_hold_in_the_run():
+    exact = dreamerv3.exact_checks()
+    assert exact["two_hot_max_rel_error"] < 1e-9 and exact["kl_balance_grad_max_error"] < 1e-12
+    assert 0 < exact["kl_positions_below_free_nat"] < exact["kl_positions"]  # both regimes are exercised
 
 
 def test_plan_counts_updates_from_the_train_ratio():
