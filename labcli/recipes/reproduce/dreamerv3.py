@@ -179,9 +179,9 @@ def claims_for(cfg: Config, rows: list[dict], exact: dict):
               "section 2: symlog two-hot regression, bins -20..20 in symlog space", "values 1e-3 .. 1e8, both signs, float64",
               f"decode max relative error {exact['two_hot_max_rel_error']:.1e}", verdict(exact["two_hot_max_rel_error"], 1e-9, above=False)),
         Claim("KL balancing: prior trained by 0.5x, encoder by 0.1x the KL gradient, nothing below 1 free nat",
-              "eq. 5: beta_dyn 0.5 on KL(sg(post) || prior), beta_rep 0.1 on KL(post || sg(prior)), max(1, KL)",
+              "eq. 5: beta_dyn 0.5 on KL(sg(post), prior), beta_rep 0.1 on KL(post, sg(prior)), each max(1, KL)",
               f"{exact['kl_positions']} random 8x8 posterior/prior pairs, {exact['kl_positions_below_free_nat']} of them "
-              "below 1 nat, float64", f"max |gradient - expected| {exact['kl_balance_grad_max_error']:.1e}",
+              "below 1 nat, float64", f"max abs(gradient - expected) {exact['kl_balance_grad_max_error']:.1e}",
               verdict(exact["kl_balance_grad_max_error"], 1e-12, above=False)),
     ]
     if ("PPO (lab)", "CartPole-v1") in by:
