@@ -7,7 +7,8 @@
   text (the paper's arrow is "→"; ASCII "->" keeps byte-level tokenizers small) ; `find_calls`
   parses, `execute` fills in results. A sampled call at position i is kept when
   min(L(no call), L(call without result)) - L(call with result) >= τ, each L the loss of the
-  tokens after i weighted by w_t ∝ max(0, 1 - 0.2 t) (`call_weights`, `keep_call`).
+  tokens after i weighted by w_t ∝ max(0, 1 - 0.2 t) (`call_weights`, `call_losses`, `keep_call`);
+  `generate_with_tools` runs a call when decoding reaches its arrow and inserts the result.
 - `react`: Thought / Action: tool[input] / Observation turns until `Final Answer:`, with any
   text generator and the same registry (the agent API other recipes use).
 """
@@ -197,6 +198,25 @@ def call_losses(model, tokenizer, text: str, position: int, call: Call | tuple[s
 def keep_call(loss_without: float, loss_call_no_result: float, loss_with_result: float, tau: float = 1.0) -> bool:
     """Toolformer's filter: L- - L+ >= τ, with L- the smaller of "no call" and "call without result"."""
     return min(loss_without, loss_call_no_result) - loss_with_result >= tau
+
+
+OPEN_CALL = re.compile(r"\[(\w+)\(([^()\[\]]*)\)\s*" + re.escape(ARROW) + r"\s*$")
+
+
+def generate_with_tools(next_text: Callable[[str], str], prompt: str, tools: dict[str, Tool], max_calls: int = 8) -> str:
+    """Toolformer's decoding: `next_text(text)` continues the text and stops after writing the arrow
+    of a call (or at its end); when the text ends in an open call `[Tool(arg) ->`, the tool runs and
+    ` result]` is appended before decoding goes on. Returns the completion (without the prompt)."""
+    text = prompt
+    for _ in range(max_calls + 1):
+        text += next_text(text)
+        call = OPEN_CALL.search(text)
+        if call is None:
+            break
+        tool = tools.get(call.group(1))
+        result = tool(call.group(2)) if tool else f"error: unknown tool {call.group(1)}"
+        text = text[:call.start()] + format_call(call.group(1), call.group(2), result)
+    return text[len(prompt):]
 
 
 # ---- ReAct -----------------------------------------------------------------------------------

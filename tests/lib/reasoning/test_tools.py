@@ -98,3 +98,17 @@ def test_call_losses_score_the_same_tokens_with_the_call_prepended(lab_home):
     l_none, l_empty, l_full = tools.call_losses(model, tok, text, position, ("Calculator", "3 * 4", "12"), bos="<s>")
     assert l_none == pytest.approx(tools.weighted_loss(nll))
     assert len({round(l_none, 6), round(l_empty, 6), round(l_full, 6)}) == 3  # the prefix changes the scores
+
+
+def test_generate_with_tools_inserts_results_when_the_model_writes_the_arrow():
+    chunks = iter(["Ava has [Calculator(12 * 7) ->", " 84 apples and [Calculator(84 + 16) ->", " so 100 in all.", "unused"])
+    seen = []
+
+    def next_text(text):
+        seen.append(text)
+        return next(chunks)
+
+    out = tools.generate_with_tools(next_text, "Q: ... A: ", tools.registry())
+    assert out == "Ava has [Calculator(12 * 7) -> 84] 84 apples and [Calculator(84 + 16) -> 100] so 100 in all."
+    assert seen[1].endswith("[Calculator(12 * 7) -> 84]")  # the model continues after the inserted result
+    assert len(seen) == 3  # no call open after the third chunk: decoding stops
