@@ -146,7 +146,7 @@ def run(cfg: Config, ctx: Run) -> None:
         net = ppo.train(env_id, steps, cfg.seed, ppo_args, run=cell)
         wall = time.perf_counter() - start
         history = episodes(cell.metrics())
-        returns = evaluate(lambda obs: net.sample(obs.float() if obs.is_floating_point() else obs), env_id, cfg.eval_episodes, cfg.seed)
+        returns = evaluate(net.sample, env_id, cfg.eval_episodes, cfg.seed)  # the same fresh episodes as Dreamer's
         rows.append(run_row("PPO (lab)", env_id, ppo.rollout_frames(steps, ppo_args), history, returns, bar, wall))
         curves.append((f"PPO {env_id}", history))
         print(f"PPO {env_id}: eval return {rows[-1]['eval_return']} ({wall:.0f} s)", flush=True)
