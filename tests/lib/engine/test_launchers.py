@@ -1,5 +1,6 @@
-"""Cluster job files: written by `lab launch`, validated structurally (SLURM, Kubernetes), and (slow)
-Ray Train for real with 2 workers and two torchrun "nodes" over loopback matching one process."""
+"""Cluster job files: written by `lab launch`, validated structurally (SLURM, Kubernetes TrainJob and
+PyTorchJob), and (slow) Ray Train for real with 2 workers and two torchrun "nodes" over loopback,
+both matching one process on the same global batch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from labcli.engine.launchers import Job, k8s, slurm, validate_k8s, validate_slurm, write_job
+from labcli.engine.launchers import Job, k8s, pytorchjob, slurm, validate_k8s, validate_pytorchjob, validate_slurm, write_job
 
 
 def test_lab_launch_writes_each_kind(lab_main, tmp_path):
@@ -28,6 +29,12 @@ def test_lab_launch_writes_each_kind(lab_main, tmp_path):
     assert manifest["kind"] == "TrainJob" and manifest["spec"]["trainer"]["numNodes"] == 2
     assert manifest["spec"]["trainer"]["command"][:3] == ["torchrun", "-m", "labcli"]
     assert "TorchTrainer" in (tmp_path / "job-ray").read_text()
+    r = lab_main("launch", "k8s", "finetune", "tiny-lm", "--nodes", "2", "--gpus-per-node", "8", "--pytorchjob",
+                 "--out", str(tmp_path / "job-pytorchjob"))
+    assert r.returncode == 0, r.stderr
+    manifest = yaml.safe_load((tmp_path / "job-pytorchjob").read_text())
+    assert manifest["kind"] == "PyTorchJob" and manifest["spec"]["elasticPolicy"]["rdzvBackend"] == "c10d"
+    assert manifest["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2 and manifest["spec"]["nprocPerNode"] == "8"
 
 
 def test_bad_launches_are_one_line_errors(lab_main, tmp_path):
@@ -35,6 +42,8 @@ def test_bad_launches_are_one_line_errors(lab_main, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: unknown launcher 'pbs'") and not (tmp_path / "x").exists()
     r = lab_main("launch", "slurm", "finetune", "tiny-lm", "train.nope=1")
     assert r.returncode == 2 and "train.nope" in r.stderr
+    r = lab_main("launch", "ray", "finetune", "tiny-lm", "--pytorchjob", "--out", str(tmp_path / "y"))
+    assert r.returncode == 2 and "--pytorchjob" in r.stderr and not (tmp_path / "y").exists()
 
 
 def test_validators_catch_broken_files():
@@ -53,6 +62,24 @@ def test_validators_catch_broken_files():
     manifest["spec"]["trainer"]["numNodes"] = "two"
     with pytest.raises(Exception):
         validate_k8s(manifest)
+
+
+def test_pytorchjob_validator_catches_broken_manifests():
+    pytest.importorskip("kubeflow.training", reason="needs kubeflow-training (pip install 'labcli[cluster]')")
+    job = Job("finetune", "tiny-lm", [], nodes=2, gpus_per_node=4)
+    validate_pytorchjob(pytorchjob(job))
+    broken = pytorchjob(job)
+    broken["spec"]["elasticPolicy"]["rdzvBackends"] = "c10d"  # a typo the operator would drop
+    with pytest.raises(ValueError):
+        validate_pytorchjob(broken)
+    broken = pytorchjob(job)
+    broken["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["comand"] = ["torchrun"]
+    with pytest.raises(ValueError):  # pod-template fields are typed too (Kubernetes' own models)
+        validate_pytorchjob(broken)
+    broken = pytorchjob(job)
+    broken["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = "two"
+    with pytest.raises(ValueError):
+        validate_pytorchjob(broken)
 
 
 def free_port() -> int:
