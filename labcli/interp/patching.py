@@ -43,3 +43,26 @@ def patch(model, clean: torch.Tensor, corrupted: torch.Tensor, metric: Callable)
     resid = patching.get_act_patch_resid_pre(model, corrupted, cache, metric)
     return {"clean": clean_value, "corrupted": corrupt_value,
             "heads": normalised(heads), "resid_pre": normalised(resid)}
+
+
+@torch.no_grad()
+def patch_heads_together(model, clean: torch.Tensor, corrupted: torch.Tensor, heads: list[tuple[int, int]],
+                         metric: Callable) -> float:
+    """Normalised restoration from patching all the listed heads' outputs (their z, all positions) from
+    the clean run into the corrupted run at once: a joint patch, not the sum of one-head patches."""
+    from labcli.interp.heads import z_name
+
+    names = {z_name(layer) for layer, _ in heads}
+    logits, cache = model.run_with_cache(clean, names_filter=lambda name: name in names)
+    clean_value, corrupt_value = metric(logits).item(), metric(model(corrupted)).item()
+
+    def make(layer: int, head: int):
+        def hook(z, hook):
+            z[:, :, head] = cache[z_name(layer)][:, :, head]
+            return z
+
+        return hook
+
+    patched = metric(model.run_with_hooks(corrupted, fwd_hooks=[(z_name(layer), make(layer, head))
+                                                                 for layer, head in heads])).item()
+    return (patched - corrupt_value) / (clean_value - corrupt_value)

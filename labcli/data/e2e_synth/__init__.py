@@ -3,8 +3,9 @@
 Like the E2E NLG challenge (Novikova et al. 2017) that LoRA's GPT-2 experiments use: a meaning
 representation (MR) such as `name[The Mill], eatType[pub], food[Italian], area[riverside]` is
 verbalised into a sentence; each MR has several references, written here by templates with varied
-phrasing and slot order. Test MRs use (eatType, food, area) combinations that never occur in
-training, so a model must compose phrases it saw separately. Everything is a pure function of the seed.
+phrasing and slot order. Dev and test MRs use (eatType, food, area) combinations that never occur
+in training (nor in each other), so a model must compose phrases it saw separately; settings are
+chosen on dev, results reported on test. Everything is a pure function of the seed.
 """
 
 from __future__ import annotations
@@ -84,24 +85,34 @@ def verbalise(mr: dict, rng: random.Random) -> str:
     return text + "."
 
 
-def generate(n_train: int, n_test: int, refs: int, seed: int, test_share: float = 0.2) -> tuple[list[Example], list[Example]]:
-    """(train, test): distinct MRs, each with `refs` references; the test MRs' (eatType, food, area)
-    combinations are a seeded `test_share` of all combinations, none of which occurs in training."""
+@dataclass
+class Split:
+    train: list[Example]
+    dev: list[Example]  # for choosing settings (learning rate, steps): never the test MRs
+    test: list[Example]
+
+
+def generate(n_train: int, n_dev: int, n_test: int, refs: int, seed: int, held_share: float = 0.2) -> Split:
+    """Distinct MRs, each with `refs` references. The (eatType, food, area) combinations are split
+    three ways by the seed: a `held_share` of them only in dev, another `held_share` only in test, the
+    rest only in training; so dev, like test, asks for combinations never seen in training."""
     rng = random.Random(seed)
     combos = sorted({(e, f, a) for e in EAT_TYPES for f in FOODS for a in [*AREAS, "-"]})
-    held = set(rng.sample(combos, max(1, int(len(combos) * test_share))))
-    train, test, seen = [], [], set()
-    while len(train) < n_train or len(test) < n_test:
+    k = max(1, int(len(combos) * held_share))
+    held = rng.sample(combos, 2 * k)
+    side_of = {c: "dev" for c in held[:k]} | {c: "test" for c in held[k:]}
+    want = {"train": n_train, "dev": n_dev, "test": n_test}
+    out = {name: [] for name in want}
+    seen = set()
+    while any(len(out[name]) < n for name, n in want.items()):
         mr = sample_mr(rng)
         key = linearise(mr)
-        if key in seen:
-            continue
-        side = test if combination(mr) in held else train
-        if len(side) >= (n_test if side is test else n_train):
+        side = side_of.get(combination(mr), "train")
+        if key in seen or len(out[side]) >= want[side]:
             continue
         seen.add(key)
-        side.append(Example(key, [verbalise(mr, rng) for _ in range(refs)]))
-    return train, test
+        out[side].append(Example(key, [verbalise(mr, rng) for _ in range(refs)]))
+    return Split(**out)
 
 
 def prompt(mr: str) -> str:

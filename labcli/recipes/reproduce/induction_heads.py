@@ -152,8 +152,8 @@ def analyse(model, cfg: Config, probe: dict, first, second) -> dict:
                      "corrupted_logit_diff": patched["corrupted"], "heads": patched["heads"].tolist(),
                      "resid_pre": patched["resid_pre"].tolist(),
                      "top_head_restored": patched["heads"][top_layer, top_head].item(),
-                     "induction_heads_restored": (sum(patched["heads"][h].item() for h in map(tuple, inductive))
-                                                  if inductive else None)},
+                     "induction_heads_restored": (patching.patch_heads_together(
+                         model, aligned["input_ids"], bad["input_ids"], inductive, metric) if inductive else None)},
         "logit_lens": lens_rows,
         "hooks_agree": crosscheck.agreement(model, tokens[:32], [(top_layer, top_head)]),
     }
@@ -198,6 +198,8 @@ def claims_for(cfg: Config, f: dict):
     a, p = f["ablate_top"], f["patching"]
     head = "L{}H{}".format(*f["top_induction_head"])
     prev_head = "L{}H{}".format(*f["top_prev_token_head"])
+    every = f["ablate_induction_heads"]
+    heads_named = ", ".join("L{}H{}".format(*h) for h in f["induction_heads"])
     return [
         Claim("loss on the repeat drops in a phase change, as induction heads form",
               f"{PAPER}: an abrupt drop early in training, coinciding with induction heads appearing",
@@ -219,10 +221,20 @@ def claims_for(cfg: Config, f: dict):
               f"{PAPER}: knocking out induction heads removes most in-context learning in small models", setting,
               f"{head} zeroed: gain {a['clean']['in_context_gain']:.2f} -> {a['ablated']['in_context_gain']:.2f} nats "
               f"({100 * a['gain_removed']:.0f} % removed)", verdict(a["gain_removed"], 0.5, above=True, partly=0.25)),
+        Claim("ablating all the induction heads (score > 0.5) removes >= 50 % of the in-context gain",
+              f"{PAPER}: knocking out induction heads removes most in-context learning in small models", setting,
+              (f"{heads_named} zeroed: gain {a['clean']['in_context_gain']:.2f} -> "
+               f"{every['ablated']['in_context_gain']:.2f} nats ({100 * every['gain_removed']:.0f} % removed)")
+              if every else "no head scores > 0.5", verdict(every and every["gain_removed"], 0.5, partly=0.25)),
         Claim("patching the top induction head restores >= 80 % of the logit difference",
               "activation patching localises the behaviour in the induction head", setting,
               f"{head} clean->corrupted: {100 * p['top_head_restored']:.0f} % of {p['clean_logit_diff']:.2f} - "
               f"({p['corrupted_logit_diff']:.2f})", verdict(p["top_head_restored"], 0.8, partly=0.5)),
+        Claim("patching all the induction heads together restores >= 80 % of the logit difference",
+              "activation patching localises the behaviour in the induction heads", setting,
+              f"{heads_named} clean->corrupted: {100 * p['induction_heads_restored']:.0f} %"
+              if p["induction_heads_restored"] is not None else "no head scores > 0.5",
+              verdict(p["induction_heads_restored"], 0.8, partly=0.5)),
         Claim("induction needs two layers: the residual after block 0 has (almost) no in-context gain",
               f"{PAPER}: one-layer attention-only models form no induction heads (K-composition across layers)",
               setting, (f"logit lens gain after block 0: {block0_gain:.2f} of {final_gain:.2f} nats "
@@ -278,8 +290,10 @@ def write_results(cfg: Config, ctx: Run, f: dict, claims, curve: list[dict]) -> 
         "![head scores over training](head_scores_over_training.png)\n",
         "\n## Ablation (zeroing heads' outputs)\n", markdown_table(ablation_rows),
         f"\n## Activation patching\n\nClean logit difference {p['clean_logit_diff']:.2f}, corrupted "
-        f"{p['corrupted_logit_diff']:.2f}; each cell is the share restored by patching that activation from the clean run.\n\n"
-        "![heads](patching_heads.png)\n![residual](patching_resid.png)\n",
+        f"{p['corrupted_logit_diff']:.2f}; each cell is the share restored by patching that activation from the clean run. "
+        + (f"Patching the {len(f['induction_heads'])} heads with induction score > 0.5 together restores "
+           f"{100 * p['induction_heads_restored']:.0f} %.\n\n" if p["induction_heads_restored"] is not None else "\n\n")
+        + "![heads](patching_heads.png)\n![residual](patching_resid.png)\n",
         "\n## Logit lens\n", markdown_table(f["logit_lens"]), "\n![logit lens](logit_lens.png)\n",
         "\n## Two ways of hooking\n\nTransformerLens hooks vs nnsight on the same model: attention patterns differ "
         f"by at most {agree['patterns_max_abs_diff']:.2e}, ablated logits by at most "
@@ -289,6 +303,12 @@ def write_results(cfg: Config, ctx: Run, f: dict, claims, curve: list[dict]) -> 
     ]
     ctx.write_report("".join(report))
     claims_table.print_claims(claims, f"lab reproduce induction-heads: {PAPER}")
+    losses, every = f["losses"], f["ablate_induction_heads"]
+    print(f"repeat loss {losses['second_half_loss']:.3f} nats ({100 * losses['second_half_loss'] / f['ln_vocab']:.1f} % of ln V); "
+          f"top induction head L{f['top_induction_head'][0]}H{f['top_induction_head'][1]} {f['top_induction_score']:.2f}, "
+          f"previous-token {f['top_prev_token_score']:.2f}; zeroing the {len(f['induction_heads'])} induction heads removes "
+          f"{100 * every['gain_removed'] if every else 0:.0f} % of the gain; "
+          f"{sum(c.verdict == 'holds' for c in claims)}/{len(claims)} claims hold ({f['steps']} steps, {f['wall_s']:.0f} s)")
 
 
 # ----------------------------------------------------------------------------- any run's model

@@ -7,12 +7,14 @@ adapted apart) is pretrained here on the shipped English text, then finetuned on
 E2E-style data-to-text set (labcli.data.e2e_synth, held-out slot combinations) in every arm: full
 finetuning; LoRA r in {1, 2, 4, 8, 64} on Wq,Wv; and at an equal budget Wq only (r=8) and all four
 attention matrices (r=2). Test BLEU (sacrebleu, multiple references, bootstrap CI over test MRs)
-from greedy decoding, trainable parameters and wall time per arm.
+from greedy decoding, trainable parameters and wall time per arm. Learning rates and steps are chosen
+with `bleu_on=dev` (dev MRs: combinations unseen in training and in test), never on test.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 from pydantic import Field
 
@@ -37,6 +39,7 @@ class Arm(Section):
     method: str = Field("lora", description="full or lora")
     targets: str = Field("qv", description="Attention matrices adapted: letters of q, k, v, o")
     r: int = Field(4, ge=1)
+    lr: float | None = Field(None, gt=0, description="This arm's learning rate (default: finetune.lr for full, lora_lr for LoRA)")
 
 
 DEFAULT_ARMS = [Arm(name="full", method="full", targets="qkvo", r=1)] + [
@@ -47,13 +50,17 @@ DEFAULT_ARMS = [Arm(name="full", method="full", targets="qkvo", r=1)] + [
 class Config(RecipeConfig):
     model: ModelSection = ModelSection()
     train_mrs: int = Field(1500, ge=10, description="Training meaning representations (each with `references` sentences)")
+    dev_mrs: int = Field(100, ge=10, description="Dev MRs (combinations unseen in training and test): finetuning's eval set, "
+                                                  "and where settings are chosen (bleu_on=dev)")
     test_mrs: int = Field(150, ge=10, description="Test MRs, all with (eatType, food, area) combinations unseen in training")
+    bleu_on: Literal["test", "dev"] = Field("test", description="Score BLEU on the test MRs (the report) or on dev "
+                                                                "(to choose learning rates and steps without seeing test)")
     references: int = Field(3, ge=1, description="Reference sentences per MR")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha, the same for every r (the paper's GPT-2 E2E setting)")
     lora_lr: float = Field(2e-3, gt=0, description="Learning rate of the LoRA arms")
     arms: list[Arm] = Field(DEFAULT_ARMS, description="Finetuning arms (full, and LoRA placements and ranks)")
     max_new_tokens: int = Field(64, ge=8, description="Greedy decoding limit")
-    bootstrap: int = Field(200, ge=0, description="Bootstrap resamples of the test MRs for BLEU's 95 % interval")
+    bootstrap: int = Field(200, ge=0, description="Bootstrap resamples of the scored MRs for BLEU's 95 % interval")
     pretrain: TrainConfig = TrainConfig(max_steps=400, batch_size=16, micro_batch_size=16, lr=3e-3, warmup_steps=40,
                                         eval_every=100, eval_batches=8)
     finetune: TrainConfig = TrainConfig(max_steps=150, batch_size=16, micro_batch_size=16, lr=5e-4, warmup_steps=20,
@@ -134,7 +141,8 @@ def run(cfg: Config, ctx: Run) -> None:
         what, hint = problem.rsplit(" (hint: ", 1)
         raise UserError(what, hint.rstrip(")"))
     runs.seed_everything(cfg.seed)
-    train_mrs, test_mrs = e2e_synth.generate(cfg.train_mrs, cfg.test_mrs, cfg.references, cfg.seed)
+    split = e2e_synth.generate(cfg.train_mrs, cfg.dev_mrs, cfg.test_mrs, cfg.references, cfg.seed)
+    train_mrs, scored_mrs = split.train, (split.test if cfg.bleu_on == "test" else split.dev)
     english = sorted({r.en for r in read_all()})
     tokenizer = train_tokenizer(english + [e.mr for e in train_mrs] + [s for e in train_mrs for s in e.references],
                                 cfg.model.vocab_size)
@@ -151,22 +159,22 @@ def run(cfg: Config, ctx: Run) -> None:
                 eval_set=blocks[:len(blocks) // 20], progress=False)
     base = pre.model.eval()
     train_set = e2e_synth.finetune_examples(train_mrs, tokenizer)
-    test_set = e2e_synth.finetune_examples(test_mrs, tokenizer)
+    dev_set = e2e_synth.finetune_examples(split.dev, tokenizer)
     collate = e2e_synth.collate(tokenizer.pad_token_id)
     rows, merge_diff = [], None
     for arm in cfg.arms:
         model = with_method(base, arm, cfg.lora_alpha, cfg.seed)
         params = parameter_report(model)
-        tcfg = cfg.finetune if arm.method == "full" else cfg.finetune.model_copy(update={"lr": cfg.lora_lr})
-        result = train(model, train_set, collate, tcfg, ctx.sub(slug(arm.name)), seed=cfg.seed, eval_set=test_set,
+        tcfg = cfg.finetune.model_copy(update={"lr": arm_lr(cfg, arm)})
+        result = train(model, train_set, collate, tcfg, ctx.sub(slug(arm.name)), seed=cfg.seed, eval_set=dev_set,
                        progress=False)
         model = result.model.eval()
         if arm.method == "lora" and arm.r == 4 and arm.targets == "qv":
-            merge_diff = merge_check(model, collate(test_set[:8]))
-        bleu = score(model, tokenizer, test_mrs, cfg)
+            merge_diff = merge_check(model, collate(dev_set[:8]))
+        bleu = score(model, tokenizer, scored_mrs, cfg)
         rows.append({"arm": arm.name, "trainable_params": params["trainable_params"],
-                     "trainable_pct": params["trainable_pct"], "bleu": bleu["bleu"], "bleu_ci95": bleu["ci95"],
-                     "test_loss": result.eval_loss, "wall_s": round(result.wall_s, 1), "sample": bleu["sample"]})
+                     "trainable_pct": params["trainable_pct"], "lr": tcfg.lr, "bleu": bleu["bleu"], "bleu_ci95": bleu["ci95"],
+                     "dev_loss": result.eval_loss, "wall_s": round(result.wall_s, 1), "sample": bleu["sample"]})
         print(f"{arm.name}: BLEU {bleu['bleu']:.1f} ({params['trainable_params']:,} trainable, {result.wall_s:.0f} s)", flush=True)
     if not ctx.is_main:
         return
@@ -174,12 +182,16 @@ def run(cfg: Config, ctx: Run) -> None:
     write_results(cfg, ctx, rows, exact, merge_diff, pre)
 
 
+def arm_lr(cfg: Config, arm: Arm) -> float:
+    return arm.lr or (cfg.finetune.lr if arm.method == "full" else cfg.lora_lr)
+
+
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
 
 
 def score(model, tokenizer, examples, cfg: Config) -> dict:
-    """Greedy decoding of every test MR, corpus BLEU against its references (sacrebleu), bootstrap CI."""
+    """Greedy decoding of every MR, corpus BLEU against its references (sacrebleu), bootstrap CI."""
     import torch
     from sacrebleu.metrics import BLEU
 
@@ -208,7 +220,7 @@ def claims_for(cfg: Config, rows: list[dict], exact: dict, merge_diff: float | N
     full, r4 = by.get("full"), by.get("lora r=4 Wq,Wv")
     setting = (f"GPT-Neo-layout GPT, d {cfg.model.d_model}, {cfg.model.n_layers} layers, pretrained "
                f"{cfg.pretrain.max_steps} steps on shipped English; {cfg.finetune.max_steps} finetuning steps on "
-               f"{cfg.train_mrs} generated E2E-style MRs x {cfg.references} refs; BLEU on {cfg.test_mrs} held-out-combination MRs")
+               f"{cfg.train_mrs} generated E2E-style MRs x {cfg.references} refs; BLEU on {cfg.test_mrs if cfg.bleu_on == 'test' else cfg.dev_mrs} held-out-combination {cfg.bleu_on} MRs")
     out = [
         Claim("LoRA r=4 on Wq,Wv of GPT-2 M trains 0.35M parameters", "Table 3: 0.35M (GPT-2 M, 24 layers, d 1024)",
               "GPT-2-medium-shaped config on the meta device, peft LoRA r=4 on q_proj, v_proj",
@@ -261,7 +273,7 @@ def write_results(cfg: Config, ctx: Run, rows: list[dict], exact: dict, merge_di
                "pretrain": {"steps": pre.steps, "eval_loss": pre.eval_loss, "wall_s": round(pre.wall_s, 1)},
                "samples": [{"arm": r["arm"], **r["sample"]} for r in rows]}
     ctx.write_summary(summary)
-    plots.bars({r["arm"]: {"BLEU": r["bleu"]} for r in rows}, ctx.path("bleu.png"), "test BLEU per arm", "BLEU")
+    plots.bars({r["arm"]: {"BLEU": r["bleu"]} for r in rows}, ctx.path("bleu.png"), f"{cfg.bleu_on} BLEU per arm", "BLEU")
     ranks = [r for r in rows if r["arm"].startswith("lora r=") and r["arm"].endswith("Wq,Wv")]
     plots.curves([{"r": int(r["arm"].split()[1][2:]), "bleu": r["bleu"]} for r in ranks], ["bleu"],
                  ctx.path("bleu_by_rank.png"), "LoRA on Wq,Wv: BLEU by rank", x="r")
@@ -271,5 +283,7 @@ def write_results(cfg: Config, ctx: Run, rows: list[dict], exact: dict, merge_di
         + "\n## Arms\n\n" + markdown_table(table)
         + f"\nPretraining: {pre.steps} steps, held-out loss {pre.eval_loss:.3f}, {pre.wall_s:.0f} s.\n"
         + "\n![BLEU](bleu.png)\n![rank](bleu_by_rank.png)\n"
-        + f"\n## One test MR\n\n`{rows[0]['sample']['mr']}`\n\n{samples}\n")
+        + f"\n## One {cfg.bleu_on} MR\n\n`{rows[0]['sample']['mr']}`\n\n{samples}\n")
     claims_table.print_claims(claims, f"lab reproduce lora: {PAPER}")
+    print(f"{cfg.bleu_on} BLEU: " + ", ".join(f"{r['arm']} {r['bleu']:.1f}" for r in rows)
+          + f"; {sum(c.verdict == 'holds' for c in claims)}/{len(claims)} claims hold")

@@ -39,6 +39,8 @@ class Config(RecipeConfig):
     aux_alpha: float = Field(0.01, ge=0, description="Expert-level balance loss weight of the aux arms")
     bias_gamma: float = Field(0.001, ge=0, description="Bias update speed of the aux-loss-free arm")
     seq_alpha: float = Field(1e-4, ge=0, description="V3's sequence-wise balance loss weight (aux-loss-free arm)")
+    seeds: int = Field(2, ge=1, description="Training seeds per arm (seed, seed+1, ...): loss differences are judged "
+                                            "against the spread between seeds")
     train: TrainConfig = TrainConfig(max_steps=250, batch_size=8, micro_batch_size=8, lr=3e-3, warmup_steps=20,
                                      eval_every=50, eval_batches=10)
 
@@ -95,7 +97,7 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli import runs
     from labcli.data.newari import read_all
     from labcli.data.text import collate_lm, lm_blocks
-    from labcli.engine.trainer import train
+    from labcli.engine.trainer import evaluate, train
     from labcli.errors import UserError
     from labcli.models.moe import TinyLM
     from labcli.models.tokenizer import train_tokenizer
@@ -118,32 +120,45 @@ def run(cfg: Config, ctx: Run) -> None:
 
     rows, curves, models = [], {}, {}
     for arm in cfg.arms:
-        torch.manual_seed(cfg.seed)
-        model = TinyLM(model_config(cfg, arm, len(tokenizer)))
-        balancer = Balancer(model)
-        result = train(model, train_set, collate_lm, cfg.train, ctx.sub(arm), seed=cfg.seed, eval_set=val_set,
-                       loss_fn=loss_fn, callbacks=[balancer], progress=False)
-        model = result.model.eval()
-        from labcli.engine.trainer import evaluate
-
-        val_loss = evaluate(model, val_set, collate_lm, cfg.train, torch.device("cpu"), lm_loss)
-        val_load = validation_load(model, val_set)
-        row = {"arm": arm, "val_loss": round(val_loss, 4), "active_ffn_params": model.active_ffn_params(),
-               "total_params": sum(p.numel() for p in model.parameters()), "wall_s": round(result.wall_s, 1)}
-        if balancer.layers:
+        per_seed = []
+        for k in range(cfg.seeds):
+            seed = cfg.seed + k
+            torch.manual_seed(seed)
+            model = TinyLM(model_config(cfg, arm, len(tokenizer)))
+            balancer = Balancer(model)
+            name = arm if cfg.seeds == 1 else f"{arm}-seed{seed}"
+            result = train(model, train_set, collate_lm, cfg.train, ctx.sub(name), seed=seed, eval_set=val_set,
+                           loss_fn=loss_fn, callbacks=[balancer], progress=False)
+            model = result.model.eval()
+            device = next(model.parameters()).device
+            val_loss = evaluate(model, val_set, collate_lm, cfg.train, device, lm_loss)
+            val_load = validation_load(model, val_set)
             tail = balancer.history[-max(1, len(balancer.history) // 5):]
-            for layer in range(len(balancer.layers)):
-                row[f"maxvio_train_L{layer}"] = round(sum(h[layer] for h in tail) / len(tail), 3)
-                row[f"maxvio_val_L{layer}"] = round(val_load[layer]["maxvio"], 3)
-            curves[arm] = balancer.history
-        rows.append(row)
-        models[arm] = (model, val_load)
-        print(f"{arm}: validation loss {val_loss:.4f}" + (f", MaxVio (val) {[round(v['maxvio'], 2) for v in val_load]}"
-                                                           if val_load else "") + f" ({result.wall_s:.0f} s)", flush=True)
+            per_seed.append({"val_loss": val_loss, "wall_s": result.wall_s, "val_load": val_load,
+                             "maxvio_train": [sum(h[layer] for h in tail) / len(tail) for layer in range(len(val_load))]})
+            if k == 0:
+                curves[arm], models[arm] = balancer.history, (model, val_load)
+            print(f"{name}: validation loss {val_loss:.4f}" + (f", MaxVio (val) {[round(v['maxvio'], 2) for v in val_load]}"
+                                                               if val_load else "") + f" ({result.wall_s:.0f} s)", flush=True)
+        rows.append(arm_row(arm, per_seed, model))
+    curves = {arm: history for arm, history in curves.items() if history and history[0]}
     if not ctx.is_main:
         return
     mla = mla_checks(models, val_set)
     write_results(cfg, ctx, rows, curves, models, mla)
+
+
+def arm_row(arm: str, per_seed: list[dict], model) -> dict:
+    """One table row: mean over seeds (validation loss, MaxVio per layer), the seeds' losses and their range."""
+    n = len(per_seed)
+    losses = [r["val_loss"] for r in per_seed]
+    row = {"arm": arm, "val_loss": round(sum(losses) / n, 4), "val_loss_range": round(max(losses) - min(losses), 4),
+           "val_loss_seeds": [round(v, 4) for v in losses], "active_ffn_params": model.active_ffn_params(),
+           "total_params": sum(p.numel() for p in model.parameters()), "wall_s": round(sum(r["wall_s"] for r in per_seed) / n, 1)}
+    for layer in range(len(per_seed[0]["val_load"])):
+        row[f"maxvio_train_L{layer}"] = round(sum(r["maxvio_train"][layer] for r in per_seed) / n, 3)
+        row[f"maxvio_val_L{layer}"] = round(sum(r["val_load"][layer]["maxvio"] for r in per_seed) / n, 3)
+    return row
 
 
 def validation_load(model, val_set) -> list[dict]:
@@ -157,9 +172,10 @@ def validation_load(model, val_set) -> list[dict]:
     for layer in layers:
         layer.reset_load()
     model.train()  # loads accumulate in training mode; nothing is updated here
+    device = next(model.parameters()).device
     with torch.no_grad():
         for lo in range(0, len(val_set), 32):
-            model(collate_lm(val_set[lo:lo + 32])["input_ids"])
+            model(collate_lm(val_set[lo:lo + 32])["input_ids"].to(device))
     model.eval()
     out = [{"load": layer.load.tolist(), "maxvio": max_violation(layer.load)} for layer in layers]
     for layer in layers:
@@ -175,7 +191,7 @@ def mla_checks(models: dict, val_set) -> dict:
 
     model = next(iter(models.values()))[0]
     block = model.blocks[0]
-    x = block.ln1(model.embed(val_set[0]["input_ids"][None]))
+    x = block.ln1(model.embed(val_set[0]["input_ids"][None].to(next(model.parameters()).device)))
     with torch.no_grad():
         naive = block.attn(x)
         half = x.shape[1] // 2
@@ -196,7 +212,17 @@ def claims_for(cfg: Config, rows: list[dict], mla: dict):
     by = {r["arm"]: r for r in rows}
     n = cfg.model.n_layers
     setting = (f"MLA decoder, d {cfg.model.d_model}, {n} layers, {cfg.train.max_steps} steps x {cfg.train.batch_size} "
-               f"blocks of {cfg.model.block_size} tokens, shipped English text; equal active FFN parameters")
+               f"blocks of {cfg.model.block_size} tokens, shipped English text; equal active FFN parameters; "
+               f"mean of {cfg.seeds} seed{'s' if cfg.seeds > 1 else ''}")
+    # seed noise: the largest range of validation loss across seeds among the arms (None with one seed)
+    noise = max(r["val_loss_range"] for r in rows) if cfg.seeds > 1 else None
+    noise_text = f"; seed range up to {noise:.4f}" if noise is not None else "; one seed, noise unmeasured"
+
+    def beats(gain: float) -> str:
+        """A loss gain holds when it exceeds the seed noise; within the noise it is only partly supported."""
+        if gain <= 0:
+            return "does not hold"
+        return "holds" if noise is not None and gain > noise else "partly"
 
     def vio(arm: str, kind: str = "val") -> float | None:
         r = by.get(arm)
@@ -207,13 +233,13 @@ def claims_for(cfg: Config, rows: list[dict], mla: dict):
         g, d = by["gshard-top2"]["val_loss"], by["deepseekmoe-aux"]["val_loss"]
         out.append(Claim("fine-grained + shared experts beat GShard top-2 at equal compute",
                          "DeepSeekMoE Table 1 (2B total, 100B tokens): Pile loss 1.808 vs GShard 1.867", setting,
-                         f"val loss {d:.4f} vs {g:.4f} ({d - g:+.4f})", verdict(g - d, 0.0)))
+                         f"val loss {d:.4f} vs {g:.4f} ({d - g:+.4f}{noise_text})", beats(g - d)))
     if "deepseekmoe-aux" in by and "deepseekmoe-lossfree" in by:
         va, vf = vio("deepseekmoe-aux"), vio("deepseekmoe-lossfree")
         la, lf = by["deepseekmoe-aux"]["val_loss"], by["deepseekmoe-lossfree"]["val_loss"]
         out.append(Claim("aux-loss-free balancing: MaxVio <= 0.5x the aux-loss arm's, loss within 0.02",
                          "Wang et al. 2024 (1B): MaxVio_global 0.04 vs 0.72, perplexity 9.50 vs 9.56; V3 adopts it", setting,
-                         f"MaxVio (val, worst layer) {vf:.2f} vs {va:.2f}; val loss {lf:.4f} vs {la:.4f}",
+                         f"MaxVio (val, worst layer) {vf:.2f} vs {va:.2f}; val loss {lf:.4f} vs {la:.4f}{noise_text}",
                          all_of(verdict(vf / va if va else None, 0.5, above=False, partly=1.0), verdict(lf - la, 0.02, above=False))))
     if "deepseekmoe-none" in by and "deepseekmoe-aux" in by:
         vn, va = vio("deepseekmoe-none"), vio("deepseekmoe-aux")
@@ -239,8 +265,8 @@ def claims_for(cfg: Config, rows: list[dict], mla: dict):
 
 
 SCALE_GAP = ("The papers train 2B-671B-parameter models on 100B-15T tokens; here each arm is a ~0.2M-parameter, "
-             "2-layer decoder trained for minutes on about 10k short English sentences, one seed per arm. Loss "
-             "differences of a few hundredths are within what another seed could change.")
+             "2-layer decoder trained for minutes on about 10k short English sentences, with two seeds per arm by "
+             "default: a loss difference smaller than the largest range between seeds is within noise (partly).")
 
 
 def write_results(cfg: Config, ctx: Run, rows, curves, models, mla) -> None:
@@ -266,5 +292,10 @@ def write_results(cfg: Config, ctx: Run, rows, curves, models, mla) -> None:
     ctx.write_report(f"# lab reproduce moe\n\n{PAPERS}\n\n" + claims_table.markdown(claims, SCALE_GAP)
                      + "\n## Arms\n\n" + markdown_table(rows)
                      + "\nMaxVio_train is the mean over the last fifth of training of each step's batch MaxVio; "
-                       "MaxVio_val is over all validation tokens.\n\n![MaxVio](maxvio.png)\n\n## Expert loads\n\n" + images)
+                       f"MaxVio_val is over all validation tokens; both and val_loss are means over {cfg.seeds} seed(s), "
+                       "val_loss_range is the largest minus the smallest seed's loss. Plots show the first seed.\n\n![MaxVio](maxvio.png)\n\n## Expert loads\n\n" + images)
     claims_table.print_claims(claims, "lab reproduce moe: DeepSeekMoE, DeepSeek-V2/V3")
+    print("validation loss (mean of {} seed{}): ".format(cfg.seeds, "s" if cfg.seeds > 1 else "")
+          + ", ".join(f"{r['arm']} {r['val_loss']:.4f}" for r in rows)
+          + (f"; largest seed range {max(r['val_loss_range'] for r in rows):.4f}" if cfg.seeds > 1 else "")
+          + f"; {sum(c.verdict == 'holds' for c in claims)}/{len(claims)} claims hold")

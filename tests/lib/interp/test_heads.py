@@ -76,3 +76,17 @@ def test_patching_everything_restores_the_clean_run():
     # the residual stream before block 0 at the corrupted position carries the whole difference
     assert abs(result["resid_pre"][0, 5].item() - 1.0) < 1e-4
     assert result["heads"].shape == (2, 2)
+
+
+def test_joint_head_patch_matches_transformer_lens_for_one_head_and_restores_all_for_every_head():
+    m = model(1)
+    batch = RepeatedTokens(8, 12, 12, 32, seed=7).batch()
+    bad = corrupt(batch, 32, seed=2, position=4)
+    metric = patching.logit_diff(bad["query"], bad["answer"], bad["wrong"])
+    one_at_a_time = patching.patch(m, batch["input_ids"], bad["input_ids"], metric)["heads"]
+    for layer, head in [(0, 1), (1, 0)]:
+        joint = patching.patch_heads_together(m, batch["input_ids"], bad["input_ids"], [(layer, head)], metric)
+        assert abs(joint - one_at_a_time[layer, head].item()) < 1e-4
+    every = [(layer, head) for layer in range(2) for head in range(2)]
+    # every head's output clean: the residual at the query (the clean token's embedding) is the clean run's
+    assert abs(patching.patch_heads_together(m, batch["input_ids"], bad["input_ids"], every, metric) - 1.0) < 1e-4

@@ -20,7 +20,7 @@ def test_tiny_run_writes_the_claims_table(run_lab, tmp_path):
     run_lab("reproduce", "induction-heads", "--output", str(tmp_path / "r"), "train.max_steps=20",
             "train.eval_every=10", "eval_sequences=16", "max_len=8", "min_len=4")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert len(summary["claims"]) == 7
+    assert len(summary["claims"]) == 9
     assert summary["hooks_agree"]["patterns_max_abs_diff"] < 1e-5
     assert (tmp_path / "r" / "patching_heads.png").exists()
 

@@ -29,6 +29,7 @@ def test_tiny_run_writes_the_claims_table(run_lab, tmp_path):
             "model.d_model=32", "model.n_layers=1")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert [r["arm"] for r in summary["arms"]] == moe.ARMS
+    assert all(len(r["val_loss_seeds"]) == 2 for r in summary["arms"])  # two seeds by default
     assert summary["mla"]["v2"] == {"mla": 576, "mha": 32768}
     assert summary["mla"]["naive_vs_absorbed_max_abs_diff"] < 1e-4
     assert (tmp_path / "r" / "maxvio.png").exists()

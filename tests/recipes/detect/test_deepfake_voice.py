@@ -1,5 +1,5 @@
-"""`lab detect deepfake-voice` through the real CLI. Needs the Debian packages that
-labcli/detect/setup_audio.sh installs (the Makefile runs it); skipped only where that script could not run."""
+"""`lab detect deepfake-voice` through the real CLI (slow; needs the Debian packages labcli/detect/setup_audio.sh
+installs, skipped where that script could not run), and its one-line errors in-process."""
 
 from __future__ import annotations
 
@@ -15,21 +15,25 @@ HAVE_AUDIO = (Path("/usr/share/asterisk/sounds/en/activated.wav").is_file() and 
 needs_audio = pytest.mark.skipif(not HAVE_AUDIO, reason="asterisk-core-sounds-en-wav/espeak-ng/codec2 missing: labcli/detect/setup_audio.sh failed or was not run")
 
 
+@pytest.mark.slow
 @needs_audio
 def test_voice_detectors_on_real_prompts(run_lab, tmp_path):
     from labcli.detect import deepfake_store
 
     out = tmp_path / "dfv"
     real = "/usr/share/asterisk/sounds/en/activated.wav"
-    run_lab("detect", "deepfake-voice", "--output", str(out), "max_prompts=8", "max_seconds=4", "griffin_lim_iters=4", "gmm_components=2",
-            "cnn_epochs=1", "detectors=[lfcc-gmm,lfcc-cnn,cqcc-logistic]", f"score_file={real}")
+    stdout = run_lab("detect", "deepfake-voice", "--output", str(out), "max_prompts=10", "max_seconds=4", "griffin_lim_iters=4",
+                     "gmm_components=2", "cnn_epochs=1", "detectors=[lfcc-gmm,lfcc-cnn,cqcc-logistic]", f"score_file={real}").stdout
     s = json.loads((out / "summary.json").read_text())
-    assert s["prompts"] == 8 and s["test_prompts"] == 2
+    assert (s["prompts"], s["train_prompts"], s["val_prompts"], s["test_prompts"]) == (10, 5, 2, 3)
     rows = {(r["detector"], r["fake type"], r["test condition"]): r for r in s["results"]}
     assert rows[("lfcc-gmm", "espeak", "clean")]["auc"] > 0.9  # TTS is the easy case
     assert rows[("cqcc-logistic", "espeak", "clean")]["auc"] > 0.9
     assert {r["fake type"] for r in s["results"] if r["seen in training"] == "held-out"} == {"mel-griffin-lim", "world", "codec2"}
     assert all(0 <= r["eer"] <= 1 and 0 <= r["auc"] <= 1 for r in s["results"])
+    # the served detector is chosen on the validation prompts with the training fakes only
+    assert {r["fake type"] for r in s["validation"]} == {"griffin-lim", "espeak"} and len(s["validation"]) == 6
+    assert s["best_detector"] == deepfake_store.choose_best(s["validation"]) and "served by default" in stdout
     assert set(s["scored_file"]) == {"file", "lfcc-gmm", "lfcc-cnn", "cqcc-logistic"}
     assert (out / "cepstra_means.png").exists() and "synthetic" in (out / "report.md").read_text()
     # the saved detectors (what `lab serve detector` serves) reload and give the run's own scores for its example files
@@ -74,15 +78,19 @@ def handler_answers_like_the_run(run_dir: Path, summary: dict) -> None:
         assert answer["detector"] == summary["best_detector"] and answer["kind"] == "voice"
 
 
-def test_unreadable_audio_is_one_line(run_lab, tmp_path):
-    bad = tmp_path / "broken.wav"
-    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
-    proc = run_lab("detect", "deepfake-voice", f"score_file={bad}", check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.startswith(f"error: cannot read audio file {bad}"), proc.stderr
+def test_unreadable_audio_is_one_line(lab_main, tmp_path):
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
+    proc = lab_main("detect", "deepfake-voice", "score_file=broken.wav")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot read audio file broken.wav"), proc.stderr
+    assert not (tmp_path / "runs").exists()
 
 
-def test_unknown_codec2_mode_is_one_line(run_lab):
-    proc = run_lab("detect", "deepfake-voice", "codec2_mode=9600", check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.startswith("error: unknown codec2_mode '9600'"), proc.stderr
+@pytest.mark.parametrize("args, message", [
+    (["codec2_mode=9600"], "unknown codec2_mode '9600'"),
+    (["train_fakes=[wavenet]"], "key 'train_fakes.0' has bad value 'wavenet'"),
+    (["test_fraction=0.5", "val_fraction=0.45"], "leave almost no training prompts"),
+])
+def test_bad_settings_are_one_line_and_leave_no_run(lab_main, tmp_path, args, message):
+    proc = lab_main("detect", "deepfake-voice", *args)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()
