@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,9 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
         if saved_sharded:
             shards = sharded_state(model, optimizer)
             grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
-            dcp.load(shards, checkpoint_id=folder / "sharded", no_dist=not grouped)  # fills each rank's slices in place
+            with warnings.catch_warnings():  # one process without a group is meant: DCP warns that it assumes so
+                warnings.simplefilter("ignore", UserWarning)
+                dcp.load(shards, checkpoint_id=folder / "sharded", no_dist=not grouped)  # fills each rank's slices in place
         else:
             weights = load_file(str(folder / "model.safetensors"))
             optim = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
