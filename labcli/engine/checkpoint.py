@@ -12,7 +12,7 @@ writes its own shards with torch.distributed.checkpoint (DCP) into `step-N/shard
 `__R_0.distcp` file per rank plus `.metadata`), so no process ever holds the whole model, and a
 resume loads each rank's slice in place (DCP reshards when the process count changed). The
 Hugging Face 70B FSDP write-up hit exactly this: a full state dict gathered on rank 0 does not fit.
-`python -m torch.distributed.checkpoint.format_utils dcp_to_torch_save step-N/sharded out.pt`
+`python -m torch.distributed.checkpoint.format_utils dcp_to_torch step-N/sharded out.pt`
 turns one into a single file.
 """
 
