@@ -194,8 +194,8 @@ def launch(
     pytorchjob: bool = typer.Option(False, "--pytorchjob", help="k8s: a Kubeflow Training Operator v1 PyTorchJob "
                                                                 "instead of a Trainer v2 TrainJob."),
 ) -> None:
-    """Write a cluster job file (sbatch script, Kubeflow TrainJob, Ray Train entry point) that runs
-    `lab VERB RECIPE ...` on NODES x GPUS processes under torchrun with c10d rendezvous."""
+    """Write a cluster job file (sbatch script, Kubeflow TrainJob or --pytorchjob PyTorchJob, Ray Train
+    entry point) that runs `lab VERB RECIPE ...` on NODES x GPUS processes under torchrun with c10d rendezvous."""
     from labcli.engine.launchers import Job, write_job
     from labcli.launch import flags_to_overrides
 
