@@ -103,8 +103,8 @@ class Arm:
         return self.data.site_xpos[self.ee_site_id].copy()
 
 
-def build_model(name: str, timestep: float) -> tuple[mujoco.MjModel, ArmSpec]:
-    """Compile the torque-controlled variant of arm `name` with the given physics timestep."""
+def build_spec(name: str, timestep: float) -> tuple[mujoco.MjSpec, ArmSpec]:
+    """The torque-controlled variant of arm `name` as an editable spec (scenes add geoms to it)."""
     arm = ARMS[name]
     spec = mujoco.MjSpec.from_file(str(arm.xml))
     for body in spec.bodies:
@@ -125,11 +125,22 @@ def build_model(name: str, timestep: float) -> tuple[mujoco.MjModel, ArmSpec]:
     spec.worldbody.add_light(name="top", pos=[0, 0, 3], dir=[0, 0, -1])
     spec.add_exclude(bodyname1="world", bodyname2=arm.base_body)
     spec.option.timestep = timestep
+    return spec, arm
+
+
+def build_model(name: str, timestep: float) -> tuple[mujoco.MjModel, ArmSpec]:
+    """Compile the torque-controlled variant of arm `name` with the given physics timestep."""
+    spec, arm = build_spec(name, timestep)
     return spec.compile(), arm
 
 
 def load_arm(name: str, timestep: float = 0.001) -> Arm:
     model, arm = build_model(name, timestep)
+    return arm_from_model(model, arm)
+
+
+def arm_from_model(model: mujoco.MjModel, arm: ArmSpec) -> Arm:
+    """Wrap a compiled arm model (plain, or with a scene added) with its limits, at the home pose."""
     data = mujoco.MjData(model)
     joint_names = [model.joint(i).name for i in range(model.njnt)]
     result = Arm(
@@ -148,6 +159,16 @@ def load_arm(name: str, timestep: float = 0.001) -> Arm:
     )
     result.reset()
     return result
+
+
+def preload_triton() -> None:
+    """Import Triton (when installed) before the first EGL context. Triton bundles its own LLVM; when
+    Mesa's software renderer (llvmpipe, which links another LLVM) is loaded first, a later
+    `import triton` (torch._dynamo does it, and diffusers imports torch._dynamo) segfaults."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # not installed, or no usable backend: nothing to clash with
+        pass
 
 
 def mass_matrix(model: mujoco.MjModel, data: mujoco.MjData, out: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from labcli.errors import UserError
 from labcli.sims.control import (
     ComputedTorque,
     JointPID,
+    hermite,
     quintic,
     quintic_duration,
     solve_ik,
@@ -122,6 +123,29 @@ class Reference:
 
 
 @dataclass
+class WaypointReference:
+    """q_ref(t) through joint waypoints `knots` (K+1, n) spaced `dt` apart (cubic Hermite), then hold the last.
+
+    The same `sample` interface as `Reference`, for an expert's dense path or a policy's action chunk.
+    """
+
+    knots: np.ndarray
+    tangents: np.ndarray
+    dt: float
+
+    def __post_init__(self) -> None:
+        self.end = self.dt * (len(self.knots) - 1)
+        self.final = self.knots[-1]
+        self.segments: list[Segment] = []
+
+    def sample(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        q, qd, qdd = hermite(self.knots, self.tangents, self.dt, times)
+        after = np.asarray(times) > self.end
+        qd[after], qdd[after] = 0.0, 0.0
+        return q, qd, qdd, np.zeros(len(times), dtype=np.int32)
+
+
+@dataclass
 class SimResult:
     t: np.ndarray
     q: np.ndarray
@@ -150,11 +174,13 @@ def make_controller(arm: Arm, kind: str, dt: float, kp, ki, kd, wn: float, feedf
 def simulate(arm: Arm, reference: Reference, controller, safety: SafetyMonitor, dt: float, duration: float,
              max_steps: int = 0, brake_time: float = 0.5, brake_damping: float | None = None,
              on_frame: Callable[[float], None] | None = None, frame_every: int = 0,
-             progress: Callable[[int], None] | None = None) -> SimResult:
+             progress: Callable[[int], None] | None = None, t0: float = 0.0) -> SimResult:
     """Run the control loop for `duration` seconds (or `max_steps` steps) at period dt.
 
     Each cycle: mj_step1 (kinematics, bias forces, contacts for the current state), controller,
     safety checks, mj_step2 (integrate). After an e-stop the arm brakes: τ = -D q̇ + bias, saturated.
+    `t0`: the simulated time at the first step, when a run is simulated in pieces (receding horizon);
+    the reference is sampled from its own t = 0.
     """
     model, data, n = arm.model, arm.data, arm.nq
     total = int(round(duration / dt))
@@ -170,7 +196,7 @@ def simulate(arm: Arm, reference: Reference, controller, safety: SafetyMonitor, 
     render_s = 0.0  # excluded from the wall time, so the real-time factor measures the control loop
     start = time.perf_counter()
     for k in range(total):
-        t = k * dt
+        t = t0 + k * dt
         mujoco.mj_step1(model, data)
         q, qd = data.qpos[:n].copy(), data.qvel[:n].copy()
         bias = data.qfrc_bias[:n]
@@ -199,7 +225,7 @@ def simulate(arm: Arm, reference: Reference, controller, safety: SafetyMonitor, 
             break
     wall = time.perf_counter() - start - render_s
     cut = slice(0, done)
-    return SimResult(times[cut], rec["q"][cut], q_refs[cut], rec["qd"][cut], rec["tau"][cut], saturated[cut],
+    return SimResult(t0 + times[cut], rec["q"][cut], q_refs[cut], rec["qd"][cut], rec["tau"][cut], saturated[cut],
                      segment[cut], [e.as_dict() for e in safety.events], safety.estop_reason, safety.estop_time, wall)
 
 
