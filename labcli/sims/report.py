@@ -75,7 +75,7 @@ class VideoRecorder:
         self.arm, self.cfg, self.path = arm, video_cfg, Path(path)
         if video_cfg.format == "mp4":
             try:
-                import imageio_ffmpeg  # noqa: F401
+                import imageio_ffmpeg
             except ImportError:
                 from labcli.errors import UserError
 

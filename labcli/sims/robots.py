@@ -8,15 +8,11 @@ and a floor is added so that collisions with the ground can be detected.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mujoco  # MUJOCO_GL is set by labcli/sims/__init__.py
 import numpy as np
-
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
-
-import mujoco  # noqa: E402
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -166,7 +162,7 @@ def preload_triton() -> None:
     Mesa's software renderer (llvmpipe, which links another LLVM) is loaded first, a later
     `import triton` (torch._dynamo does it, and diffusers imports torch._dynamo) segfaults."""
     try:
-        import triton  # noqa: F401
+        import triton
     except Exception:  # not installed, or no usable backend: nothing to clash with
         pass
 

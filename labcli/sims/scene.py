@@ -18,11 +18,10 @@ import copy
 import json
 from dataclasses import asdict, dataclass, field
 
+import mujoco
 import numpy as np
 
-from labcli.sims.robots import Arm, arm_from_model, build_spec, preload_triton  # sets MUJOCO_GL before mujoco loads
-
-import mujoco  # noqa: E402
+from labcli.sims.robots import Arm, arm_from_model, build_spec, preload_triton
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.85, 0.12, 0.12), "green": (0.12, 0.65, 0.2), "blue": (0.12, 0.3, 0.85),
