@@ -198,17 +198,19 @@ def validate_proposal(answer: str, text: str, scene: Scene) -> Grounding:
     if not isinstance(obj, dict):
         raise UserError(f"the LM's answer '{short}' is not a JSON object", "use a stronger model, or drop --lm")
     names = {t.name: t for t in scene.objects}
-    target = names.get(str(obj.get("target", "")).strip().lower())
+    proposed = " ".join(str(obj.get("target", "")).lower().split())
+    target = names.get(proposed)
     if target is None:
-        raise UserError(f"the LM proposed target {obj.get('target')!r}, which is not in the scene", f"objects: {', '.join(names)}")
-    relation = str(obj.get("relation", "above")).strip().lower()
+        raise UserError(f"the LM proposed target '{proposed}', which is not in the scene", f"objects: {', '.join(names)}")
+    relation = " ".join(str(obj.get("relation", "above")).lower().split())
     if relation not in RELATIONS:
         raise UserError(f"the LM proposed relation {relation!r}", f"one of: {', '.join(RELATIONS)}")
     avoid = obj.get("avoid") or []
     obstacles = {t.name: t for t in scene.obstacles}
-    if not isinstance(avoid, list) or any(str(a).strip().lower() not in obstacles for a in avoid):
-        raise UserError(f"the LM proposed to avoid {avoid!r}, not the scene's obstacles", f"obstacles: {', '.join(obstacles) or 'none'}")
-    return Grounding(text, goal_for(scene, target, relation), target.name, relation, [str(a).strip().lower() for a in avoid])
+    avoid = [" ".join(str(a).lower().split()) for a in avoid] if isinstance(avoid, list) else [str(avoid)]
+    if any(a not in obstacles for a in avoid):
+        raise UserError(f"the LM proposed to avoid {avoid}, not the scene's obstacles", f"obstacles: {', '.join(obstacles) or 'none'}")
+    return Grounding(text, goal_for(scene, target, relation), target.name, relation, avoid)
 
 
 def lm_propose(text: str, scene: Scene, lm: str, model_name: str = "default", max_new_tokens: int = 64) -> tuple[Grounding, str]:
