@@ -17,6 +17,7 @@ from labcli.errors import UserError
 from labcli.sims.control import (
     ComputedTorque,
     JointPID,
+    central_tangents,
     hermite,
     quintic,
     quintic_duration,
@@ -31,15 +32,18 @@ WAVE_AMPLITUDE = 0.5  # rad each side of the wrist's current angle
 
 @dataclass
 class Segment:
-    """Go from the previous target to `q_goal` in `duration` seconds (a step when interpolation is off)."""
+    """Go from the previous target to `q_goal` in `duration` seconds (a step when interpolation is off);
+    with `path` (waypoints evenly spaced over the duration, from the previous target to q_goal), follow it."""
 
     q_goal: np.ndarray
     duration: float
     label: str
+    path: np.ndarray | None = None
 
 
-def plan_segments(arm: Arm, steps: list[Step], q_start: np.ndarray, speed: float) -> list[Segment]:
-    """Resolve each task step into joint-space segments, chained from `q_start`."""
+def plan_segments(arm: Arm, steps: list[Step], q_start: np.ndarray, speed: float, planner=None) -> list[Segment]:
+    """Resolve each task step into joint-space segments, chained from `q_start`; `goal` steps (grounded
+    instructions) need the scene's `planner` (labcli.sims.planner.Planner)."""
     segments: list[Segment] = []
     q = q_start.copy()
 
@@ -76,6 +80,16 @@ def plan_segments(arm: Arm, steps: list[Step], q_start: np.ndarray, speed: float
             go(centre, step.text)
         elif step.kind == "hold":
             segments.append(Segment(q.copy(), float(step.args[0]), step.text))
+        elif step.kind == "goal":
+            from labcli.sims.planner import PlanError
+
+            try:
+                plan = planner.plan(q, np.array(step.args), None, np.random.default_rng(0))
+            except PlanError as exc:
+                raise UserError(f"'{step.text}': the expert finds no path ({exc})", "pick another object or relation, or another --scene") from None
+            path = plan.q[: plan.motion_steps]
+            segments.append(Segment(path[-1].copy(), plan.dt * (len(path) - 1), f"{step.text} ({plan.mode})", path))
+            q = path[-1].copy()
     return segments
 
 
@@ -115,6 +129,10 @@ class Reference:
             t0 = self.starts[i]
             rows = (times >= t0) & (times < t0 + seg.duration)
             index[rows] = i
+            if seg.path is not None:
+                step = seg.duration / (len(seg.path) - 1)
+                q[rows], qd[rows], qdd[rows] = hermite(seg.path, central_tangents(seg.path, step), step, times[rows] - t0)
+                continue
             if self.interpolation == "step":
                 q[rows] = seg.q_goal
                 continue
