@@ -16,6 +16,7 @@ both policies (dit/, mlp/), summary.json, report.md, trajectories.png, losses.pn
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -75,6 +76,7 @@ class Eval(Section):
     partial: list[PARTIAL] = Field(["no_camera", "masked_joints", "goal_noise"], description="partial-observation rows (DiT and MLP)")
     masked_joints: list[int] = Field([2, 4], description="joints (1-based) replaced by their data-set mean for masked_joints")
     goal_noise: float = Field(0.03, ge=0, description="m of Gaussian noise per axis on the goal for goal_noise")
+    full_chunk_rows: bool = Field(True, description="also run DiT and MLP-BC executing whole chunks before replanning (execute = horizon)")
     diversity_scenes: int = Field(6, ge=0, description="blocked held-out scenes sampled repeatedly")
     diversity_samples: int = Field(20, ge=2, description="DiT samples per diversity scene")
     video: bool = Field(True, description="video.gif: the DiT and the MLP on the first diversity scene")
@@ -132,7 +134,12 @@ def plan(cfg: Config) -> str:
 def run(cfg: Config, ctx) -> None:
     from labcli.engine.distributed import pick_device
     from labcli.sims import report
-    from labcli.sims.demos import generate_demos, load_demos, save_demos, tasks_with_plans
+    from labcli.sims.demos import (
+        generate_demos,
+        load_demos,
+        save_demos,
+        tasks_with_plans,
+    )
     from labcli.sims.planner import Planner
     from labcli.sims.policy.data import ChunkData
     from labcli.sims.rollout import Execution
@@ -256,23 +263,25 @@ def evaluate_all(cfg: Config, ctx, sarm, tasks, plans, images, policies: dict, e
         "masked_joints": Perturbation(f"joints {'+'.join(map(str, e.masked_joints))} masked", mask_joints=tuple(j - 1 for j in e.masked_joints)),
         "goal_noise": Perturbation(f"goal noise {e.goal_noise * 100:g} cm", goal_noise=e.goal_noise),
     }
-    runs_to_do = [("expert", "full observation", None, expert_actor(expert_plans, ex))]
-    for kind in ("dit", "mlp"):
-        runs_to_do.append((kind, "full observation", p.guidance if kind == "dit" else None,
-                           policy_actor(policies[kind], ex, p.guidance, p.sample_steps, cfg.seed, device=device)))
+    def actor(kind, guidance=p.guidance, perturbation=Perturbation(), execution=ex):
+        return policy_actor(policies[kind], execution, guidance, p.sample_steps, cfg.seed, perturbation, device)
+
+    # (policy, observation, CFG scale, execution, act)
+    runs_to_do = [("expert", "full observation", None, ex, expert_actor(expert_plans, ex))]
+    runs_to_do += [(kind, "full observation", p.guidance if kind == "dit" else None, ex, actor(kind)) for kind in ("dit", "mlp")]
     for name in e.partial:
-        for kind in ("dit", "mlp"):
-            runs_to_do.append((kind, perturbations[name].name, p.guidance if kind == "dit" else None,
-                               policy_actor(policies[kind], ex, p.guidance, p.sample_steps, cfg.seed, perturbations[name], device)))
-    for w in e.guidance_scales:
-        if w != p.guidance:
-            runs_to_do.append(("dit", "full observation", w, policy_actor(policies["dit"], ex, w, p.sample_steps, cfg.seed, device=device)))
+        runs_to_do += [(kind, perturbations[name].name, p.guidance if kind == "dit" else None, ex, actor(kind, perturbation=perturbations[name]))
+                       for kind in ("dit", "mlp")]
+    runs_to_do += [("dit", "full observation", w, ex, actor("dit", w)) for w in e.guidance_scales if w != p.guidance]
+    if e.full_chunk_rows and ex.execute < ex.horizon:
+        whole = replace(ex, execute=ex.horizon)
+        runs_to_do += [(kind, "full observation", p.guidance if kind == "dit" else None, whole, actor(kind, execution=whole)) for kind in ("dit", "mlp")]
     rows, episodes = [], {}
     with report.progress_bar("evaluation episodes", len(runs_to_do) * len(tasks)) as advance:
-        for k, (kind, observation, guidance, act) in enumerate(runs_to_do):
-            results = run_episodes(pool, tasks, starts, images, ex, act, lambda n, k=k: advance(k * len(tasks) + n))
+        for k, (kind, observation, guidance, execution, act) in enumerate(runs_to_do):
+            results = run_episodes(pool, tasks, starts, images, execution, act, lambda n, k=k: advance(k * len(tasks) + n))
             rows.append({"policy": {"dit": "DiT", "mlp": "MLP-BC", "expert": "expert"}[kind], "observation": observation,
-                         "guidance": guidance, **summarise(results)})
+                         "guidance": guidance, "execute": f"{execution.execute}/{execution.horizon}", **summarise(results)})
             episodes.setdefault((kind, observation, guidance), results)
 
     blocked = [i for i, t in enumerate(tasks) if t.blocked][: e.diversity_scenes]
@@ -301,9 +310,9 @@ def evaluate_all(cfg: Config, ctx, sarm, tasks, plans, images, policies: dict, e
     return {"rows": rows, "diversity": div, "files": files}
 
 
-ROW_COLUMNS = ["policy", "observation", "guidance", "success_pct", "collision_pct", "safety_stop_pct", "left_pct", "right_pct",
+ROW_COLUMNS = ["policy", "observation", "guidance", "execute", "success_pct", "collision_pct", "safety_stop_pct", "left_pct", "right_pct",
                "blocked_collision_pct", "tracking_rms_rad", "time_to_goal_s"]
-ROW_LABELS = ["policy", "observation", "CFG", "success %", "collisions %", "safety stops %", "left %", "right %",
+ROW_LABELS = ["policy", "observation", "CFG", "executed/chunk", "success %", "collisions %", "safety stops %", "left %", "right %",
               "collisions % (blocked)", "tracking RMS (rad)", "time to goal (s)"]
 
 
