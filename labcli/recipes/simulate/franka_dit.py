@@ -27,8 +27,8 @@ from labcli.config import RecipeConfig, Section
 from labcli.engine.loop import LoopConfig
 from labcli.errors import UserError
 
-TRAIN_SEED = 10_000_000  # training scenes: seed * TRAIN_SEED + i; held-out scenes use another range
-EVAL_SEED = 2_000_000_000
+TRAIN_SEED = 10_000_000  # training scenes: seed * TRAIN_SEED + i; held-out scenes use the ranges below
+SPLIT_SEED = {"val": 1_000_000_000, "test": 2_000_000_000}  # + seed * 100_000 + i: disjoint from training and each other
 PARTIAL = Literal["no_camera", "masked_joints", "goal_noise"]
 
 
@@ -69,7 +69,8 @@ class PolicyTrain(LoopConfig):
 
 
 class Eval(Section):
-    tasks: int = Field(40, ge=1, description="held-out tasks (new scenes, held-out phrasings)")
+    tasks: int = Field(40, ge=1, le=100_000, description="held-out tasks (new scenes, held-out phrasings)")
+    split: Literal["val", "test"] = Field("test", description="held-out scenes: val to choose settings on, test to report (disjoint seeds)")
     max_time: float = Field(5.0, gt=0, description="seconds per episode")
     parallel: int = Field(12, ge=1, description="episodes simulated in lockstep (one policy call per replan for all)")
     guidance_scales: list[float] = Field([0.0, 1.0, 3.0], description="CFG scales for the guidance rows")
@@ -127,7 +128,7 @@ def plan(cfg: Config) -> str:
     p = cfg.policy
     data = f"demonstrations from {cfg.data.load}" if cfg.data.load else f"expert demonstrations on {cfg.data.scenes} scenes"
     return (f"{cfg.robot}: {data}; DiT (width {p.width}, {p.depth} blocks, H={p.horizon}) {cfg.train.max_steps} steps and "
-            f"MLP-BC {cfg.mlp_train.max_steps} steps; evaluation on {cfg.eval.tasks} held-out tasks in MuJoCo "
+            f"MLP-BC {cfg.mlp_train.max_steps} steps; evaluation on {cfg.eval.tasks} held-out {cfg.eval.split} tasks in MuJoCo "
             f"(+ {len(cfg.eval.partial)} partial-observation, {len(cfg.eval.guidance_scales)} guidance and diversity rows)")
 
 
@@ -170,7 +171,7 @@ def run(cfg: Config, ctx) -> None:
 
     t0 = time.perf_counter()
     with report.progress_bar("held-out tasks", cfg.eval.tasks) as advance:
-        tasks, plans, _ = tasks_with_plans(cfg.robot, cfg.eval.tasks, EVAL_SEED + cfg.seed * 100_000, cfg.data.blocked_share,
+        tasks, plans, _ = tasks_with_plans(cfg.robot, cfg.eval.tasks, SPLIT_SEED[cfg.eval.split] + cfg.seed * 100_000, cfg.data.blocked_share,
                                            "heldout", planner, advance)
     images = []
     for task, found in zip(tasks, plans):
@@ -198,7 +199,7 @@ def run(cfg: Config, ctx) -> None:
 
     summary = {
         "robot": cfg.robot, "demos": int(n_demos), "demo_modes": {m: int((demos["mode"] == m).sum()) for m in ("left", "right", "direct")},
-        "skipped_seeds": int(demos.get("skipped", 0)), "eval_tasks": len(tasks),
+        "skipped_seeds": int(demos.get("skipped", 0)), "eval_tasks": len(tasks), "eval_split": cfg.eval.split,
         "eval_blocked": int(sum(t.blocked for t in tasks)), "rows": results["rows"], "diversity": results["diversity"],
         "train": losses, "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "params": {k: sum(x.numel() for x in m.parameters()) for k, m in policies.items()},
@@ -333,7 +334,7 @@ def report_markdown(cfg: Config, summary: dict) -> str:
 
     div = summary["diversity"]
     lines = [f"# simulate {cfg.robot}-dit", "",
-             f"{summary['demos']} expert demonstrations ({summary['demo_modes']}), {summary['eval_tasks']} held-out tasks "
+             f"{summary['demos']} expert demonstrations ({summary['demo_modes']}), {summary['eval_tasks']} held-out {summary['eval_split']} tasks "
              f"({summary['eval_blocked']} with an obstacle across the straight path). Mode shares (left/right) count those.", "",
              markdown_table(table_rows(summary)), "",
              f"## Diversity: {cfg.eval.diversity_samples} DiT samples on each of {len(div['scenes'])} blocked scenes", "",
@@ -352,7 +353,7 @@ def report_markdown(cfg: Config, summary: dict) -> str:
 def print_table(summary: dict) -> None:
     from labcli.eval.tables import print_table as show
 
-    show(table_rows(summary), title=f"{summary['robot']}: DiT vs MLP-BC vs expert on {summary['eval_tasks']} held-out tasks")
+    show(table_rows(summary), title=f"{summary['robot']}: DiT vs MLP-BC vs expert on {summary['eval_tasks']} held-out {summary.get('eval_split', 'test')} tasks")
     div = summary["diversity"]
     print(f"diversity: DiT used both sides on {div['scenes_with_both_modes']}/{len(div['scenes'])} scenes "
           f"(minority side {div['mean_minority_mode_pct']} % on average, pairwise distance {div['mean_pairwise_distance_rad']} rad); "

@@ -11,7 +11,7 @@ from labcli.cli import app
 from labcli.errors import UserError
 
 TINY = ["data.scenes=16", "data.image_size=16", "train.max_steps=6", "mlp_train.max_steps=6", "train.eval_every=3",
-        "eval.tasks=3", "eval.diversity_scenes=1", "eval.diversity_samples=2", "eval.parallel=3",
+        "eval.tasks=3", "eval.max_time=4", "eval.diversity_scenes=1", "eval.diversity_samples=2", "eval.parallel=3",
         "eval.partial=[no_camera]", "eval.guidance_scales=[1]", "policy.width=32", "policy.depth=1"]
 
 
@@ -40,6 +40,11 @@ def test_tiny_run_writes_the_table_and_reuses_its_demonstrations(run_lab, tmp_pa
     for name in ("demos.npz", "report.md", "trajectories.png", "losses.png", "video.gif", "dit/metrics.jsonl", "mlp/metrics.jsonl"):
         assert (run / name).is_file(), name
     assert "DiT vs MLP-BC vs expert" in proc.stdout and "diversity:" in proc.stdout and proc.stdout.count("run folder:") == 1
-    again = run_lab("simulate", "ur5-dit", *TINY, f"data.load={run}", "eval.video=false", "--output", str(tmp_path / "again"))
-    assert json.loads((tmp_path / "again" / "summary.json").read_text())["demos"] == summary["demos"]
-    assert "demonstrations:" in again.stdout
+    assert ("DiT", "full observation", "8/8") in [(r["policy"], r["observation"], r["execute"]) for r in summary["rows"]]
+    # again on the saved demonstrations, barely trained, on one validation scene
+    again = run_lab("simulate", "ur5-dit", *TINY, f"data.load={run}", "train.max_steps=1", "mlp_train.max_steps=1", "eval.tasks=1",
+                    "eval.split=val", "eval.partial=[]", "eval.full_chunk_rows=false", "eval.diversity_scenes=0", "eval.video=false",
+                    "--output", str(tmp_path / "again"))
+    reused = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert reused["demos"] == summary["demos"] and reused["eval_split"] == "val" and len(reused["rows"]) == 3
+    assert "demonstrations:" in again.stdout and "held-out val tasks" in again.stdout
