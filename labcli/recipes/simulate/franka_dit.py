@@ -329,7 +329,30 @@ def fmt(value):
     return value
 
 
+def claims(summary: dict) -> list:
+    """Issue 17's reading of Diffusion Policy (Chi et al. 2023), checked on the main rows' blocked tasks:
+    the DiT commits to one side per episode (collisions <= 5 %, each side 40-60 %), MLP-BC regresses
+    to the average of the two sides and collides (>= 50 %)."""
+    from labcli.eval.claims import Claim, all_of, verdict
+
+    main = {}
+    for r in summary["rows"]:
+        main.setdefault(r["policy"], r)  # the first row of each policy is its full-observation row
+    dit, mlp = main["DiT"], main["MLP-BC"]
+    setting = f"{summary['robot']}, {summary['demos']} demos, {dit['blocked_episodes']} blocked held-out {summary.get('eval_split', 'test')} tasks"
+    left, right, coll = dit["left_pct"], dit["right_pct"], dit["blocked_collision_pct"]
+    sides = [verdict(v, 40, partly=20) if v is not None and v <= 60 else "does not hold" for v in (left, right)]
+    return [
+        Claim("a diffusion policy commits to one of two modes, without colliding", "Chi et al. 2023 (issue 17's bounds): collisions <= 5 %, each side 40-60 %",
+              setting, f"collisions {coll} %, left {left} %, right {right} %, success {dit['blocked_success_pct']} %", all_of(verdict(coll, 5 + 1e-9, above=False), *sides)),
+        Claim("MLP regression averages the two modes and collides", "Chi et al. 2023 (issue 17's bound): collisions >= 50 %",
+              setting, f"collisions {mlp['blocked_collision_pct']} %, left {mlp['left_pct']} %, right {mlp['right_pct']} %",
+              verdict(mlp["blocked_collision_pct"], 50 - 1e-9)),
+    ]
+
+
 def report_markdown(cfg: Config, summary: dict) -> str:
+    from labcli.eval import claims as claim_table
     from labcli.eval.tables import markdown_table
 
     div = summary["diversity"]
@@ -337,6 +360,7 @@ def report_markdown(cfg: Config, summary: dict) -> str:
              f"{summary['demos']} expert demonstrations ({summary['demo_modes']}), {summary['eval_tasks']} held-out {summary['eval_split']} tasks "
              f"({summary['eval_blocked']} with an obstacle across the straight path). Mode shares (left/right) count those.", "",
              markdown_table(table_rows(summary)), "",
+             "## Claims", "", claim_table.markdown(claims(summary)), "",
              f"## Diversity: {cfg.eval.diversity_samples} DiT samples on each of {len(div['scenes'])} blocked scenes", "",
              markdown_table(div["scenes"]) if div["scenes"] else "(no blocked scene)", "",
              f"Scenes where the DiT used both sides: {div['scenes_with_both_modes']}/{len(div['scenes'])}; MLP-BC's side per scene: "
@@ -353,7 +377,10 @@ def report_markdown(cfg: Config, summary: dict) -> str:
 def print_table(summary: dict) -> None:
     from labcli.eval.tables import print_table as show
 
+    from labcli.eval.claims import print_claims
+
     show(table_rows(summary), title=f"{summary['robot']}: DiT vs MLP-BC vs expert on {summary['eval_tasks']} held-out {summary.get('eval_split', 'test')} tasks")
+    print_claims(claims(summary), "mode commitment on blocked tasks (Diffusion Policy)")
     div = summary["diversity"]
     print(f"diversity: DiT used both sides on {div['scenes_with_both_modes']}/{len(div['scenes'])} scenes "
           f"(minority side {div['mean_minority_mode_pct']} % on average, pairwise distance {div['mean_pairwise_distance_rad']} rad); "

@@ -28,6 +28,24 @@ def test_bad_input_is_a_user_error_and_leaves_no_run_folder(args, needle, tmp_pa
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def row(policy, collision, left, right, success=100.0):
+    return {"policy": policy, "blocked_episodes": 10, "blocked_collision_pct": collision, "left_pct": left, "right_pct": right,
+            "blocked_success_pct": success}
+
+
+@pytest.mark.parametrize("dit,mlp,verdicts", [
+    (row("DiT", 0.0, 50.0, 50.0), row("MLP-BC", 60.0, 0.0, 0.0, 0.0), ["holds", "holds"]),
+    (row("DiT", 0.0, 100.0, 0.0), row("MLP-BC", 10.0, 40.0, 50.0), ["partly", "does not hold"]),  # one side only
+    (row("DiT", 20.0, 30.0, 30.0), row("MLP-BC", 50.0, 0.0, 0.0), ["partly", "holds"]),  # sides within the looser bound
+    (row("DiT", 20.0, 0.0, 0.0), row("MLP-BC", 0.0, 0.0, 0.0), ["does not hold", "does not hold"]),
+])
+def test_mode_claims_are_judged_on_the_first_dit_and_mlp_rows(dit, mlp, verdicts):
+    from labcli.recipes.simulate.franka_dit import claims
+
+    summary = {"robot": "franka", "demos": 100, "rows": [row("expert", 0.0, 50.0, 50.0), dit, mlp, row("DiT", 100.0, 0.0, 0.0)]}
+    assert [c.verdict for c in claims(summary)] == verdicts
+
+
 @pytest.mark.slow
 def test_tiny_run_writes_the_table_and_reuses_its_demonstrations(run_lab, tmp_path):
     run = tmp_path / "run"
@@ -39,7 +57,7 @@ def test_tiny_run_writes_the_table_and_reuses_its_demonstrations(run_lab, tmp_pa
     assert summary["demos"] >= 16 and summary["train"]["dit"]["steps"] == 6 and summary["params"]["dit"] > 0
     for name in ("demos.npz", "report.md", "trajectories.png", "losses.png", "video.gif", "dit/metrics.jsonl", "mlp/metrics.jsonl"):
         assert (run / name).is_file(), name
-    assert "DiT vs MLP-BC vs expert" in proc.stdout and "diversity:" in proc.stdout and proc.stdout.count("run folder:") == 1
+    assert "DiT vs MLP-BC vs expert" in proc.stdout and "mode commitment" in proc.stdout and "diversity:" in proc.stdout and proc.stdout.count("run folder:") == 1
     assert ("DiT", "full observation", "8/8") in [(r["policy"], r["observation"], r["execute"]) for r in summary["rows"]]
     # again on the saved demonstrations, barely trained, on one validation scene
     again = run_lab("simulate", "ur5-dit", *TINY, f"data.load={run}", "train.max_steps=1", "mlp_train.max_steps=1", "eval.tasks=1",
