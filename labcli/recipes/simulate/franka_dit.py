@@ -33,7 +33,7 @@ PARTIAL = Literal["no_camera", "masked_joints", "goal_noise"]
 
 
 class Data(Section):
-    scenes: int = Field(1000, ge=2, description="training scenes; a blocked one gives two demonstrations (left and right)")
+    scenes: int = Field(400, ge=2, description="training scenes; a blocked one gives two demonstrations (left and right)")
     blocked_share: float = Field(0.7, ge=0, le=1, description="share of scenes with an obstacle across the straight path")
     image_size: int = Field(48, ge=0, description="overhead camera image side in pixels (0: no image)")
     val_share: float = Field(0.05, ge=0, lt=0.5, description="share of demonstrations kept for the validation loss")
@@ -58,7 +58,7 @@ class Policy(Section):
 
 
 class PolicyTrain(LoopConfig):
-    max_steps: int = Field(1500, ge=1, description="optimizer steps")
+    max_steps: int = Field(800, ge=1, description="optimizer steps")
     batch_size: int = Field(128, ge=1, description="rows per step (batch_size / policy.per_demo demonstrations)")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(1e-4, ge=0)
@@ -69,7 +69,7 @@ class PolicyTrain(LoopConfig):
 
 
 class Eval(Section):
-    tasks: int = Field(40, ge=1, le=100_000, description="held-out tasks (new scenes, held-out phrasings)")
+    tasks: int = Field(16, ge=1, le=100_000, description="held-out tasks (new scenes, held-out phrasings)")
     split: Literal["val", "test"] = Field("test", description="held-out scenes: val to choose settings on, test to report (disjoint seeds)")
     max_time: float = Field(5.0, gt=0, description="seconds per episode")
     parallel: int = Field(12, ge=1, description="episodes simulated in lockstep (one policy call per replan for all)")
@@ -77,8 +77,8 @@ class Eval(Section):
     partial: list[PARTIAL] = Field(["no_camera", "masked_joints", "goal_noise"], description="partial-observation rows (DiT and MLP)")
     masked_joints: list[int] = Field([2, 4], description="joints (1-based) replaced by their data-set mean for masked_joints")
     goal_noise: float = Field(0.03, ge=0, description="m of Gaussian noise per axis on the goal for goal_noise")
-    full_chunk_rows: bool = Field(True, description="also run DiT and MLP-BC executing whole chunks before replanning (execute = horizon)")
-    diversity_scenes: int = Field(6, ge=0, description="blocked held-out scenes sampled repeatedly")
+    full_chunk_rows: bool = Field(False, description="also run DiT and MLP-BC executing whole chunks before replanning (execute = horizon)")
+    diversity_scenes: int = Field(3, ge=0, description="blocked held-out scenes sampled repeatedly")
     diversity_samples: int = Field(20, ge=2, description="DiT samples per diversity scene")
     video: bool = Field(True, description="video.gif: the DiT and the MLP on the first diversity scene")
 
