@@ -131,3 +131,17 @@ def test_env_reports_versions_and_paths(run_lab):
     out = run_lab("env").stdout
     for needle in ("torch", "transformers", "bitsandbytes", "bitsandbytes 4-bit", "Triton", "CUDA", "MuJoCo"):
         assert needle in out
+
+
+@pytest.mark.parametrize("argv", [["launch", "slurm"], ["nosuch"], ["export", "space"]])
+def test_usage_errors_are_one_line_without_traceback(lab_main, argv):
+    """Typer vendors its own click; its usage errors still become `error: ... (hint: ...)`, exit 2."""
+    proc = lab_main(*argv)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--help`" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["launch", "--help"], ["export", "space", "--help"], ["serve", "stop", "--help"], ["check", "--help"]])
+def test_plain_commands_have_help(lab_main, argv):
+    proc = lab_main(*argv)
+    assert proc.returncode == 0 and "Usage" in proc.stdout

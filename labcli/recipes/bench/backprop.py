@@ -150,13 +150,9 @@ def report(cfg: Config, ctx: Run, rows: list[dict], info: dict) -> list[dict]:
     return table
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`: what `run` would refuse before loading anything, one line each."""
-    try:
-        parse(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """What `run` would refuse before loading anything (`lab check` reports the UserError raised)."""
+    parse(cfg)
 
 
 def run(cfg: Config, ctx: Run) -> None:

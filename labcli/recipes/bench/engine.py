@@ -50,13 +50,9 @@ def validate(cfg: Config) -> None:
                         "set train.eval_every=0 train.activation_checkpointing=false train.max_steps>=5")
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`: what `run` would refuse, one line each."""
-    try:
-        validate(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """What `run` would refuse (`lab check` reports the UserError raised)."""
+    validate(cfg)
 
 
 def run(cfg: Config, ctx: Run) -> None:

@@ -425,15 +425,11 @@ def plot(cells: list[dict], ctx: Run) -> list[Path]:
     return out
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`: what `run` would refuse before starting a cell, one line each."""
-    try:
-        opts, _ = chosen(cfg)
-        if "lab-paged-adamw" in opts:
-            check_page_dir(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """What `run` would refuse before starting a cell (`lab check` reports the UserError raised)."""
+    opts, _ = chosen(cfg)
+    if "lab-paged-adamw" in opts:
+        check_page_dir(cfg)
 
 
 def run(cfg: Config, ctx: Run) -> None:

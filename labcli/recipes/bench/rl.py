@@ -137,13 +137,9 @@ def validate(cfg: Config) -> None:
         raise UserError("bench rl: a seed or an implementation is listed twice", "e.g. seeds=[0,1,2] implementations=[lab,sb3_matched]")
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`."""
-    try:
-        validate(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """What `run` would refuse (`lab check` reports the UserError raised)."""
+    validate(cfg)
 
 
 def plan(cfg: Config, todo: list | None = None) -> str:

@@ -137,9 +137,8 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.models.peft_prep import parameter_report
     from labcli.models.tokenizer import train_tokenizer
 
-    for problem in check(cfg):
-        what, hint = problem.rsplit(" (hint: ", 1)
-        raise UserError(what, hint.rstrip(")"))
+    if problems := check(cfg):
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     runs.seed_everything(cfg.seed)
     split = e2e_synth.generate(cfg.train_mrs, cfg.dev_mrs, cfg.test_mrs, cfg.references, cfg.seed)
     train_mrs, scored_mrs = split.train, (split.test if cfg.bleu_on == "test" else split.dev)
