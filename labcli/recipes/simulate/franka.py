@@ -174,22 +174,18 @@ def run(cfg: Config, ctx) -> None:
     report.print_summary(summary)
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`: the settings, and the task (unless --llm writes it at run time)."""
+def check(cfg: Config) -> None:
+    """For `lab check`: the settings, and the task (unless --llm / --lm write it at run time); raises UserError."""
     from labcli.sims.tasks import parse_task
 
-    try:
-        check_config(cfg)
-        if not cfg.llm and not cfg.lm:
-            scene = None
-            if cfg.scene is not None:
-                from labcli.sims.demos import generate_task
+    check_config(cfg)
+    if not cfg.llm and not cfg.lm:
+        scene = None
+        if cfg.scene is not None:
+            from labcli.sims.demos import generate_task
 
-                scene = generate_task(cfg.robot, cfg.scene).scene
-            parse_task(cfg.task, 7 if cfg.robot == "franka" else 6, scene)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+            scene = generate_task(cfg.robot, cfg.scene).scene
+        parse_task(cfg.task, 7 if cfg.robot == "franka" else 6, scene)
 
 
 def plan(cfg: Config) -> str:

@@ -116,12 +116,9 @@ def demos_path(value: str) -> Path:
     return path
 
 
-def check(cfg: Config) -> list[str]:
-    try:
-        validate(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """What `run` would refuse (`lab check` reports the UserError raised)."""
+    validate(cfg)
 
 
 def plan(cfg: Config) -> str:
