@@ -41,6 +41,34 @@ def test_apply_writes_the_scene_into_slots_and_hides_the_rest(franka):
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and image.std() > 5  # table, objects and floor differ
 
 
+@pytest.mark.xfail(strict=True, reason="known bug: the world body's mid-phase BVH is built at compile time around the "
+                   "hidden slots and culls every contact with the scene's objects and obstacles (fix: mjDSBL_MIDPHASE in "
+                   "load_scene_arm; the planner then needs wider detours, see docs/results/sims.md)")
+def test_an_arm_inside_the_obstacle_is_a_contact(franka):
+    """The joint-space average of the left and right plans runs through the obstacle: the safety
+    monitor must see that contact."""
+    import mujoco
+
+    from labcli.sims.safety import SafetyMonitor
+
+    sarm, planner = franka
+    task = next(t for t in (generate_task("franka", s, blocked_share=1.0) for s in range(20)) if t.blocked)
+    _, (left, right) = plan_task(planner, task)
+    n = min(len(left.q), len(right.q))
+    middle = 0.5 * (left.q[:n] + right.q[:n])
+    sarm.apply(task.scene)
+    model, data, slot = sarm.arm.model, sarm.arm.data, sarm.obstacle_slots[0]
+    fromto = np.zeros(6)
+    inside = 0
+    for q in middle:
+        data.qpos[: sarm.arm.nq] = q
+        mujoco.mj_forward(model, data)
+        if min(mujoco.mj_geomDistance(model, data, slot, g, 0.1, fromto) for g in range(model.ngeom) if model.geom_bodyid[g] > 0) < -0.005:
+            inside += 1
+            assert "world/floor touches" in (SafetyMonitor(sarm.arm).collision() or "")
+    assert inside > 0
+
+
 def test_blocked_task_has_a_plan_on_each_side(franka):
     sarm, planner = franka
     task = next(t for t in (generate_task("franka", s, blocked_share=1.0) for s in range(20)) if t.blocked)
