@@ -131,7 +131,7 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli import runs
     from labcli.data import e2e_synth
     from labcli.data.newari import read_all
-    from labcli.data.text import collate_lm, lm_blocks
+    from labcli.data.text import collate_lm, lm_blocks, padded_collate
     from labcli.engine.trainer import train
     from labcli.errors import UserError
     from labcli.models.peft_prep import parameter_report
@@ -159,7 +159,7 @@ def run(cfg: Config, ctx: Run) -> None:
     base = pre.model.eval()
     train_set = e2e_synth.finetune_examples(train_mrs, tokenizer)
     dev_set = e2e_synth.finetune_examples(split.dev, tokenizer)
-    collate = e2e_synth.collate(tokenizer.pad_token_id)
+    collate = padded_collate(tokenizer.pad_token_id)
     rows, merge_diff = [], None
     for arm in cfg.arms:
         model = with_method(base, arm, cfg.lora_alpha, cfg.seed)
