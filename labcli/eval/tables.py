@@ -42,8 +42,9 @@ def markdown_table(rows: Sequence, columns: Sequence[str] | None = None) -> str:
     if not rows:
         return "_(no rows)_\n"
     columns, cells = _cells(rows, columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    cell = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731  a pipe would end the cell
+    lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in cells]
     return "\n".join(lines) + "\n"
 
 
