@@ -1,0 +1,35 @@
+"""Shipped digits, upsampled: shapes, range, labels and a seeded split."""
+
+import pytest
+import torch
+
+from labcli.data import digits
+from labcli.errors import UserError
+
+
+def test_sklearn_digits_upsampled():
+    d = digits.load("digits-8x8", 16, seed=0)
+    assert d.train_x.shape[1:] == (1, 16, 16) and len(d.train_x) + len(d.val_x) == 1797
+    assert abs(len(d.val_x) - 0.2 * 1797) < 1
+    assert 0 <= float(d.train_x.min()) and float(d.train_x.max()) <= 1
+    assert set(d.train_y.tolist()) == set(range(10)) and d.train_y.dtype == torch.int64
+    assert "upsampled to 16x16" in d.describe()
+    again = digits.load("digits-8x8", 16, seed=0)
+    assert torch.equal(d.val_x, again.val_x)
+    other = digits.load("digits-8x8", 16, seed=1)
+    assert not torch.equal(d.val_y, other.val_y)
+
+
+def test_native_size_is_the_data_itself():
+    """At 8x8 the images are the file's 17 grey levels scaled to [0, 1]; the class counts are scikit-learn's."""
+    d = digits.load("digits-8x8", 8, seed=0, val_fraction=0.0)
+    assert len(d.val_x) == 0 and d.train_x.shape == (1797, 1, 8, 8)
+    assert torch.equal(torch.unique(d.train_x * 16), torch.arange(17).float())
+    assert torch.bincount(d.train_y).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+
+
+def test_bad_source_and_size_are_user_errors():
+    with pytest.raises(UserError):
+        digits.load("cifar", 16, seed=0)
+    with pytest.raises(UserError):
+        digits.load("digits-8x8", 2, seed=0)
