@@ -124,7 +124,7 @@ def fit(
         torch.manual_seed(seed)
     reset_peak_memory(device)
     model.to(device)
-    wrapped = distributed.wrap(model, strategy, device)
+    wrapped = distributed.wrap(model, strategy, device, cpu_offload=getattr(cfg, "fsdp_cpu_offload", False))
     params = [p for p in wrapped.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)

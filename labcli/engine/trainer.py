@@ -31,6 +31,8 @@ class TrainConfig(LoopConfig):
     activation_checkpointing: bool = Field(False, description="Recompute activations in backward")
     compile: bool = Field(False, description="torch.compile the model")
     strategy: Literal["auto", "single", "ddp", "fsdp"] = Field("auto", description="auto: ddp under torchrun")
+    fsdp_cpu_offload: bool = Field(False, description="FSDP2: keep sharded parameters, gradients and the optimizer "
+                                                      "step in CPU RAM (CPUOffloadPolicy); the GPU holds gathered blocks")
     eval_batches: int = Field(20, ge=1, description="Batches per evaluation")
     early_stopping_patience: int = Field(0, ge=0, description="Stop after N evals without improvement (0: off)")
 
