@@ -8,7 +8,8 @@ Two sources, both installed with a package (nothing is downloaded):
   `labcli.detect.datasets.load_mnist5k`.
 
 `load(source, size, seed)` resizes them (bilinear) to size x size, scales them to [0, 1] and splits
-them by a seeded permutation: floats [N, 1, size, size] and int64 labels.
+them by a seeded permutation into train, dev (for choosing settings) and test (for reporting): floats
+[N, 1, size, size] and int64 labels.
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ class Digits:
     size: int
     train_x: torch.Tensor  # [N, 1, size, size] in [0, 1]
     train_y: torch.Tensor  # [N] int64
-    val_x: torch.Tensor
-    val_y: torch.Tensor
+    dev_x: torch.Tensor  # for choosing settings (training curves, early looks)
+    dev_y: torch.Tensor
+    test_x: torch.Tensor  # for the reported numbers only
+    test_y: torch.Tensor
 
     def describe(self) -> str:
         native = SOURCES[self.source]
         how = "upsampled" if self.size > native else ("downsampled" if self.size < native else "at native size")
         return (f"{self.source} ({native}x{native}, {how} to {self.size}x{self.size}): {len(self.train_y)} train, "
-                f"{len(self.val_y)} validation images")
+                f"{len(self.dev_y)} dev, {len(self.test_y)} test images")
 
 
 def _raw(source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +60,7 @@ def _raw(source: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load(source: str, size: int, seed: int, val_fraction: float = 0.2) -> Digits:
+def load(source: str, size: int, seed: int, dev_fraction: float = 0.1, test_fraction: float = 0.2) -> Digits:
     if source not in SOURCES:
         raise UserError(f"unknown digits source '{source}'", f"use one of {', '.join(SOURCES)}")
     if size < 4:
@@ -68,6 +71,7 @@ def load(source: str, size: int, seed: int, val_fraction: float = 0.2) -> Digits
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
     y = torch.from_numpy(labels)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(val_fraction * len(y)))
-    val, train = order[:n_val], order[n_val:]
-    return Digits(source, size, x[train].contiguous(), y[train], x[val].contiguous(), y[val])
+    n_test, n_dev = int(round(test_fraction * len(y))), int(round(dev_fraction * len(y)))
+    test, dev, train = order[:n_test], order[n_test:n_test + n_dev], order[n_test + n_dev:]
+    return Digits(source, size, x[train].contiguous(), y[train], x[dev].contiguous(), y[dev], x[test].contiguous(),
+                  y[test])

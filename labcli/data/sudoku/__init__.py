@@ -202,10 +202,10 @@ def _generate_chunk(args) -> list[tuple[list[int], list[int], int]]:
 
 
 def generate(shape: Shape, count: int, seed: int, min_clues: int = 0, min_guesses: int = 0,
-             workers: int = 1, exclude: Puzzles | None = None) -> Puzzles:
+             workers: int = 1, exclude: Puzzles | list[Puzzles] | None = None) -> Puzzles:
     """`count` distinct puzzles with unique solutions, deterministic in (seed, count, workers). `exclude`:
-    drop puzzles equal to one of these (a held-out set disjoint from a training set)."""
-    chunk = 50
+    drop puzzles equal to one of these sets' (a held-out set disjoint from the training and dev sets)."""
+    chunk = 25
     jobs = [(shape, min(chunk, count - k), seed * 1_000_003 + k, min_clues, min_guesses) for k in range(0, count, chunk)]
     if workers > 1:
         from multiprocessing import get_context
@@ -214,7 +214,8 @@ def generate(shape: Shape, count: int, seed: int, min_clues: int = 0, min_guesse
             parts = pool.map(_generate_chunk, jobs)
     else:
         parts = [_generate_chunk(job) for job in jobs]
-    seen = {bytes(p) for p in exclude.puzzles.astype(np.int8)} if exclude is not None else set()
+    excluded = [] if exclude is None else [exclude] if isinstance(exclude, Puzzles) else exclude
+    seen = {bytes(p) for sets in excluded for p in sets.puzzles.astype(np.int8)}
     rows = []
     for puzzle, solution, guesses in (item for part in parts for item in part):
         key = bytes(np.asarray(puzzle, dtype=np.int8))

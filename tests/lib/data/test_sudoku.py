@@ -77,6 +77,8 @@ def test_held_out_set_is_disjoint():
     train = sudoku.generate(SIX, 40, seed=0, min_clues=30)  # few blanks: repeats between streams are likely
     test = sudoku.generate(SIX, 40, seed=0, min_clues=30, exclude=train)
     assert not {bytes(q) for q in train.puzzles} & {bytes(q) for q in test.puzzles}
+    dev = sudoku.generate(SIX, 40, seed=0, min_clues=30, exclude=[train, test])  # disjoint from both
+    assert not {bytes(q) for q in dev.puzzles} & {bytes(q) for q in [*train.puzzles, *test.puzzles]}
 
 
 @pytest.mark.parametrize("shape", [SIX, NINE])
