@@ -26,7 +26,8 @@ def found_with(losses: dict, fds: dict, acc1: list, acc4: list, ours_at_init: fl
         by_scale = {"1.0": {"accuracy": sum(acc1) / len(acc1), "correct": acc1, "fd": fds[name]},
                     "4.0": {"accuracy": sum(acc4) / len(acc4), "correct": acc4, "fd": fds[name]}}
         arms.append({"arm": name, "by_scale": by_scale})
-        by[name] = {"test_loss": loss, "gflops": gflops, "fd@1.0": fds[name], "acc@1.0": by_scale["1.0"]["accuracy"],
+        by[name] = {"test_loss": loss, "test_loss_ci": [loss - 0.001, loss + 0.001], "gflops": gflops,
+                    "fd@1.0": fds[name], "fd_sd@1.0": 0.1, "acc@1.0": by_scale["1.0"]["accuracy"],
                     "acc@4.0": by_scale["4.0"]["accuracy"]}
     return {"by_arm": by, "arms": arms, "data": "digits",
             "zero_init": {"ours_max_abs": ours_at_init, "diffusers_max_abs": 2.5, "patch": 4}}
@@ -52,6 +53,15 @@ def test_verdicts_when_it_does_not():
     assert got == ["does not hold"] * 4
     fds["adaln-zero/p4"] = 4.0  # best FD but not best loss: half of the evidence
     assert verdicts(found_with(losses, fds, [1, 1] * 50, [1, 0] * 50))[1] == "partly"
+
+
+def test_a_difference_within_the_noise_is_no_win():
+    losses = dict(zip(NAMES, [0.30, 0.29, 0.28, 0.27, 0.25]))
+    fds = dict(zip(NAMES, [9.0, 8.0, 7.0, 6.0, 5.95]))  # patch 2's FD lower by 0.05, its sd 0.1: a tie
+    found = found_with(losses, fds, [1, 0] * 50, [1, 1] * 50)
+    assert verdicts(found)[2] == "partly"
+    found["by_arm"]["adaln-zero/p2"]["test_loss_ci"] = [0.2, 0.3]  # a wide interval: the loss gain is noise too
+    assert verdicts(found)[2] == "does not hold"
 
 
 @pytest.mark.slow
