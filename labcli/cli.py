@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 
 VERB_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+COMMAND_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}  # overrides pass through; --help is theirs
 
 COMMON_HELP = """
 Options shared by every verb:
@@ -145,7 +146,7 @@ def serve_stop(name: str = typer.Option("", "--name", help="Server to stop, as p
     stop_servers(name)
 
 
-@app.command("check", context_settings=VERB_SETTINGS)
+@app.command("check", context_settings=COMMAND_SETTINGS)
 def check(
     ctx: typer.Context,
     verb: str = typer.Argument(..., help="The verb, e.g. finetune."),
@@ -177,7 +178,7 @@ def check(
     typer.echo(f"ok: lab {verb} {recipe or ''} is ready to run".replace("  ", " "))
 
 
-@app.command("launch", context_settings=VERB_SETTINGS)
+@app.command("launch", context_settings=COMMAND_SETTINGS)
 def launch(
     ctx: typer.Context,
     kind: str = typer.Argument(..., help="slurm, k8s or ray"),
@@ -190,9 +191,11 @@ def launch(
     image: str = typer.Option("python:3.11", "--image", help="k8s: a container image with lab installed."),
     partition: str = typer.Option("", "--partition", help="slurm: the partition."),
     cpu: bool = typer.Option(False, "--cpu", help="Ask for no GPUs (CPU processes)."),
+    pytorchjob: bool = typer.Option(False, "--pytorchjob", help="k8s: a Kubeflow Training Operator v1 PyTorchJob "
+                                                                "instead of a Trainer v2 TrainJob."),
 ) -> None:
-    """Write a cluster job file (sbatch script, Kubeflow TrainJob, Ray Train entry point) that runs
-    `lab VERB RECIPE ...` on NODES x GPUS processes under torchrun with c10d rendezvous."""
+    """Write a cluster job file (sbatch script, Kubeflow TrainJob or --pytorchjob PyTorchJob, Ray Train
+    entry point) that runs `lab VERB RECIPE ...` on NODES x GPUS processes under torchrun with c10d rendezvous."""
     from labcli.engine.launchers import Job, write_job
     from labcli.launch import flags_to_overrides
 
@@ -200,7 +203,10 @@ def launch(
     _, found = registry.load(verb, recipe, None, overrides)
     if nodes * gpus_per_node > 1 and not found.supports("nproc"):
         raise UserError(f"`lab {verb} {recipe}` runs in one process", "launch it with --nodes 1 --gpus-per-node 1")
-    job = Job(verb, found.name, overrides, nodes, gpus_per_node, run_dir, image=image, partition=partition, use_gpu=not cpu)
+    if pytorchjob and kind != "k8s":
+        raise UserError(f"--pytorchjob is a Kubernetes manifest, not a {kind} job", "use `lab launch k8s ... --pytorchjob`")
+    job = Job(verb, found.name, overrides, nodes, gpus_per_node, run_dir, image=image, partition=partition, use_gpu=not cpu,
+              pytorchjob=pytorchjob)
     path = write_job(kind, job, out)
     typer.echo(f"wrote {path}: lab {verb} {found.name} on {nodes}x{gpus_per_node} processes ({kind})")
 
@@ -248,13 +254,12 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted (resume with --resume auto)", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # click usage errors and friends (typer vendors its own click: match by name)
+        if any(cls.__name__ == "ClickException" for cls in type(exc).__mro__):
             if debug:
                 raise
-            typer.echo(f"error: {exc.format_message()} (hint: see `lab --help`)", err=True)
+            where = getattr(getattr(exc, "ctx", None), "command_path", None) or "lab"
+            typer.echo(f"error: {exc.format_message()} (hint: see `{where} --help`)", err=True)
             sys.exit(2)
         raise
 

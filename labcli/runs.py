@@ -12,6 +12,7 @@ replaced the same way (`replace_dir`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -167,7 +168,14 @@ VERSIONED = ("torch", "transformers", "peft", "bitsandbytes", "trl")
 
 
 def provenance() -> dict:
-    """lab's git commit (and whether the tree had uncommitted changes) and the key library versions."""
+    """lab's git commit (and whether the tree had uncommitted changes) and the key library versions,
+    read once per process: the first Run reads it when it starts, so a run that writes config.yaml
+    late still names the code it started with."""
+    return json.loads(json.dumps(_provenance()))
+
+
+@functools.lru_cache(maxsize=1)
+def _provenance() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     repo = Path(__file__).resolve().parents[1]
@@ -236,11 +244,43 @@ class Run:
         self.root, self.verb, self.recipe, self.cfg = Path(dir), verb, recipe, cfg
         self.resume_from = resume_from  # a checkpoint folder to continue from, or None
         self._created = (self.root / "config.yaml").exists()
+        provenance()  # the commit and versions at the start of the run (cached), not when config.yaml is written
 
     def sub(self, name: str, *, recipe: str | None = None, cfg: Any = None, resume_from: Path | None = None) -> "Run":
         """A run inside this one (one cell of a bench, one method of `--method all`): RUN/NAME/."""
         return Run(self.root / name, self.verb, recipe or f"{self.recipe}:{name}", cfg if cfg is not None else self.cfg,
                    resume_from)
+
+    def cell(self, name: str, compute: Callable[[], Any], settings: Any = None) -> Any:
+        """One cell of a bench (one technique, one seed, ...), kept once it finishes.
+
+        The result of `compute()` (JSON-able) is saved in RUN/cells/NAME.json with the settings it
+        ran under (default: the whole config), and checkpoints/step-<cells kept>/ marks progress, so
+        a killed bench continued with `--resume auto` reuses the finished cells and runs the rest."""
+        kept = self.kept(name, settings)
+        if kept is not None:
+            return kept
+        result = json.loads(json.dumps(compute(), default=_jsonable))  # the same types as a kept cell's
+        if is_rank0():
+            write_json(self.dir / "cells" / f"{name}.json", {"settings": self._cell_settings(settings), "result": result})
+            count = len(list((self.dir / "cells").glob("*.json")))
+            checkpoints = self.dir / "checkpoints"
+            replace_dir(checkpoints / f"step-{count:08d}", lambda tmp: write_text(tmp / "COMPLETE", f"{count} cells kept\n"))
+            for old in checkpoints.glob("step-*"):
+                if old.name != f"step-{count:08d}":
+                    shutil.rmtree(old, ignore_errors=True)
+        return result
+
+    def kept(self, name: str, settings: Any = None) -> Any:
+        """On a resumed run, cell NAME's saved result if it finished under these settings; else None."""
+        path = self.root / "cells" / f"{name}.json"
+        if self.resume_from is None or not path.exists():
+            return None
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return saved["result"] if saved.get("settings") == self._cell_settings(settings) else None
+
+    def _cell_settings(self, settings: Any) -> Any:
+        return json.loads(json.dumps(self.cfg.model_dump(mode="json") if settings is None else settings, default=_jsonable))
 
     @property
     def dir(self) -> Path:
