@@ -40,7 +40,8 @@ def test_tiny_teacher_corpus_has_the_four_formats():
 @pytest.mark.slow
 def test_tiny_teacher_end_to_end(run_lab, tmp_path):
     run_lab("distill", "evol-instruct", "pool_size=6", "rounds=2", "batch_size=6", "max_tokens=24", "response_tokens=24",
-            "teacher_corpus=80", "teacher_train.max_steps=15", "teacher_train.tensorboard=false")
+            "teacher_corpus=80", "teacher_train.max_steps=10", "teacher_train.batch_size=4", "teacher_train.micro_batch_size=4",
+            "teacher_train.tensorboard=false")
     run = next((tmp_path / "runs").iterdir())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["attempts"] == 12

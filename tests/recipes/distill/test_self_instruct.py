@@ -42,7 +42,8 @@ def test_histogram_bins_cover_zero_to_one():
 @pytest.mark.slow
 def test_tiny_teacher_end_to_end(run_lab, tmp_path):
     proc = run_lab("distill", "self-instruct", "num_instructions=6", "request_batch_size=8", "max_tokens=48",
-                   "instance_max_tokens=48", "teacher_corpus=80", "teacher_train.max_steps=15", "max_rounds=3",
+                   "instance_max_tokens=48", "teacher_corpus=80", "teacher_train.max_steps=10", "teacher_train.batch_size=4",
+                   "teacher_train.micro_batch_size=4", "max_rounds=3",
                    "teacher_train.tensorboard=false")
     assert "run folder:" in proc.stdout
     run = next((tmp_path / "runs").iterdir())
