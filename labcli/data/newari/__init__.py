@@ -2,6 +2,10 @@
 
 Splits are deterministic: a hash of the lower-cased English side picks train/dev/test (80/10/10),
 so one English string (and all its alternative translations) never crosses splits.
+
+How the task uses them (`task_splits`): word lists (the lexicon) and resources (UI strings) are
+training data; the test is the held-out SENTENCE pairs; held-out lexicon words are a separate
+"unseen single words" diagnostic (a word never seen in training can only be guessed).
 """
 
 from __future__ import annotations
@@ -91,3 +95,31 @@ def split(pairs: list[Pair]) -> dict[str, list[Pair]]:
     for p in pairs:
         out[split_of(p.en)].append(p)
     return out
+
+
+LEXICON_DOMAINS = ("lexicon",)
+RESOURCE_DOMAINS = ("software_ui",)
+
+
+@dataclass
+class TaskSplits:
+    train: list[Pair]  # train split of everything, plus all of the resource domains
+    dev: list[Pair]  # held-out sentence pairs for tuning and eval loss
+    test: list[Pair]  # held-out sentence pairs: the headline test
+    dev_words: list[Pair]  # held-out lexicon entries (dev), a diagnostic
+    test_words: list[Pair]  # held-out lexicon entries (test): the "unseen single words" diagnostic
+
+
+def task_splits(pairs: list[Pair], lexicon_domains=LEXICON_DOMAINS, resource_domains=RESOURCE_DOMAINS) -> TaskSplits:
+    """Split by the English hash, then route: resources all to training, held-out lexicon words to
+    their own diagnostic sets, held-out sentences to dev/test."""
+    parts = split(pairs)
+    train = parts["train"] + [p for name in ("dev", "test") for p in parts[name] if p.domain in resource_domains]
+    held = {name: [p for p in parts[name] if p.domain not in resource_domains] for name in ("dev", "test")}
+    return TaskSplits(
+        train=train,
+        dev=[p for p in held["dev"] if p.domain not in lexicon_domains],
+        test=[p for p in held["test"] if p.domain not in lexicon_domains],
+        dev_words=[p for p in held["dev"] if p.domain in lexicon_domains],
+        test_words=[p for p in held["test"] if p.domain in lexicon_domains],
+    )
