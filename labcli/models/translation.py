@@ -118,7 +118,8 @@ class Translator:
             unk = self.tok.unk_token_id
             unks += [int((row == unk).sum()) if unk is not None else 0 for row in out]
             hyps += [t.strip() for t in self.tok.batch_decode(out, skip_special_tokens=True)]
-            # seq2seq output starts with the decoder start token, which is EOS for mBART: skip it
-            body = out[:, 1:] if self.task == "seq2seq" else out
+            # seq2seq output starts with the decoder start token (EOS for mBART): skip it. mBART's
+            # config forces EOS as the last token at the length limit: only an earlier EOS counts.
+            body = (out[:, 1:] if self.task == "seq2seq" else out)[:, : self.max_tgt - 1]
             stopped += [bool((row == eos).any()) for row in body]
         return Decoded(hyps, unks, stopped)

@@ -112,14 +112,17 @@ class TaskSplits:
 
 def task_splits(pairs: list[Pair], lexicon_domains=LEXICON_DOMAINS, resource_domains=RESOURCE_DOMAINS) -> TaskSplits:
     """Split by the English hash, then route: resources all to training, held-out lexicon words to
-    their own diagnostic sets, held-out sentences to dev/test."""
+    their own diagnostic sets, held-out sentences to dev/test. Held out means unseen: a held-out
+    pair whose English occurs in training (a UI string that is also a lexicon word) is dropped, and
+    so is a held-out sentence whose Newari is a training target (one Newari sentence given for two
+    English wordings). Word glosses may repeat (synonyms share them)."""
     parts = split(pairs)
     train = parts["train"] + [p for name in ("dev", "test") for p in parts[name] if p.domain in resource_domains]
-    held = {name: [p for p in parts[name] if p.domain not in resource_domains] for name in ("dev", "test")}
-    return TaskSplits(
-        train=train,
-        dev=[p for p in held["dev"] if p.domain not in lexicon_domains],
-        test=[p for p in held["test"] if p.domain not in lexicon_domains],
-        dev_words=[p for p in held["dev"] if p.domain in lexicon_domains],
-        test_words=[p for p in held["test"] if p.domain in lexicon_domains],
-    )
+    seen_en, seen_new = {p.en.lower().strip() for p in train}, {p.new for p in train}
+
+    def held(name: str, words: bool) -> list[Pair]:
+        return [p for p in parts[name] if p.domain not in resource_domains and (p.domain in lexicon_domains) == words
+                and p.en.lower().strip() not in seen_en and (words or p.new not in seen_new)]
+
+    return TaskSplits(train=train, dev=held("dev", False), test=held("test", False),
+                      dev_words=held("dev", True), test_words=held("test", True))

@@ -118,6 +118,13 @@ def instances(texts: Sequence[str], max_words: int) -> list[str]:
     return out
 
 
+def example(tokenizer, noised: str, original: str, lang_id: int, max_len: int) -> dict:
+    """One training example: encoder `noised </s>`, labels `<lang> original </s>` (both cut to max_len)."""
+    target = tokenizer(original, add_special_tokens=False)["input_ids"][: max_len - 2]
+    return {"input_ids": tokenizer(noised, truncation=True, max_length=max_len)["input_ids"],
+            "labels": [lang_id] + target + [tokenizer.eos_token_id]}
+
+
 class DenoisingSet:
     """`length` draws over per-language instances, mixing languages with `shares` (sum 1).
 

@@ -16,6 +16,7 @@ test sentences' English and Newari sides stay unseen until they are scored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Iterable, Literal
@@ -26,8 +27,17 @@ ExtraEnglish = Literal["gsm8k", "strategyqa", "sms"]
 EXTRA_ENGLISH: tuple[str, ...] = ("gsm8k", "strategyqa", "sms")
 
 
+@functools.lru_cache(maxsize=None)
+def _extra_english(name: str) -> tuple[str, ...]:
+    return tuple(extra_english_uncached(name))
+
+
 def extra_english(name: str) -> list[str]:
-    """English texts of one shipped source (train split only)."""
+    """English texts of one shipped source (train split only); read once per process."""
+    return list(_extra_english(name))
+
+
+def extra_english_uncached(name: str) -> list[str]:
     from labcli.reasoning.tasks import DATA, load_task
 
     if name in ("gsm8k", "strategyqa"):

@@ -350,7 +350,10 @@ def write_report(ctx: Run, cfg: Config, summary: dict) -> None:
 
 
 def evaluate_run(cfg: Config, ctx: Run) -> None:
-    """--eval-only --run DIR: load DIR/model and score it again with this config's decoding."""
+    """--eval-only --run DIR: load DIR/model and score it again with this config's decoding
+    (and the language codes the run was trained with)."""
+    import yaml
+
     from labcli.models import load_model
 
     if not cfg.run:
@@ -359,8 +362,10 @@ def evaluate_run(cfg: Config, ctx: Run) -> None:
     if not (src / "model" / "config.json").exists():
         raise UserError(f"{src} has no model/ folder", "pass a finished run folder (it holds model/ and summary.json)")
     previous = json.loads((src / "summary.json").read_text()) if (src / "summary.json").exists() else {}
+    trained_with = yaml.safe_load((src / "config.yaml").read_text()) if (src / "config.yaml").exists() else {}
     loaded = load_model(str(src / "model"), previous.get("task", cfg.task))
-    cfg = cfg.model_copy(update={"task": loaded.task, "method": previous.get("method", cfg.method)})
+    languages = {k: trained_with[k] for k in ("src_lang", "tgt_lang") if k in (trained_with or {})}
+    cfg = cfg.model_copy(update={"task": loaded.task, "method": previous.get("method", cfg.method), **languages})
     translator = make_translator(cfg, loaded.tokenizer)
     _, splits = load_splits(cfg)
     test, words = eval_sets(cfg, splits)

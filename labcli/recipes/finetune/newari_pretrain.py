@@ -80,7 +80,14 @@ def run(cfg: Config, ctx: Run) -> None:
     if problems:
         what, _, hint = problems[0].partition(" (hint: ")
         raise UserError(what, hint.rstrip(")"))
-    from labcli.data.newari.denoising import LANG_TOKENS, SPECIAL_TOKENS, DenoisingSet, NoiseSettings, instances
+    from labcli.data.newari.denoising import (
+        LANG_TOKENS,
+        SPECIAL_TOKENS,
+        DenoisingSet,
+        NoiseSettings,
+        example,
+        instances,
+    )
     from labcli.engine.distributed import pick_device
     from labcli.engine.export import save_final_model
     from labcli.engine.trainer import evaluate, train
@@ -99,9 +106,7 @@ def run(cfg: Config, ctx: Run) -> None:
     lang_ids = {lang: tok.convert_tokens_to_ids(t) for lang, t in LANG_TOKENS.items()}
 
     def encode(noised: str, original: str, lang: str) -> dict:
-        target = tok(original, add_special_tokens=False)["input_ids"][: cfg.max_len - 2]
-        return {"input_ids": tok(noised, truncation=True, max_length=cfg.max_len)["input_ids"],
-                "labels": [lang_ids[lang]] + target + [tok.eos_token_id]}
+        return example(tok, noised, original, lang_ids[lang], cfg.max_len)
 
     settings = NoiseSettings(cfg.noise.mask_ratio, cfg.noise.poisson_lambda, cfg.noise.permute_sentences)
     shares = {"new": cfg.newari_share, "en": 1 - cfg.newari_share}
