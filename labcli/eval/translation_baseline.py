@@ -9,7 +9,8 @@ that a trained translator should clear.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 WORD = re.compile(r"[A-Za-z0-9']+|[^\sA-Za-z0-9']")
 PUNCTUATION = {".": "।", "?": "?", "!": "!", ",": ",", ":": ":", ";": ";"}

@@ -63,7 +63,7 @@ def materialize(name: str, tokenizer, overrides: dict, dropout: float, seed: int
     if name in PRETRAINED:
         _, verb, recipe = PRETRAINED[name]
         raise UserError(f"'{name}' is a trained base, built by `lab {verb} {recipe}`",
-                        f"use it from `lab finetune newari`, or pass that run's model/ folder")
+                        "use it from `lab finetune newari`, or pass that run's model/ folder")
     task, cfg = preset_config(name, tokenizer, overrides, dropout)
     key = json.dumps([name, cfg.to_dict(), seed, tokenizer.backend_tokenizer.to_str()], sort_keys=True, default=str)
     folder = lab_home() / "presets" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 MASK = "<mask>"
 LANG_TOKENS = {"en": "<en>", "new": "<new>"}

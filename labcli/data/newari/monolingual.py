@@ -19,7 +19,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 from labcli.data.newari import Pair
 
@@ -27,7 +28,7 @@ ExtraEnglish = Literal["gsm8k", "strategyqa", "sms"]
 EXTRA_ENGLISH: tuple[str, ...] = ("gsm8k", "strategyqa", "sms")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _extra_english(name: str) -> tuple[str, ...]:
     return tuple(extra_english_uncached(name))
 

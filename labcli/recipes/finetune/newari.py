@@ -205,9 +205,31 @@ def train_one(cfg: Config, ctx: Run) -> None:
                "tokens": result.tokens, "tokens_per_s": round(result.tokens / max(result.wall_s, 1e-9), 1),
                "wall_s": round(result.wall_s, 1), "peak_memory_mb": round(result.peak_memory_mb, 1),
                "untrained": untrained, **scores}
+    summary["table"] = result_rows(summary)
     ctx.write_summary(summary)
     write_report(ctx, cfg, summary)
     print_scores(ctx, summary)
+
+
+def result_rows(summary: dict) -> list[dict]:
+    """The run's headline table: baselines and each decoding on the same sentences (chrF++ per domain)."""
+    domains = sorted(d for d in summary["scores"]["greedy"]["by_domain"] if d != "all")
+    rows = []
+
+    def row(system, by_domain, loops, stopped):
+        rows.append({"system": system, "chrF++": by_domain["all"]["chrf++"], "BLEU": by_domain["all"]["bleu"],
+                     "TER": by_domain["all"]["ter"], **{f"chrF++ {d}": by_domain.get(d, {}).get("chrf++") for d in domains},
+                     "loops": loops, "stopped": stopped})
+
+    if summary.get("dictionary"):
+        row("dictionary (word by word)", summary["dictionary"]["by_domain"], summary["dictionary"]["loops"], None)
+    if summary.get("untrained") and "by_domain" in summary["untrained"]:
+        u = summary["untrained"]
+        row("base before finetuning (greedy)", u["by_domain"], u["loops"], u["stopped"])
+    for s in summary["scores"].values():
+        rates = s["errors"]["rates"]
+        row(f"{summary.get('method')}: {s['decoding']}", s["by_domain"], rates["repetition_loop"], rates["stopped"])
+    return rows
 
 
 def eval_sets(cfg: Config, splits):
@@ -218,11 +240,12 @@ def eval_sets(cfg: Config, splits):
 
 
 def untrained_scores(translator, model, test, batch_size: int) -> dict:
-    from labcli.eval.translation import corpus_scores
+    from labcli.eval.translation import corpus_scores, scores_by
     from labcli.eval.translation_errors import repetition_loop
 
     out = translator.decode(model, [p.en for p in test], 1, batch_size)
     return {**corpus_scores(out.hyps, [p.new for p in test]),
+            "by_domain": scores_by([p.domain for p in test], out.hyps, [p.new for p in test]),
             "loops": round(sum(map(repetition_loop, out.hyps)) / max(len(test), 1), 4),
             "stopped": round(sum(out.stopped) / max(len(test), 1), 4)}
 
@@ -230,16 +253,18 @@ def untrained_scores(translator, model, test, batch_size: int) -> dict:
 def print_scores(ctx: Run, summary: dict) -> None:
     """The last lines a user sees: the headline (greedy) scores, each decoding, baselines, diagnostics."""
     split = summary.get("split", "test")
-    for key, s in summary["scores"].items():
+    if summary.get("table"):
+        from labcli.eval.tables import print_table
+
+        shown = [{k: (f"{v:.0%}" if k in ("loops", "stopped") else f"{v:.2f}") if isinstance(v, float) else v
+                  for k, v in r.items()} for r in summary["table"]]
+        print_table(shown, title=f"lab finetune newari: {summary.get('model')} ({summary.get('method')}), "
+                                            f"{split} sentences")
+    for s in summary["scores"].values():
         a, e = s["by_domain"]["all"], s["errors"]
         domains = ", ".join(f"{d} {v['chrf++']}" for d, v in s["by_domain"].items() if d != "all")
         print(f"{split} ({a['n']} sentences, {s['decoding']}): chrF++ {a['chrf++']} ({domains})  BLEU {a['bleu']}  "
               f"TER {a['ter']}  loops {e['rates']['repetition_loop']:.0%}  stopped by EOS {e['rates']['stopped']:.0%}")
-    if summary.get("dictionary"):
-        d = summary["dictionary"]["by_domain"]
-        print(f"dictionary baseline (word by word): chrF++ {d['all']['chrf++']}  BLEU {d['all']['bleu']}")
-    if summary.get("untrained"):
-        print(f"base before finetuning (greedy): chrF++ {summary['untrained']['chrf++']}")
     if summary.get("unseen_words"):
         w = summary["unseen_words"]
         print(f"unseen single words ({w['n']} held-out lexicon entries, diagnostic): exact match {w['exact_match']:.1%}, "
@@ -371,6 +396,7 @@ def evaluate_run(cfg: Config, ctx: Run) -> None:
     test, words = eval_sets(cfg, splits)
     scores = score_and_report(cfg, ctx, loaded.model, translator, test, words, splits.train)
     summary = {**{k: previous.get(k) for k in ("task", "model", "method")}, "rescored_run": str(src), **scores}
+    summary["table"] = result_rows(summary)
     ctx.write_summary(summary)
     ctx.write_report(render(ctx, cfg, summary))
     print_scores(ctx, summary)
@@ -470,8 +496,8 @@ def render(ctx, cfg, summary: dict) -> str:
     baselines = []
     if summary.get("dictionary"):
         d = summary["dictionary"]
-        baselines.append(["dictionary, word by word (lexicon covers "
-                          f"{d['coverage']:.0%} of the words)", d["by_domain"]["all"]["bleu"],
+        baselines.append([f"dictionary, word by word (lexicon covers {d['coverage']:.0%} of the words)",
+                          d["by_domain"]["all"]["bleu"],
                           d["by_domain"]["all"]["chrf++"], d["by_domain"]["all"]["ter"], d["loops"], "-"])
     if summary.get("untrained"):
         u = summary["untrained"]
@@ -490,10 +516,10 @@ def render(ctx, cfg, summary: dict) -> str:
                                  list(rates) + ["length ratio mean", "median"]), ""]
     if summary.get("unseen_words"):
         w = summary["unseen_words"]
-        parts += ["## Diagnostic: unseen single words", "",
-                  f"{w['n']} held-out lexicon entries ({w['entries']} glosses), never seen in training: exact match "
-                  f"{w['exact_match']:.1%} (any gloss), chrF++ {w['chrf++']}. Only loanwords and names can be "
-                  "guessed; this is not part of the headline.", "",
+        note = (f"{w['n']} held-out lexicon entries ({w['entries']} glosses), never seen in training: exact match "
+                f"{w['exact_match']:.1%} (any gloss), chrF++ {w['chrf++']}. Only loanwords and names can be "
+                "guessed; this is not part of the headline.")
+        parts += ["## Diagnostic: unseen single words", "", note, "",
                   markdown_table([[e["src"], e["hyp"], " / ".join(e["refs"])] for e in w["examples"]],
                                  ["English", "output", "glosses"]), ""]
     head = summary["scores"]["greedy"]["by_domain"]["all"]

@@ -1,4 +1,7 @@
-"""Shipped Newari data: readable, split deterministically without crossing English strings; bad TSVs fail clearly."""
+"""Shipped Newari data: readable, split deterministically without crossing English strings; bad TSVs fail clearly;
+how the task routes it; the mBART denoising noise."""
+
+import itertools
 
 import pytest
 
@@ -109,7 +112,7 @@ def test_span_masking_hides_35_percent_in_poisson_spans():
         assert len(hidden) == sum(n for _, n in spans), "spans overlap"
         assert [w for w in out if w != MASK] == [w for i, w in enumerate(words) if i not in hidden]
         assert out.count(MASK) == len(spans), "each span is one mask token"
-        assert all(not (a == b == MASK) for a, b in zip(out, out[1:])), "two spans merged"
+        assert all(not (a == b == MASK) for a, b in itertools.pairwise(out)), "two spans merged"
         masked, total = masked + len(hidden), total + len(words)
         lengths += [n for _, n in spans[:-1]] if spans else []  # the last span may be cut to fit
     assert abs(masked / total - 0.35) < 0.005
@@ -141,7 +144,12 @@ def test_instances_pack_neighbours_up_to_max_words():
 
 
 def test_denoising_examples_carry_the_language_token_and_mix_languages(lab_home):
-    from labcli.data.newari.denoising import LANG_TOKENS, SPECIAL_TOKENS, DenoisingSet, example
+    from labcli.data.newari.denoising import (
+        LANG_TOKENS,
+        SPECIAL_TOKENS,
+        DenoisingSet,
+        example,
+    )
     from labcli.models.tokenizer import train_tokenizer
 
     by_language = {"en": [f"the cat sat on mat {i} . it slept" for i in range(20)],

@@ -5,7 +5,7 @@ import json
 import pytest
 
 PRETRAIN = ("pretrain=[train.max_steps=2,train.batch_size=4,train.micro_batch_size=4,train.eval_every=0,"
-            "train.save_every=0,train.tensorboard=false,dev_instances=4,extra_english=[sms]]")
+            "train.save_every=0,train.tensorboard=false,dev_instances=4,\"extra_english=[sms]\"]")
 FAST = ["train.max_steps=3", "train.batch_size=8", "train.micro_batch_size=8", "train.eval_every=0",
         "train.tensorboard=false", "eval.max_examples=12", "eval.beams=[1,2]", "eval.baseline=false",
         "vocab_size=600", "max_target_len=8", PRETRAIN]

@@ -98,10 +98,10 @@ def test_missing_or_bad_cached_base_is_rebuilt(lab_home, tmp_path, capsys):
 def test_tiny_pretrain_then_qlora_end_to_end(run_lab, tmp_path):
     """`lab finetune newari` on the pretrained preset: builds the base once, quantizes it, finetunes,
     scores held-out sentences with both decodings, the dictionary baseline and the word diagnostic."""
-    pretrain = "pretrain=[" + ",".join(TINY_PRETRAIN) + "]"
+    pretrain = "pretrain=[" + ",".join(json.dumps(o) for o in TINY_PRETRAIN) + "]"  # YAML list of strings
     args = ["finetune", "newari", "--method", "qlora", "train.max_steps=3", "train.batch_size=8",
             "train.micro_batch_size=8", "train.eval_every=0", "train.tensorboard=false", "eval.max_examples=10",
-            "vocab_size=600", "max_target_len=8", pretrain]
+            "vocab_size=600", "max_target_len=8", "eval.baseline=true", pretrain]
     first = run_lab(*args, "--output", str(tmp_path / "a")).stdout
     assert "building it once with `lab finetune newari-pretrain seed=0 vocab_size=600 data_digest=" in first
     s = json.loads((tmp_path / "a" / "summary.json").read_text())
@@ -110,7 +110,10 @@ def test_tiny_pretrain_then_qlora_end_to_end(run_lab, tmp_path):
     assert set(s["scores"]["greedy"]["by_domain"]) == {"all", "conversation", "general"}
     assert s["dictionary"]["by_domain"]["all"]["n"] == 10 and s["unseen_words"]["n"] == 10
     assert 0 <= s["stopped"] <= 1 and 0 <= s["loops"] <= 1
-    assert "chrF++" in first and "dictionary baseline" in first and "unseen single words" in first
+    assert "chrF++" in first and "dictionary (word by word)" in first and "unseen single words" in first
+    assert [r["system"] for r in s["table"]] == ["dictionary (word by word)", "base before finetuning (greedy)",
+                                                 "qlora: greedy, no_repeat_ngram_size 0",
+                                                 "qlora: greedy, no_repeat_ngram_size 3"]
     gen = json.loads((tmp_path / "a" / "model" / "generation_config.json").read_text())
     assert gen["forced_bos_token_id"] is not None, "served models must start with <new> as in training"
     second = run_lab(*args, "--output", str(tmp_path / "b")).stdout
