@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[all,test]"
 	bash labcli/serving/setup_triton_env.sh || echo "warning: no Triton server environment; only 'lab serve triton' needs it (see README)"
 	sh labcli/detect/setup_audio.sh || echo "warning: audio packages not installed; only 'lab detect deepfake-voice' needs them (see README)"
+	sh labcli/serving/setup_browser.sh || echo "warning: chromium not installed; only the browser test of the translation apps needs it"
 	touch $(STAMP)
 
 # The headline job on its embedded default (offline, CPU).

@@ -17,6 +17,7 @@ setup_cache_env()
 
 from labcli.errors import UserError  # noqa: E402
 from labcli.launch import VerbArgs, run_verb  # noqa: E402
+from labcli import registry  # noqa: E402
 from labcli.registry import VERBS  # noqa: E402
 
 app = typer.Typer(
@@ -163,10 +164,9 @@ def check(
     if recipe is not None and "=" in recipe:
         extra.insert(0, recipe)
         recipe = None
-    for flag in ("--output", "--device", "--seed"):  # accepted like the run's, nothing to check
-        if flag in extra:
-            i = extra.index(flag)
-            del extra[i:i + 2]
+    if "--output" in extra:  # accepted like the run's, nothing to check
+        i = extra.index("--output")
+        del extra[i:i + 2]
     problems, notes = run_check(verb, recipe, config, extra, resume=resume, nproc=nproc)
     for line in problems:
         typer.echo(f"problem: {line}", err=True)
@@ -175,6 +175,34 @@ def check(
     for line in notes:
         typer.echo(line)
     typer.echo(f"ok: lab {verb} {recipe or ''} is ready to run".replace("  ", " "))
+
+
+@app.command("launch", context_settings=VERB_SETTINGS)
+def launch(
+    ctx: typer.Context,
+    kind: str = typer.Argument(..., help="slurm, k8s or ray"),
+    verb: str = typer.Argument(..., help="The verb, e.g. finetune."),
+    recipe: str = typer.Argument(..., help="The recipe; then its overrides (key=value, --key value)."),
+    nodes: int = typer.Option(1, "--nodes", help="Machines."),
+    gpus_per_node: int = typer.Option(1, "--gpus-per-node", help="Processes per machine."),
+    run_dir: str = typer.Option("", "--run-dir", help="The run folder, on a filesystem every node shares."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The job file to write."),
+    image: str = typer.Option("python:3.11", "--image", help="k8s: a container image with lab installed."),
+    partition: str = typer.Option("", "--partition", help="slurm: the partition."),
+    cpu: bool = typer.Option(False, "--cpu", help="Ask for no GPUs (CPU processes)."),
+) -> None:
+    """Write a cluster job file (sbatch script, Kubeflow TrainJob, Ray Train entry point) that runs
+    `lab VERB RECIPE ...` on NODES x GPUS processes under torchrun with c10d rendezvous."""
+    from labcli.engine.launchers import Job, write_job
+    from labcli.launch import flags_to_overrides
+
+    overrides = flags_to_overrides(list(ctx.args))
+    _, found = registry.load(verb, recipe, None, overrides)
+    if nodes * gpus_per_node > 1 and not found.supports("nproc"):
+        raise UserError(f"`lab {verb} {recipe}` runs in one process", "launch it with --nodes 1 --gpus-per-node 1")
+    job = Job(verb, found.name, overrides, nodes, gpus_per_node, run_dir, image=image, partition=partition, use_gpu=not cpu)
+    path = write_job(kind, job, out)
+    typer.echo(f"wrote {path}: lab {verb} {found.name} on {nodes}x{gpus_per_node} processes ({kind})")
 
 
 @app.command("env")

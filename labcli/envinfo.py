@@ -59,7 +59,7 @@ PROBES = {
 def collect(short: bool = False) -> dict:
     import torch
 
-    from labcli.launch import set_threads
+    from labcli.runs import set_threads
 
     set_threads()
 

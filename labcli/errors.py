@@ -14,3 +14,8 @@ class UserError(Exception):
     def __str__(self) -> str:
         return f"{self.what} (hint: {self.hint})" if self.hint else self.what
 
+
+class CheckFailed(UserError):
+    """A run finished but a check it exists to make failed (results are written). Exit 1, one line."""
+
+    exit_code = 1

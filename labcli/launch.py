@@ -53,7 +53,7 @@ def flags_to_overrides(extra: list[str]) -> list[str]:
 
 
 def run_verb(args: VerbArgs) -> None:
-    from labcli.runs import Run, resolve_resume, seed_everything
+    from labcli.runs import Run, resolve_resume, seed_everything, set_threads
 
     if args.recipe is not None and "=" in args.recipe:  # `lab VERB --config F key=value`: no recipe name
         args.extra.insert(0, args.recipe)
@@ -127,16 +127,6 @@ def strip_options(argv: list[str], names: set[str]) -> list[str]:
     return out
 
 
-def set_threads() -> None:
-    """Explicit intra-op threads per process: LAB_THREADS, default 1.
-
-    Oversubscribed CPU threads (processes x threads > cores, or other jobs running) made training
-    about 7x slower on a 2-core machine; one thread per process never oversubscribes. A single
-    run on an otherwise idle machine may gain from LAB_THREADS=<cores>.
-    """
-    import torch
-
-    torch.set_num_threads(max(1, int(os.environ.get("LAB_THREADS", "1"))))
 
 
 def check_world_size() -> None:

@@ -18,6 +18,14 @@ os.environ.setdefault("LAB_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config):
+    """In-process tests use the launcher's thread rule too (one torch thread unless LAB_THREADS says
+    otherwise): two threads per pytest process crawl on a busy 2-core machine and change float sums."""
+    from labcli.runs import set_threads
+
+    set_threads()
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

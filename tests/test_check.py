@@ -24,13 +24,7 @@ def example_args(recipe: registry.Recipe) -> tuple[str | None, list[str], dict]:
     return name, words, options
 
 
-# Examples that name a run folder which a fresh clone does not have yet (issue 23 makes them build it).
-NEEDS_A_RUN = {"serve/detector", "serve/onnx", "serve/streamlit", "serve/torchserve", "serve/triton", "reproduce/run"}
-
-
-@pytest.mark.parametrize("recipe", [pytest.param(r, marks=pytest.mark.xfail(strict=True, reason="example needs a run"))
-                                    if f"{r.verb}/{r.name}" in NEEDS_A_RUN else r for r in registry.all_recipes()],
-                         ids=lambda r: f"{r.verb}/{r.name}")
+@pytest.mark.parametrize("recipe", registry.all_recipes(), ids=lambda r: f"{r.verb}/{r.name}")
 def test_every_example_command_checks_out(recipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # as a user types it: from a scratch folder
     name, extra, options = example_args(recipe)

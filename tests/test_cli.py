@@ -117,7 +117,8 @@ def test_bad_yaml_names_file_and_line(lab_main, tmp_path):
     assert proc.returncode == 2 and f"bad YAML in {bad} at line" in proc.stderr
 
 
-def test_plain_commands_write_no_run_folder(lab_main, tmp_path):
+def test_plain_commands_write_no_run_folder(lab_main, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_HOME", str(tmp_path / "home"))  # no servers left registered by other tests
     proc = lab_main("serve", "stop")
     assert proc.returncode == 0 and "no servers running" in proc.stdout
     assert not (tmp_path / "runs").exists()

@@ -1,0 +1,7 @@
+"""Libraries behind `lab detect` (the recipes in labcli/recipes/detect are Config + run + report):
+
+vision (MNIST CNN, training, FGSM/PGD/CW attacks, model file), backdoor (BadNets and its detectors), privacy
+(membership attacks, DP-SGD), voice / voice_fakes (audio features, detectors, synthetic fakes), image (patches,
+decoder fakes, spectral features, detectors), deepfake_store (saved detectors, what `lab serve detector` scores
+with), common (ROC metrics, plots, progress). Data sets live in labcli/data/<name>/.
+"""

@@ -1,13 +1,10 @@
-"""Helpers the `lab detect` recipes share: plots, metrics, progress."""
+"""Helpers the `lab detect` recipes share: plots, ROC metrics (TPR at low FPR, EER), a progress bar."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
-
-from labcli.errors import UserError
 
 
 def save_figure(fig, path: Path) -> str:
@@ -72,14 +69,3 @@ def progress():
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=Console(stderr=True), transient=True)
-
-
-def choose(values: Iterable[str], allowed: Sequence[str], what: str) -> list[str]:
-    """Check a list of names against the allowed ones, with a one-line error."""
-    values = list(values)
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise UserError(f"unknown {what} '{bad[0]}'", f"choose from: {', '.join(allowed)}")
-    if not values:
-        raise UserError(f"no {what} given", f"choose from: {', '.join(allowed)}")
-    return values

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from labcli.detect.voice import RATE, read_wav
 from labcli.errors import UserError
 
-RATE = 8000
+FAKES = ["griffin-lim", "mel-griffin-lim", "world", "codec2", "espeak"]
+CODEC2_MODES = ("3200", "2400", "1600", "1400", "1300", "1200", "700C")
 
 
 def griffin_lim(x: np.ndarray, iters: int, rng) -> np.ndarray:
@@ -81,8 +83,6 @@ def world(x: np.ndarray) -> np.ndarray:
 
 
 def espeak(text: str, workdir: Path, i: int) -> np.ndarray:
-    from labcli.recipes.detect.deepfake_voice import read_wav
-
     out = workdir / f"tts{i}.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(out), text], check=True, capture_output=True)
     return read_wav(out)
@@ -94,3 +94,17 @@ def mu_law(x: np.ndarray) -> np.ndarray:
     code = np.round((np.sign(x) * np.log1p(255 * np.abs(x)) / np.log1p(255) + 1) / 2 * 255)
     y = code / 255 * 2 - 1
     return np.sign(y) * ((1 + 255) ** np.abs(y) - 1) / 255
+
+
+def make_fake(kind: str, x: np.ndarray, text: str, *, griffin_lim_iters: int, codec2_mode: str, seed: int, rng,
+              workdir: Path, i: int) -> np.ndarray:
+    """The fake of kind (one of FAKES) for prompt i: audio x, transcript text; scratch files go in workdir."""
+    if kind == "griffin-lim":
+        return griffin_lim(x, griffin_lim_iters, rng)
+    if kind == "mel-griffin-lim":
+        return mel_griffin_lim(x, griffin_lim_iters, seed + i)
+    if kind == "world":
+        return world(x)
+    if kind == "codec2":
+        return codec2(x, codec2_mode, workdir)
+    return espeak(text, workdir, i)

@@ -6,8 +6,10 @@ the offload technique, moved to host memory. Non-reentrant `torch.utils.checkpoi
 their own hooks (nothing inside is saved), but they keep their inputs alive for the recompute:
 our checkpoint wrappers `hold()` those inputs so the count stays exact.
 
-`apply(model, technique)` patches one model in place; each patch changes memory, never the math
-(gradients equal the baseline's: tests check within 1e-6 in fp32).
+`apply(model, technique)` patches one model in place, so every forward of it (a measuring pass
+or the engine's training steps) uses the technique; each patch changes memory, never the math
+(gradients equal the baseline's: tests check within 1e-6 in fp32). `CountingLoss` is the engine
+loss that counts what each training forward saved, so a timed run shows that it ran the technique.
 """
 
 from __future__ import annotations
@@ -30,17 +32,18 @@ TECHNIQUES = {
 CHECKPOINTING = {"hf-checkpointing", "ckpt-every-block", "ckpt-every-k", "ckpt-attention", "custom-mlp"}
 
 _ACTIVE: list["SavedTensors"] = []
+OFFLOADS = "_lab_offloads_saved_tensors"  # set on a model by apply(model, "offload-cpu")
 
 
 class SavedTensors(torch.autograd.graph.saved_tensors_hooks):
     """Count (and optionally offload) the activations autograd saves for backward."""
 
-    def __init__(self, model: torch.nn.Module, offload: bool = False):
+    def __init__(self, model: torch.nn.Module, offload: bool | None = None):
         self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
         self.storages: set[int] = set()
         self.bytes = 0  # unique non-parameter storages kept on the device for backward (or by checkpoints)
         self.offloaded_bytes = 0  # copies held in host memory instead
-        self.offload = offload
+        self.offload = getattr(model, OFFLOADS, False) if offload is None else offload  # apply(..., "offload-cpu")
         super().__init__(self._pack, self._unpack)
 
     def __enter__(self):
@@ -141,6 +144,20 @@ class SlimMLP(torch.autograd.Function):
         return (dh.mm(w_fc.t()).view_as(x), x2.t().mm(dh), dh.sum(0), a.t().mm(dy2), dy2.sum(0))
 
 
+def offloading(model: torch.nn.Module, forward):
+    """`forward` with every tensor it saves for backward moved to host memory (unless a counter
+    that offloads is already active around it, which then does the moving and counts it)."""
+
+    @functools.wraps(forward)
+    def run(*args, **kwargs):
+        if _ACTIVE and _ACTIVE[-1].offload:
+            return forward(*args, **kwargs)
+        with SavedTensors(model, offload=True):
+            return forward(*args, **kwargs)
+
+    return run
+
+
 def _slim_mlp_forward(mlp):
     def forward(hidden_states):
         return SlimMLP.apply(hidden_states, mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias)
@@ -179,17 +196,35 @@ def apply(model: torch.nn.Module, technique: str, every_k: int = 2) -> None:
             if getattr(mlp.dropout, "p", 0) or type(mlp.act).__name__ != "NewGELUActivation":
                 raise ValueError("custom-mlp reproduces GPT-2's MLP with gelu_new and no dropout")
             mlp.forward = _slim_mlp_forward(mlp)
+    elif technique == "offload-cpu":
+        setattr(model, OFFLOADS, True)
+        model.forward = offloading(model, model.forward)
 
 
 def loss_of(model, batch) -> torch.Tensor:
     return model(**batch, use_cache=False).loss
 
 
-def measure_grads(model, batch: dict, technique: str) -> tuple[dict[str, torch.Tensor], SavedTensors, float]:
+class CountingLoss:
+    """The engine's loss for a patched model: each forward runs under a counter, whose
+    (saved bytes, offloaded bytes) land in `counts`, one entry per forward."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.counts: list[tuple[int, int]] = []
+
+    def __call__(self, forward, batch) -> torch.Tensor:
+        with SavedTensors(self.model) as saved:
+            loss = loss_of(forward, batch)
+        self.counts.append((saved.bytes, saved.offloaded_bytes))
+        return loss
+
+
+def measure_grads(model, batch: dict) -> tuple[dict[str, torch.Tensor], SavedTensors, float]:
     """One forward/backward under the counter: (grads by name, the counter, loss)."""
     model.train()
     model.zero_grad(set_to_none=True)
-    with SavedTensors(model, offload=technique == "offload-cpu") as saved:
+    with SavedTensors(model) as saved:
         loss = loss_of(model, batch)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}

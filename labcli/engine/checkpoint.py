@@ -4,6 +4,8 @@ Holds the trainable weights (safetensors), the optimizer and scheduler, every RN
 per rank), the step (which is also the data position: the sampler is a pure function of it) and
 the resolved config. Everything but the weights is loaded with `weights_only=True`. Frozen weights
 (a LoRA/QLoRA base) are not stored: they are rebuilt from the model name, as at the start.
+A loop without an LR scheduler (the RL agents) passes `scheduler=None`; its own state (env
+frames, replay buffer, env replay records) goes in `extra`, plain data and tensors only.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _tuples(x):
 
 
 def save(folder: Path, step: int, model, optimizer, scheduler, extra: dict, config_yaml: str, keep_last: int) -> Path:
-    """Write checkpoint `step` atomically; every rank must call this (FSDP gathers)."""
+    """Write checkpoint `step` atomically; every rank must call this (FSDP gathers). `scheduler` may be None."""
     rank, _ = world()
     final = Path(folder) / f"step-{step:08d}"
     tmp = Path(folder) / f".tmp-step-{step:08d}"
@@ -87,7 +89,8 @@ def save(folder: Path, step: int, model, optimizer, scheduler, extra: dict, conf
     if rank == 0:
         save_file(weights, str(tmp / "model.safetensors"))
         torch.save(optim, tmp / "optimizer.pt")
-        torch.save({"step": step, "scheduler": scheduler.state_dict(), **extra}, tmp / "state.pt")
+        scheduler_state = scheduler.state_dict() if scheduler is not None else None
+        torch.save({"step": step, "scheduler": scheduler_state, **extra}, tmp / "state.pt")
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
     barrier()
     if rank == 0:
@@ -101,7 +104,7 @@ def save(folder: Path, step: int, model, optimizer, scheduler, extra: dict, conf
 
 
 def load(folder: Path, model, optimizer, scheduler) -> dict:
-    """Restore a checkpoint into live objects; returns the saved extra state (step, ...)."""
+    """Restore a checkpoint into live objects (`scheduler` may be None); returns the saved extra state (step, ...)."""
     folder = Path(folder)
     rank, _ = world()
     try:
@@ -110,8 +113,10 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
         state = torch.load(folder / "state.pt", weights_only=True, map_location="cpu")
         rng_file = folder / f"rng-rank{rank}.pt"
         rng = torch.load(rng_file if rng_file.exists() else folder / "rng-rank0.pt", weights_only=True)
-    except FileNotFoundError as exc:
-        raise UserError(f"checkpoint {folder} is incomplete: {Path(exc.filename).name} missing",
+    except FileNotFoundError as exc:  # safetensors' error names no file: find the missing one
+        missing = next((n for n in ("model.safetensors", "optimizer.pt", "state.pt") if not (folder / n).exists()),
+                       Path(str(exc.filename)).name)
+        raise UserError(f"checkpoint {folder} is incomplete: {missing} missing",
                         "resume from another checkpoint or start fresh without --resume") from None
     except Exception as exc:  # truncated or corrupted files
         raise UserError(f"checkpoint {folder} is corrupt ({type(exc).__name__}: {str(exc)[:80]})",
@@ -119,6 +124,8 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
     options = StateDictOptions(full_state_dict=True, strict=False)
     set_model_state_dict(model, weights, options=options)
     set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
-    scheduler.load_state_dict(state.pop("scheduler"))
+    scheduler_state = state.pop("scheduler")
+    if scheduler is not None:
+        scheduler.load_state_dict(scheduler_state)
     set_rng_state(rng)
     return state

@@ -56,21 +56,25 @@ def block_classes(model: torch.nn.Module) -> tuple[type, ...]:
     return tuple(found)
 
 
-def wrap(model: torch.nn.Module, strategy: str, device: torch.device) -> torch.nn.Module:
-    """Return the model to train: as is, in DDP, or sharded per block then at the root (FSDP2)."""
+def wrap(model: torch.nn.Module, strategy: str, device: torch.device, cpu_offload: bool = False) -> torch.nn.Module:
+    """Return the model to train: as is, in DDP, or sharded per block then at the root (FSDP2).
+
+    `cpu_offload` (FSDP2's CPUOffloadPolicy): shards, gradients and the optimizer step live in CPU
+    RAM, each block is copied to the device to be all-gathered (pinned memory only with CUDA)."""
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
     if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
+        kwargs = {"offload_policy": CPUOffloadPolicy(pin_memory=device.type == "cuda")} if cpu_offload else {}
         blocks = block_classes(model)
         for module in model.modules():
             if blocks and isinstance(module, blocks):
-                fully_shard(module)
-        fully_shard(model)
+                fully_shard(module, **kwargs)
+        fully_shard(model, **kwargs)
     return model
 
 

@@ -82,3 +82,9 @@ def hardware_line(device: torch.device | None = None) -> str:
     except OSError:
         pass
     return f"CPU {name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+def data_mb() -> float | None:
+    """The process's private writable memory now (VmData: heap and anonymous mappings, the thing
+    RLIMIT_DATA caps; file mappings are not in it). None without /proc."""
+    return _status_mb("VmData")

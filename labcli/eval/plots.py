@@ -73,3 +73,29 @@ def hbars(panels: dict[str, dict[str, float]], path: Path, title: str = "", xlab
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save(fig, path)
+
+
+def heatmaps(panels: dict[str, list[list[float]]], path: Path, title: str = "", xlabel: str = "", ylabel: str = "",
+             xticks: list[str] | None = None, yticks: list[str] | None = None) -> Path:
+    """One annotated heatmap per panel ({panel title: rows of values}), side by side."""
+    plt = _pyplot()
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (name, values) in zip(axes[0], panels.items()):
+        data = np.asarray(values, dtype=float)
+        image = ax.imshow(data, cmap="viridis", aspect="auto")
+        if data.size <= 64:
+            for (i, j), v in np.ndenumerate(data):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < data.max() / 2 else "k")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if xticks is not None and len(xticks) == data.shape[1]:
+            ax.set_xticks(range(data.shape[1]), xticks, fontsize=7)
+        if yticks is not None and len(yticks) == data.shape[0]:
+            ax.set_yticks(range(data.shape[0]), yticks, fontsize=7)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save(fig, path)

@@ -1,7 +1,8 @@
 """One way to show a table: markdown for reports, the same rows printed in the terminal (rich).
 
-Rows are dicts (columns default to their keys in order) or lists in the order of given columns. Floats print with 4 significant decimals
-(tiny ones in scientific notation), None as '-'. `delta` renders a relative change vs a baseline.
+Rows are dicts (columns default to their keys in order) or lists in the order of given columns.
+Floats print with 4 significant digits (one decimal from 1000 up), None as "-".
+`delta` renders a relative change vs a baseline.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ def fmt(value, digits: int | None = None) -> str:
     if isinstance(value, float):
         if digits is not None:
             return f"{value:.{digits}f}"
-        if value != 0 and abs(value) < 1e-3:
-            return f"{value:.2g}"
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
     return str(value)
 
 
@@ -49,12 +50,13 @@ def markdown_table(rows: Sequence, columns: Sequence[str] | None = None) -> str:
 def print_table(rows: Sequence, columns: Sequence[str] | None = None, title: str = "") -> None:
     """The same rows as a rich table in the terminal, never cut to the terminal's width."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     columns, cells = _cells(rows, columns)
     table = Table(title=title or None)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(escape(column), overflow="fold")
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # cells are text: "[enforce fail at ...]" is not rich markup
     Console(width=max(120, sum(len(c) for c in columns) * 3)).print(table)

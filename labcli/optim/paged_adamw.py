@@ -1,11 +1,12 @@
 """lab's paged AdamW: torch AdamW's update, with its fp32 state kept in pages outside the device.
 
 All parameters' moments (exp_avg, exp_avg_sq) are laid end to end in one flat space, cut into
-fixed-size pages held by a `PageStore` (pinned CPU memory for CUDA parameters, a memory-mapped
-file for CPU ones). A step walks the pages in order: it acquires the current page, starts
+fixed-size pages held by a store (`labcli.optim.paged_store`): for CPU parameters a page file on
+disk (in `page_dir`, default under LAB_HOME) of which at most `page_budget` bytes are in RAM,
+measured with mincore; for CUDA parameters pinned host memory with at most `page_budget` bytes
+of device slots. A step walks the pages in order: it acquires the current page, starts
 prefetching the next `prefetch_pages` of the walk (the rest of this parameter, then the next
-parameter's) and updates every parameter slice that lives in the page. At most `page_budget`
-bytes of pages are resident at any time.
+parameter's) and updates every parameter slice that lives in the page.
 
 Parameters may be plain tensors (single process, DDP) or FSDP2 DTensors: each rank pages the
 moments of its local shard, and `state_dict()` returns DTensors shaped like the parameters, so
@@ -21,7 +22,7 @@ from itertools import chain
 import torch
 from torch.distributed.tensor import DTensor
 
-from labcli.optim.paged_store import PageStore
+from labcli.optim.paged_store import FileStore, SlotStore
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -34,7 +35,8 @@ class PagedAdamW(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, *, page_budget: int = 64 * 2**20, page_bytes: int = 256 * 2**10,
-                 prefetch_pages: int = 2, store_dir: str | None = None):
+                 prefetch_pages: int = 2, page_dir: str | None = None, allow_tmpfs: bool = False,
+                 store: str = "auto"):
         if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"invalid AdamW hyper-parameters lr={lr} betas={betas} eps={eps} wd={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
@@ -51,7 +53,12 @@ class PagedAdamW(torch.optim.Optimizer):
         page_elems = page_bytes // 8  # two fp32 moments per element
         total = sum(self._numel)
         n_pages = math.ceil(total / page_elems)
-        self.store = PageStore(n_pages, page_elems, device, page_budget, store_dir)
+        if store == "file" or (store == "auto" and device.type == "cpu"):
+            if device.type != "cpu":
+                raise ValueError("the page file store holds CPU parameters' state")
+            self.store = FileStore(n_pages, page_elems, page_budget, page_dir, allow_tmpfs)
+        else:  # "slots": device slots over host memory (CUDA; on the CPU only for tests)
+            self.store = SlotStore(n_pages, page_elems, device, page_budget)
         self._segments = self._layout(n_pages, page_elems)
 
     def add_param_group(self, param_group: dict) -> None:
@@ -105,6 +112,7 @@ class PagedAdamW(torch.optim.Optimizer):
                     _adamw(*active[i][:2], lo, hi, slot[0, start:start + hi - lo], slot[1, start:start + hi - lo],
                            *active[i][2:])
             self.store.release(page)
+        self.store.end_step()
         return loss
 
     # -- state dict: the torch AdamW format, so DCP's full/sharded state dicts work ---------------
@@ -125,10 +133,14 @@ class PagedAdamW(torch.optim.Optimizer):
         return {"state": state, "param_groups": groups}
 
     def _moment(self, i: int, which: int) -> torch.Tensor:
-        """Moment `which` of parameter i, shaped (and placed, for a DTensor) like the parameter."""
+        """Moment `which` of parameter i, shaped (and placed, for a DTensor) like the parameter.
+
+        On the CPU a view of the store, as torch AdamW's state_dict holds its live tensors: saving a
+        checkpoint then reads the pages through the page cache instead of copying the whole state."""
         p = self._params[i]
         local = self.store.moment(which, self._offset[i], self._numel[i]).view(_local(p).shape)
-        local = local.to(_local(p).device, copy=True)
+        if local.device != _local(p).device:
+            local = local.to(_local(p).device, copy=True)
         if isinstance(p, DTensor):
             return DTensor.from_local(local, p.device_mesh, p.placements, run_check=False,
                                       shape=p.shape, stride=p.stride())
@@ -152,14 +164,18 @@ class PagedAdamW(torch.optim.Optimizer):
                 value = _local(saved[key]).detach().reshape(-1)
                 self.store.moment(which, self._offset[i], self._numel[i]).copy_(value)
             self.state[self._params[i]] = {"step": torch.tensor(float(saved["step"]), dtype=torch.float32)}
+        self.store.end_step()  # the page file: written state goes to disk, out of RAM
 
     def memory_report(self) -> dict:
-        """Bytes of optimizer state: logical, in the backing store, resident now and at most."""
+        """Bytes of optimizer state: logical, in the backing store, resident now and at most.
+
+        Page file (CPU): resident_bytes and max_resident_bytes are measured (mincore), the latter
+        right before every drop, when the most pages are in RAM. Slots (CUDA): pages held in slots."""
         s = self.store
         return {"state_bytes": 8 * sum(self._numel), "backing_bytes": s.backing_bytes, "page_bytes": s.page_bytes,
                 "pages": s.n_pages, "budget_bytes": s.budget_bytes, "slot_bytes": s.slot_bytes,
-                "resident_bytes": s.resident_bytes, "backing": "pinned-cpu" if s.device.type == "cuda" else "mmap-file",
-                **s.stats}
+                "resident_bytes": s.resident_bytes(), "measured": isinstance(s, FileStore),
+                "backing": "page file" if isinstance(s, FileStore) else s.path_kind, **s.stats}
 
     def __del__(self):
         store = getattr(self, "store", None)

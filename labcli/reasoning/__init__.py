@@ -1,1 +1,2 @@
-"""Reasoning distillation: the arithmetic generator, shipped benchmarks, rewards, CoT SFT, GRPO/DAPO, KD."""
+"""Reasoning distillation: the arithmetic generator, tasks (shipped sets in labcli/data/), rewards,
+language-model plumbing (sampling, log-probs, accuracy) and GRPO/DAPO as a step on the engine."""

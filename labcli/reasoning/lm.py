@@ -1,5 +1,6 @@
 """Language-model plumbing shared by CoT SFT, GRPO/DAPO and the evaluation: prompt-masked SFT
-examples, batched generation, per-token log-probabilities and entropy, and accuracy on a test set."""
+examples (batched by `labcli.data.text.padded_collate`), batched generation, per-token
+log-probabilities and entropy, and accuracy on a test set."""
 
 from __future__ import annotations
 
@@ -18,20 +19,6 @@ def sft_example(tokenizer, prompt: str, target: str, max_len: int) -> dict:
     ids = (p + t)[-max_len:]
     labels = ([-100] * len(p) + t)[-max_len:]
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
-
-
-def make_collate(pad_id: int):
-    def collate(examples: list[dict]) -> dict:
-        n = max(len(e["input_ids"]) for e in examples)
-        ids = torch.full((len(examples), n), pad_id)
-        labels = torch.full((len(examples), n), -100)
-        mask = torch.zeros((len(examples), n), dtype=torch.long)
-        for i, e in enumerate(examples):
-            k = len(e["input_ids"])
-            ids[i, :k], labels[i, :k], mask[i, :k] = e["input_ids"], e["labels"], 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-    return collate
 
 
 @dataclass
@@ -104,12 +91,15 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, num_r
     return Completions(out, torch.cat([prompt_mask, comp_mask], 1), comp_mask, plen, texts, truncated)
 
 
-def token_logprobs(model, sequences, attention_mask, prompt_len: int, with_entropy: bool = False):
-    """log p(token) of every completion token, [N, T]; plus the policy entropy per token if asked."""
+def token_logprobs(model, sequences, attention_mask, prompt_len: int, with_entropy: bool = False, temperature: float = 1.0):
+    """log p(token) of every completion token, [N, T], under the distribution the tokens were sampled
+    from (logits / temperature); plus that distribution's entropy per token if asked."""
     position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
     keep = sequences.shape[1] - prompt_len + 1  # the LM head runs only where completion tokens are predicted
     logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep).logits
     logits = logits[:, -keep:-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
     logp_all = logits.log_softmax(-1)
     logp = logp_all.gather(-1, sequences[:, prompt_len:].unsqueeze(-1)).squeeze(-1)
     if not with_entropy:
@@ -120,16 +110,15 @@ def token_logprobs(model, sequences, attention_mask, prompt_len: int, with_entro
 
 
 def accuracy(model, tokenizer, examples: list[Example], prompts: list[str], *, max_new_tokens: int,
-             batch_size: int = 64, label: str = "evaluating") -> dict:
-    """Greedy decoding on every example: accuracy, format rate, mean completion length."""
-    import os
-
+             batch_size: int = 64, label: str = "evaluating", progress: bool = True) -> dict:
+    """Greedy decoding on every example: accuracy, format rate, mean completion length.
+    `progress`: a transient progress bar (when there are 3 batches or more)."""
     from rich.progress import track
 
     correct = formatted = length = 0.0
     samples = []
     batches = range(0, len(examples), batch_size)
-    quiet = os.environ.get("LAB_NO_PROGRESS") == "1" or len(batches) < 3
+    quiet = not progress or len(batches) < 3
     for lo in (batches if quiet else track(batches, description=label, transient=True)):
         out = generate(model, tokenizer, prompts[lo:lo + batch_size], max_new_tokens=max_new_tokens)
         for ex, text, trunc, n in zip(examples[lo:lo + batch_size], out.texts, out.truncated, out.lengths.tolist()):

@@ -1,7 +1,8 @@
 """Reasoning tasks as one `Example` shape: the generated `arith` default and the shipped benchmarks.
 
-Shipped copies (with their READMEs and licences) live in `labcli/reasoning/data/`. A task may also be
-a path to a JSONL file of `{"question", "answer"[, "rationale"]}` objects (split 90/10 here).
+The shipped benchmarks are data packages, each with its reader, README and licence:
+`labcli/data/{gsm8k,svamp,strategyqa,arc}`. A task may also be a path to a JSONL file of
+`{"question", "answer"[, "rationale"]}` objects (split 90/10 here).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
+from labcli.config import Section
 from labcli.errors import UserError
 
-DATA = Path(__file__).parent / "data"
 TASKS = ("arith", "gsm8k", "svamp", "strategyqa", "arc", "arc-challenge")
 Kind = Literal["number", "choice"]
 
@@ -27,6 +30,18 @@ class Example:
     kind: Kind
     rationale: tuple[str, ...] = ()  # gold reasoning steps, when the data set has them
     program: tuple = ()  # arith only: the exact operations
+
+
+class ArithSettings(Section):
+    """Difficulty of the generated `arith` task."""
+
+    min_steps: int = Field(2, ge=1, le=8, description="Fewest operations per generated problem")
+    max_steps: int = Field(2, ge=1, le=8, description="Most operations per generated problem")
+    digits: int = Field(1, ge=1, le=4, description="Digits of the operands")
+
+    @property
+    def steps(self) -> tuple[int, int]:
+        return self.min_steps, max(self.min_steps, self.max_steps)
 
 
 def number_text(x: float) -> str:
@@ -58,13 +73,6 @@ def load_task(task: str, split: Literal["train", "test"], *, seed: int = 0, n: i
     return rows
 
 
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc})", "restore the shipped file") from None
-
-
 def read_jsonl(path: Path) -> list[dict]:
     """JSON lines, failing on the first malformed line with its number."""
     if not path.is_file():
@@ -88,39 +96,34 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def _gsm8k(split: str, task: str) -> list[Example]:
-    out = []
-    for row in read_jsonl(DATA / "gsm8k" / f"{split}.jsonl"):
-        body, final = row["answer"].split("####")
-        steps = tuple(re.sub(r"<<[^>]*>>", "", s).strip() for s in body.strip().splitlines() if s.strip())
-        out.append(Example(row["question"], number_text(float(final.strip().replace(",", ""))), "number", steps))
-    return out
+    from labcli.data import gsm8k
+
+    return [Example(r["question"], number_text(r["answer"]), "number", r["steps"]) for r in gsm8k.read(split)]
 
 
 def _svamp(split: str, task: str) -> list[Example]:
-    """SVAMP has no split: a fixed seeded 700/300 split; the gold rationale is its equation."""
-    rows = read_json(DATA / "svamp" / "SVAMP.json")
-    order = random.Random(1234).sample(range(len(rows)), len(rows))
-    keep = order[:700] if split == "train" else order[700:]
+    """The gold rationale is SVAMP's equation, written as one step: `76 - 25 = 51.`"""
+    from labcli.data import svamp
+
     out = []
-    for i in keep:
-        r = rows[i]
-        equation = re.sub(r"(\d+)\.0\b", r"\1", r["Equation"].strip())
-        step = f"{equation.strip('( )') if equation.count('(') == 1 else equation} = {number_text(r['Answer'])}."
-        out.append(Example(f"{r['Body'].strip()} {r['Question'].strip()}", number_text(r["Answer"]), "number", (step,)))
+    for r in svamp.read(split):
+        equation = re.sub(r"(\d+)\.0\b", r"\1", r["equation"])
+        step = f"{equation.strip('( )') if equation.count('(') == 1 else equation} = {number_text(r['answer'])}."
+        out.append(Example(r["question"], number_text(r["answer"]), "number", (step,)))
     return out
 
 
 def _strategyqa(split: str, task: str) -> list[Example]:
-    rows = read_json(DATA / "strategyqa" / ("train.json" if split == "train" else "dev.json"))
+    from labcli.data import strategyqa
+
     return [Example(r["question"], "yes" if r["answer"] else "no", "choice", tuple(f.rstrip(".") + "." for f in r["facts"]))
-            for r in rows]
+            for r in strategyqa.read(split)]
 
 
 def _arc(split: str, task: str) -> list[Example]:
-    folder = "ARC-Challenge" if task == "arc-challenge" else "ARC-Easy"
-    rows = read_json(DATA / "arc" / folder / f"{split}.json")
-    return [Example(r["instruction"].replace("Please choose the correct answer to the question: ", ""), r["answer"], "choice")
-            for r in rows]
+    from labcli.data import arc
+
+    return [Example(r["question"], r["answer"], "choice") for r in arc.read(split, "challenge" if task == "arc-challenge" else "easy")]
 
 
 def _jsonl_task(path: Path, split: str) -> list[Example]:

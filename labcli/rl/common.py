@@ -1,4 +1,8 @@
-"""What PPO and DQN share on MiniGrid: env construction, the image encoder, save/load, evaluation, GIFs."""
+"""What PPO and DQN share on MiniGrid: envs, the image encoder, agent files, evaluation, plots, GIFs.
+
+A training loop's episodes are metrics rows `{"step": FRAMES, "episode_return": R, "episode_length": N}`
+(step counts env frames, all envs together: CleanRL's global_step); `episodes(rows)` picks them out.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +37,10 @@ def make_env(env_id: str, seed: int, render: bool = False):
         import minigrid  # noqa: F401
         from minigrid.wrappers import ImgObsWrapper
 
+        from labcli.rl.envstate import Replayable
+
         env = gym.make(env_id, render_mode="rgb_array" if render else None)
-        env = gym.wrappers.RecordEpisodeStatistics(ImgObsWrapper(env))
+        env = Replayable(gym.wrappers.RecordEpisodeStatistics(ImgObsWrapper(env)))
         env.action_space.seed(seed)
         return env
 
@@ -45,9 +51,8 @@ def make_vector_env(env_id: str, num_envs: int, seed: int):
     """Synchronous vector env; finished episodes reset within the same step (CleanRL semantics)."""
     import gymnasium as gym
 
-    envs = gym.vector.SyncVectorEnv([make_env(env_id, seed + i) for i in range(num_envs)],
+    return gym.vector.SyncVectorEnv([make_env(env_id, seed + i) for i in range(num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    return envs
 
 
 def finished_episodes(infos: dict) -> list[tuple[float, int]]:
@@ -75,15 +80,13 @@ class ImageEncoder(nn.Module):
         return self.net(obs.float().permute(0, 3, 1, 2))
 
 
-
-
-def save_agent(path: Path, algo: str, env_id: str, network: nn.Module, n_actions: int, extra: dict | None = None) -> None:
+def save_agent(path: Path, algo: str, env_id: str, network: nn.Module, n_actions: int) -> None:
     """Atomic torch.save of the weights plus what is needed to rebuild the network."""
-    state = {"algo": algo, "env_id": env_id, "n_actions": n_actions, "state_dict": network.state_dict(), **(extra or {})}
+    state = {"algo": algo, "env_id": env_id, "n_actions": n_actions, "state_dict": network.state_dict()}
     runs.write_with(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def load_agent(path: str | Path) -> dict:
     """Read an agent.pt (or the agent.pt inside a run folder), with one-line errors."""
     path = Path(path)
     if path.is_dir():
@@ -91,12 +94,12 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"--load {path}: no agent file there", "pass a run folder of `lab simulate minigrid` or its agent.pt")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        agent = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"--load {path}: not a lab agent ({type(exc).__name__})", "pass an agent.pt written by `lab simulate minigrid`") from None
-    if not isinstance(ckpt, dict) or "algo" not in ckpt:
+    if not isinstance(agent, dict) or "algo" not in agent:
         raise UserError(f"--load {path}: not a lab agent", "pass an agent.pt written by `lab simulate minigrid`")
-    return ckpt
+    return agent
 
 
 @torch.no_grad()
@@ -129,11 +132,84 @@ def save_gif(path: Path, frames: list, fps: int = 4) -> None:
                                                         duration=int(1000 / fps), loop=0))
 
 
+def episodes(rows: list[dict]) -> list[dict]:
+    """The finished-episode rows of a metrics log, in order."""
+    return [r for r in rows if "episode_return" in r]
+
+
 def frames_to(threshold: float, history: list[dict], window: int = 20) -> int | None:
     """First frame count at which the mean return of the last `window` episodes reaches `threshold`."""
     returns = []
     for row in history:
-        returns.append(row["return"])
+        returns.append(row["episode_return"])
         if len(returns) >= window and np.mean(returns[-window:]) >= threshold:
-            return int(row["frames"])
+            return int(row["step"])
     return None
+
+
+def recent_return(history: list[dict], window: int = 20) -> float | None:
+    """Mean return of the last `window` episodes (None before the first one)."""
+    last = [r["episode_return"] for r in history[-window:]]
+    return float(np.mean(last)) if last else None
+
+
+def plot_returns(curves: list[tuple[str, list[dict]]], path: Path, title: str, threshold: float,
+                 window: int = 20, dots: bool = False) -> Path:
+    """Mean return of the last `window` episodes against frames, one line per (label, history);
+    a label used twice (one per seed) shares its colour and legend entry. `dots`: every episode too."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from labcli.eval.plots import save
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    colours = {label: f"C{i}" for i, label in enumerate(dict.fromkeys(label for label, _ in curves))}
+    shown = set()
+    for label, history in curves:
+        frames = np.array([h["step"] for h in history])
+        returns = np.array([h["episode_return"] for h in history])
+        if dots:
+            ax.plot(frames, returns, ".", color=colours[label], alpha=0.2)
+        if len(returns) >= window:
+            smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+            ax.plot(frames[window - 1:], smooth, color=colours[label], alpha=0.85,
+                    label=None if label in shown else f"{label} (mean of last {window})")
+            shown.add(label)
+    ax.axhline(threshold, color="k", ls=":", lw=1)
+    ax.set_xlabel("frames")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    if shown:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def progress_bar(label: str, total: int, start: int = 0, enabled: bool = True):
+    """A transient rich bar over env frames, showing the recent mean return; `.advance(frames, ret)`.
+    Shown only on a terminal (a piped or logged run gets just the headline lines)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console()
+    return FramesBar(Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                              TextColumn("return {task.fields[ret]}"), TimeRemainingColumn(), transient=True,
+                              console=console, disable=not (enabled and console.is_terminal)), total, start)
+
+
+class FramesBar:
+    def __init__(self, progress, total: int, start: int):
+        self.progress = progress
+        self.task = progress.add_task("train", total=total, completed=start, ret="-")
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def advance(self, frames: int, recent: float | None) -> None:
+        self.progress.update(self.task, completed=frames, ret="-" if recent is None else f"{recent:.2f}")

@@ -6,8 +6,6 @@ r + γ (1 - done) max_a' Q_target(s', a'), hard target updates every `target_eve
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 from pydantic import Field
@@ -15,7 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from labcli.config import Section
+from labcli.errors import UserError
 from labcli.rl.common import ImageEncoder, finished_episodes, make_vector_env
+from labcli.rl.envstate import restore_vector, vector_state
+from labcli.rl.loop import RunLog
 from labcli.runs import seed_everything
 
 
@@ -68,6 +69,21 @@ class ReplayBuffer:
         self.pos = (self.pos + 1) % self.size
         self.full = self.full or self.pos == 0
 
+    def state(self) -> dict:
+        """The filled part as tensors (for a checkpoint)."""
+        n = self.size if self.full else self.pos
+        arrays = {k: torch.from_numpy(getattr(self, k)[:n].copy()) for k in ("obs", "next_obs", "actions", "rewards", "dones")}
+        return {**arrays, "size": self.size, "pos": self.pos, "full": self.full}
+
+    def load_state(self, state: dict) -> None:
+        if state["size"] != self.size:
+            raise UserError(f"the checkpoint's replay buffer holds {state['size']} transitions, this run's {self.size}",
+                            f"resume with dqn.buffer_size={state['size']}")
+        n = len(state["actions"])
+        for key in ("obs", "next_obs", "actions", "rewards", "dones"):
+            getattr(self, key)[:n] = state[key].numpy()
+        self.pos, self.full = state["pos"], state["full"]
+
     def sample(self, rng: np.random.Generator, n: int):
         idx = rng.integers(0, self.size if self.full else self.pos, n)
         return (torch.as_tensor(self.obs[idx]), torch.as_tensor(self.actions[idx]), torch.as_tensor(self.rewards[idx]),
@@ -79,9 +95,10 @@ def epsilon_at(step: int, total: int, args: DQNArgs) -> float:
     return max(args.end_epsilon, args.start_epsilon + (args.end_epsilon - args.start_epsilon) * step / span)
 
 
-def train(env_id: str, total_frames: int, seed: int, args: DQNArgs, q_network: QNetwork | None = None,
-          on_episode: Callable[[int, float, int], None] | None = None,
-          on_update: Callable[[int, dict], None] | None = None) -> QNetwork:
+def train(env_id: str, total_frames: int, seed: int, args: DQNArgs, q_network: QNetwork | None = None, *,
+          run=None, checkpoint_every: int = 0, progress: bool = False) -> QNetwork:
+    """Train for `total_frames` env steps. With a `run`: metrics, checkpoints every `checkpoint_every`
+    frames and at the end (the replay buffer included), and exact resume (see labcli/rl/loop.py)."""
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     envs = make_vector_env(env_id, 1, seed)
@@ -93,35 +110,49 @@ def train(env_id: str, total_frames: int, seed: int, args: DQNArgs, q_network: Q
     buffer = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape)
 
     obs, _ = envs.reset(seed=seed)
-    for step in range(1, total_frames + 1):
-        eps = epsilon_at(step, total_frames, args)
-        if rng.random() < eps:
-            action = np.array([rng.integers(n_actions)])
-        else:
-            action = q_network.greedy(torch.as_tensor(obs)).numpy()
-        next_obs, reward, terminated, truncated, infos = envs.step(action)
-        # With same-step autoreset the true last observation of an episode is in final_obs.
-        real_next = next_obs.copy()
-        if "final_obs" in infos and infos["_final_obs"][0]:
-            real_next[0] = infos["final_obs"][0]
-        buffer.add(obs[0], action[0], reward[0], real_next[0], float(terminated[0]))  # truncation is not a terminal state
-        obs = next_obs
-        for ep_return, ep_length in finished_episodes(infos):
-            if on_episode:
-                on_episode(step, ep_return, ep_length)
+    first_step = 1
+    log = RunLog(run, total_frames, f"dqn {env_id}", checkpoint_every, progress)
+    state = log.resume(q_network, optimizer)
+    if state is not None:
+        target.load_state_dict(state["target"])
+        rng.bit_generator.state = state["rng"]
+        buffer.load_state(state["buffer"])
+        obs = restore_vector(envs, state["envs"])
+        first_step = state["step"] + 1
+    with log:
+        for step in range(first_step, total_frames + 1):
+            eps = epsilon_at(step, total_frames, args)
+            if rng.random() < eps:
+                action = np.array([rng.integers(n_actions)])
+            else:
+                action = q_network.greedy(torch.as_tensor(obs)).numpy()
+            next_obs, reward, terminated, truncated, infos = envs.step(action)
+            # With same-step autoreset the true last observation of an episode is in final_obs.
+            real_next = next_obs.copy()
+            if "final_obs" in infos and infos["_final_obs"][0]:
+                real_next[0] = infos["final_obs"][0]
+            buffer.add(obs[0], action[0], reward[0], real_next[0], float(terminated[0]))  # truncation is not a terminal state
+            obs = next_obs
+            for ep_return, ep_length in finished_episodes(infos):
+                log.episode(step, ep_return, ep_length)
 
-        if step > args.learning_starts and step % args.train_every == 0:
-            b_obs, b_act, b_rew, b_next, b_done = buffer.sample(rng, args.batch_size)
-            with torch.no_grad():
-                target_q = b_rew + args.gamma * (1.0 - b_done) * target(b_next).max(-1).values
-            q = q_network(b_obs).gather(1, b_act[:, None]).squeeze(1)
-            loss = F.smooth_l1_loss(q, target_q)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if on_update and step % 1000 == 0:
-                on_update(step, {"td_loss": loss.item(), "q_mean": q.mean().item(), "epsilon": eps})
-        if step % args.target_every == 0:
-            target.load_state_dict(q_network.state_dict())
+            if step > args.learning_starts and step % args.train_every == 0:
+                b_obs, b_act, b_rew, b_next, b_done = buffer.sample(rng, args.batch_size)
+                with torch.no_grad():
+                    target_q = b_rew + args.gamma * (1.0 - b_done) * target(b_next).max(-1).values
+                q = q_network(b_obs).gather(1, b_act[:, None]).squeeze(1)
+                loss = F.smooth_l1_loss(q, target_q)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if step % 1000 == 0:
+                    log.update(step, {"td_loss": loss.item(), "q_mean": q.mean().item(), "epsilon": eps})
+            if step % 1000 == 0:
+                log.tick(step)
+            if step % args.target_every == 0:
+                target.load_state_dict(q_network.state_dict())
+            if log.checkpoint_due(step, step - 1):
+                log.save(step, q_network, optimizer, {"target": target.state_dict(), "rng": rng.bit_generator.state,
+                                                      "buffer": buffer.state(), "envs": vector_state(envs)})
     envs.close()
     return q_network

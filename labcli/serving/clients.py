@@ -54,3 +54,20 @@ def post(url: str, body: bytes, headers: dict | None = None, timeout: float = 30
 
 def post_json(url: str, obj, headers: dict | None = None) -> tuple[int, str]:
     return post(url, json.dumps(obj).encode("utf-8"), headers)
+
+
+def fetch_text(url: str, timeout: float = 30.0) -> str:
+    """GET `url` and return its body (a metrics page, a health check)."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read().decode("utf-8", errors="replace")
+
+
+def prometheus_value(text: str, name: str, **labels: str) -> float:
+    """The value of metric `name` whose labels include `labels` in a Prometheus text page (0.0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            return float(value)
+    return 0.0

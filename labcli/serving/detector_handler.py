@@ -12,6 +12,8 @@ Bad files (empty, too large, not audio / not an image) get a 400 with {"error": 
 import json
 import os
 
+from labcli.serving.ts_entry import entry
+
 
 class BadRequest(ValueError):
     pass
@@ -69,12 +71,4 @@ class DetectorHandler:
         return answers
 
 
-_service = DetectorHandler()
-
-
-def handle(data, context):
-    if not getattr(_service, "initialized", False):
-        _service.initialize(context)
-    if data is None:
-        return None
-    return _service.handle(data, context)
+handle = entry(DetectorHandler())

@@ -4,14 +4,17 @@ seq2seq models become encoder.onnx + decoder.onnx (so greedy decoding runs the e
 causal LMs become model.onnx. Batch and sequence axes stay dynamic. The graphs return the
 next-token logits (LM head on the last position only): greedy decoding needs nothing else, and
 projecting every position onto the vocabulary dominated each step's cost. Every export is checked
-against the eager model (max |logits difference| <= 1e-4 and identical greedy text) before use,
-and cached under LAB_HOME/serving/onnx/ keyed by the model files, so serving a run twice is fast.
+against the eager model before use: max |logits difference| <= 1e-4, the same token ids from both
+tokenizers and identical greedy text on the sample sentences; any mismatch raises and leaves no
+bundle. Bundles are cached under LAB_HOME/serving/onnx/ keyed by the model files, so serving a run
+twice is fast.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -20,32 +23,27 @@ from pathlib import Path
 from labcli import runs
 from labcli.errors import UserError
 from labcli.paths import lab_home
+from labcli.serving.decoding import encode, prepare
 from labcli.serving.source import Source
 
 TOLERANCE = 1e-4
 SAMPLE_TEXTS = ["hello world", "how are you", "thank you very much", "where is the temple"]
-FORMAT = 3  # bump when the bundle layout changes
+FORMAT = 5  # bump when the bundle layout or its checks change
 
 
 def load_eager(source: Source):
-    """(model, tokenizer) in eval mode on the CPU, float32."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    """(model, tokenizer) in eval mode on the CPU, float32, through lab's one model loader."""
+    from labcli.models.loader import load_model
 
-    cls = AutoModelForSeq2SeqLM if source.task == "seq2seq" else AutoModelForCausalLM
-    try:
-        model = cls.from_pretrained(source.model_dir, dtype=torch.float32).eval()
-        tokenizer = AutoTokenizer.from_pretrained(source.model_dir)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load {source.model_dir}: {str(exc).splitlines()[0]}",
-                        "the folder must be a complete save_pretrained model with its tokenizer") from None
-    return model, tokenizer
+    loaded = load_model(str(source.model_dir), source.task)
+    return loaded.model.float().eval(), loaded.tokenizer
 
 
-def cache_key(source: Source, max_new_tokens: int) -> str:
+def cache_key(source: Source, decoding: dict) -> str:
     import torch
 
-    digest = hashlib.sha256(f"{FORMAT}|{torch.__version__}|{source.task}|{max_new_tokens}".encode())
+    how = json.dumps({k: decoding.get(k) for k in ("generate", "prompt", "max_source_len", "num_beams")}, sort_keys=True)
+    digest = hashlib.sha256(f"{FORMAT}|{torch.__version__}|{source.task}|{how}".encode())
     for path in sorted(source.model_dir.rglob("*")):
         if path.is_file():
             stat = path.stat()
@@ -53,34 +51,60 @@ def cache_key(source: Source, max_new_tokens: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def export_bundle(source: Source, max_new_tokens: int = 64, log=print) -> Path:
-    """The checked ONNX bundle for `source` (exported now, or from the cache)."""
-    dest = lab_home() / "serving" / "onnx" / f"{source.name}-{cache_key(source, max_new_tokens)}"
+def export_bundle(source: Source, decoding: dict, log=print) -> Path:
+    """The checked ONNX bundle for `source`, decoding as `decoding` says (exported now, or from the cache)."""
+    if decoding["num_beams"] != 1:
+        raise UserError(f"this run's scores are for beam search ({decoding['num_beams']} beams); the ONNX bundle decodes greedily",
+                        "serve it with `lab serve torchserve` (which decodes as the run did), or score the run greedily too")
+    dest = lab_home() / "serving" / "onnx" / f"{source.name}-{cache_key(source, decoding)}"
     if (dest / "parity.json").is_file():
         log(f"ONNX bundle (cached): {dest}")
         return dest
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     model, tokenizer = load_eager(source)
-    write_meta(tmp, source, model, tokenizer, max_new_tokens)
-    started = time.perf_counter()
-    export_graphs(tmp, source.task, model, tokenizer)
-    export_s = time.perf_counter() - started
-    parity = check_parity(tmp, model, tokenizer)
-    parity["export_s"] = round(export_s, 2)
-    runs.write_json(tmp / "parity.json", parity)
-    if parity["max_abs_diff"] > TOLERANCE:
-        raise UserError(f"ONNX export of {source.model_dir} differs from eager by {parity['max_abs_diff']:.2e} > {TOLERANCE}",
-                        f"serve with torch instead (lab serve torchserve), and see {tmp}")
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    log(f"ONNX bundle: {dest} (export {export_s:.1f}s, max |diff| {parity['max_abs_diff']:.1e})")
+    prepare(tokenizer, decoding)  # the saved tokenizer.json encodes as the run's evaluation did
+
+    def build(folder: Path) -> None:
+        write_meta(folder, source, model, tokenizer, decoding)
+        started = time.perf_counter()
+        export_graphs(folder, source.task, model, tokenizer)
+        export_s = time.perf_counter() - started
+        parity = check_parity(folder, model, tokenizer, decoding)
+        parity["export_s"] = round(export_s, 2)
+        require_parity(parity, source)
+        runs.write_json(folder / "parity.json", parity)
+
+    runs.replace_dir(dest, build)
+    parity = read_json(dest / "parity.json")
+    log(f"ONNX bundle: {dest} (export {parity['export_s']:.1f}s, max |diff| {parity['max_abs_diff']:.1e}, greedy text identical)")
     return dest
 
 
-def write_meta(folder: Path, source: Source, model, tokenizer, max_new_tokens: int) -> None:
+def require_parity(parity: dict, source: Source) -> None:
+    """Raise unless the export matches eager: logits within TOLERANCE, same tokens, same greedy text."""
+    hint = "serve the model with torch instead (lab serve torchserve), or report the model to lab"
+    if parity["max_abs_diff"] > TOLERANCE:
+        raise UserError(f"ONNX export of {source.model_dir} differs from eager by {parity['max_abs_diff']:.2e} > {TOLERANCE}", hint)
+    if not parity["tokenizer_match"]:
+        raise UserError(f"the exported tokenizer of {source.model_dir} encodes the sample texts differently from transformers'", hint)
+    for sample in parity["samples"]:
+        if sample["onnx"] != sample["eager"]:
+            raise UserError(f"ONNX greedy text differs from eager for {sample['input']!r}: "
+                            f"{sample['onnx']!r} vs {sample['eager']!r}", hint)
+
+
+def link_tree(src: Path, dest: Path) -> None:
+    """Copy a folder by hard links where the file system allows (ONNX weights can be large)."""
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+    shutil.copytree(src, dest, copy_function=link, dirs_exist_ok=True)
+
+
+def write_meta(folder: Path, source: Source, model, tokenizer, decoding: dict) -> None:
     gen = model.generation_config
+    how = decoding["generate"]
     config = model.config
     positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
     model_max = tokenizer.model_max_length if tokenizer.model_max_length < 1e9 else positions
@@ -89,9 +113,13 @@ def write_meta(folder: Path, source: Source, model, tokenizer, max_new_tokens: i
         "source": str(source.model_dir),
         "vocab_size": int(model.get_output_embeddings().weight.shape[0]),
         "max_input_tokens": int(min(positions, model_max, 512)),
-        "max_new_tokens": int(min(gen.max_new_tokens or max_new_tokens, max_new_tokens)),
+        "max_new_tokens": int(how["max_new_tokens"]),
+        "no_repeat_ngram_size": int(how.get("no_repeat_ngram_size") or 0),
+        "prompt": decoding.get("prompt"),
+        "max_source_len": decoding.get("max_source_len"),
+        "decoding_source": decoding.get("source"),
         "decoder_start_token_id": first_set(gen, config, "decoder_start_token_id"),
-        "forced_bos_token_id": gen.forced_bos_token_id,
+        "forced_bos_token_id": how.get("forced_bos_token_id", gen.forced_bos_token_id),
         "forced_eos_token_id": gen.forced_eos_token_id,
         "eos_token_id": first_set(gen, config, "eos_token_id"),
         "pad_token_id": first_set(gen, config, "pad_token_id"),
@@ -159,8 +187,8 @@ def last_position_head(model):
         model.set_output_embeddings(head)
 
 
-def check_parity(folder: Path, model, tokenizer) -> dict:
-    """Max |ORT - eager| logits on a padded batch, and greedy text from both on sample texts."""
+def check_parity(folder: Path, model, tokenizer, decoding: dict) -> dict:
+    """Max |ORT - eager| logits on a padded batch, token ids from both tokenizers, greedy text from both."""
     import numpy as np
 
     from labcli.serving.greedy import OnnxGenerator
@@ -172,11 +200,11 @@ def check_parity(folder: Path, model, tokenizer) -> dict:
     arrays = {"input_ids": ids, "attention_mask": mask, "logits": reference}
     if dec is not None:
         arrays["decoder_input_ids"] = dec
-    with open(folder / "sample.npz", "wb") as fh:  # the servers' smoke tests compare against this
-        np.savez(fh, **arrays)
+    # the servers' smoke tests compare against this
+    runs.write_with(folder / "sample.npz", lambda tmp: np.savez(tmp, **arrays))
     onnx_text = generator.generate(SAMPLE_TEXTS)
-    eager_text = eager_generate(model, tokenizer, SAMPLE_TEXTS, generator.meta["max_new_tokens"])
-    tokens_match = all(generator.encode(t) == tokenizer(t)["input_ids"] for t in SAMPLE_TEXTS)
+    eager_text = eager_generate(model, tokenizer, SAMPLE_TEXTS, decoding)
+    tokens_match = all(generator.encode(t) == encode(tokenizer, [t], decoding, None)["input_ids"][0] for t in SAMPLE_TEXTS)
     return {"max_abs_diff": diff, "tolerance": TOLERANCE, "text_match": onnx_text == eager_text, "tokenizer_match": tokens_match,
             "samples": [{"input": t, "onnx": o, "eager": e} for t, o, e in zip(SAMPLE_TEXTS, onnx_text, eager_text)]}
 
@@ -195,7 +223,7 @@ def sample_tensors(model, tokenizer):
 
 
 def eager_logits(model, ids, mask, dec=None):
-    """Eager next-token logits [batch, 1, vocab] (the LM head still runs on every position)."""
+    """Eager next-token logits [batch, 1, vocab] (under `last_position_head` the head runs on the last position only)."""
     import torch
 
     with torch.no_grad():
@@ -205,19 +233,11 @@ def eager_logits(model, ids, mask, dec=None):
         return model(**kwargs, use_cache=False).logits[:, -1:, :].numpy()
 
 
-def eager_generate(model, tokenizer, texts: list[str], max_new_tokens: int) -> list[str]:
-    """The reference: transformers' greedy generate, one text at a time (no padding effects)."""
-    import torch
+def eager_generate(model, tokenizer, texts: list[str], decoding: dict, use_cache: bool = True) -> list[str]:
+    """The reference every export and server is checked against: transformers' generate with the run's decoding."""
+    from labcli.serving.decoding import generate
 
-    out = []
-    for text in texts:
-        enc = tokenizer(text, return_tensors="pt")
-        with torch.no_grad():
-            ids = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)[0]
-        if not model.config.is_encoder_decoder:
-            ids = ids[enc["input_ids"].shape[1]:]
-        out.append(tokenizer.decode(ids, skip_special_tokens=True))
-    return out
+    return generate(model, tokenizer, texts, decoding, use_cache)
 
 
 def wrappers():

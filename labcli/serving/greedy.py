@@ -4,7 +4,9 @@ This file is copied next to every served model (the Triton Python backend runs i
 numpy<2 environment), so it imports nothing from labcli, torch or transformers.
 
 Bundle layout (written by labcli.serving.export): meta.json, tokenizer.json and either
-encoder.onnx + decoder.onnx (seq2seq) or model.onnx (causal-lm).
+encoder.onnx + decoder.onnx (seq2seq) or model.onnx (causal-lm). meta.json carries the run's decoding
+(labcli/serving/decoding.py): max_new_tokens, no_repeat_ngram_size, the forced first/last tokens, the
+causal prompt and the source length limit, so the served text equals the run's evaluation's.
 """
 
 from __future__ import annotations
@@ -65,12 +67,14 @@ class OnnxGenerator:
 
     # -- text in, text out -------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
+        """Token ids as the run's evaluation made them; a source longer than the run translated is refused, not cut."""
         if not isinstance(text, str) or not text.strip():
             raise BadInput("empty text: send at least one word")
-        limit = int(self.meta["max_input_tokens"])
+        limit = min(int(self.meta["max_input_tokens"]), int(self.meta.get("max_source_len") or 10**9))
         if len(text) > 16 * limit:
             raise BadInput(f"text of {len(text)} characters is too long (at most {16 * limit})")
-        ids = self.tokenizer.encode(text).ids
+        prompt = self.meta.get("prompt")
+        ids = self.tokenizer.encode(prompt.format(en=text), add_special_tokens=False).ids if prompt else self.tokenizer.encode(text).ids
         if len(ids) > limit:
             raise BadInput(f"text is {len(ids)} tokens long; the limit is {limit}")
         return ids
@@ -82,11 +86,21 @@ class OnnxGenerator:
             out = self.greedy_seq2seq(encoded)
         else:
             out = [self.greedy_causal(ids) for ids in encoded]
-        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in out]
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
 
-    def next_token(self, logits: np.ndarray, step: int) -> np.ndarray:
-        """argmax, with the forced first/last tokens that mBART-style generation configs set."""
+    def next_token(self, logits: np.ndarray, step: int, seqs: np.ndarray) -> np.ndarray:
+        """argmax after transformers' no-repeat-n-gram ban, with the forced first/last tokens mBART-style configs set.
+
+        seqs: [batch, length] ids so far, as generate's logits processors see them (the decoder ids with the
+        start token for seq2seq; prompt and generated ids for causal LMs)."""
         forced_bos, forced_eos = self.meta.get("forced_bos_token_id"), self.meta.get("forced_eos_token_id")
+        n = int(self.meta.get("no_repeat_ngram_size") or 0)
+        if n and seqs.shape[1] + 1 >= n:
+            logits = logits.copy()
+            for row, seq in enumerate(seqs.tolist()):
+                prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
+                banned = {seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == prefix}
+                logits[row, list(banned)] = -np.inf
         token = logits.argmax(-1)
         if step == 0 and forced_bos is not None:
             token[:] = forced_bos
@@ -105,7 +119,7 @@ class OnnxGenerator:
         done = np.zeros(len(encoded), dtype=bool)
         for step in range(self.meta["max_new_tokens"]):
             logits = self.decoder.run(None, {"decoder_input_ids": dec, "encoder_hidden_states": hidden, "attention_mask": mask})[0]
-            token = np.where(done, self.pad, self.next_token(logits[:, -1, :], step))
+            token = np.where(done, self.pad, self.next_token(logits[:, -1, :], step, dec))
             dec = np.concatenate([dec, token[:, None]], axis=1)
             done |= np.isin(token, list(self.eos))
             if done.all():
@@ -117,7 +131,7 @@ class OnnxGenerator:
         new: list[int] = []
         for step in range(self.meta["max_new_tokens"]):
             logits = self.model.run(None, {"input_ids": seq, "attention_mask": np.ones_like(seq)})[0]
-            token = self.next_token(logits[:, -1, :], step)
+            token = self.next_token(logits[:, -1, :], step, seq)
             new.append(int(token[0]))
             seq = np.concatenate([seq, token[:, None]], axis=1)
             if new[-1] in self.eos:

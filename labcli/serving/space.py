@@ -6,10 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+from labcli import runs
 from labcli.errors import UserError
-from labcli.recipes.serve.streamlit import check_run
-
-TEMPLATE = Path(__file__).parent / "apps" / "space_app.py"
+from labcli.serving.apps import FONTS, PAGE, SPACE
+from labcli.serving.source import translation_run
 
 README = """---
 title: English to Newari ({method})
@@ -25,9 +25,13 @@ license: other
 
 # English → Newari ({model}, {method})
 
-Exported by `lab export space` from run `{run}`. Test scores on the shipped corpus: BLEU {bleu},
-chrF++ {chrf}, TER {ter}. The references are silver data (partly machine-translated), so compare
-runs with these numbers rather than read them as human-reference quality.
+Exported by `lab export space` from run `{run}`. Test scores on the shipped corpus ({n} sentences,
+{decoding}): BLEU {bleu}, chrF++ {chrf}, TER {ter}. The app decodes exactly that way (`decoding.json`:
+the run's tokenization and generate arguments). The references are silver data (partly
+machine-translated), so compare runs with these numbers rather than read them as human-reference quality.
+
+Newari text is drawn with Noto Sans Devanagari (`fonts/`, SIL Open Font License 1.1), embedded in the page.
+Push this folder with `hf upload USER/SPACE . --repo-type space` (huggingface_hub's `hf` command).
 
 `model/` holds the merged model (LoRA/QLoRA adapters merged into a full-precision base). Data licences: see the lab package's labcli/data/newari/README.md
 (GATITOS CC-BY-4.0, MediaWiki GPL-2.0-or-later, loveucifer MIT as stated upstream).
@@ -35,31 +39,34 @@ runs with these numbers rather than read them as human-reference quality.
 
 
 def export_space(run_dir: Path, out: Path) -> Path:
-    """Copy the merged model, a self-contained Streamlit app, requirements and a Spaces README."""
+    """Copy the merged model, a self-contained Streamlit app (page, font, the run's decoding), requirements and a README."""
     import importlib.metadata as md
 
-    import yaml
+    from labcli.serving import decoding
 
-    run_dir = check_run(str(run_dir))
+    run_dir = translation_run(str(run_dir))
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty", "pass a new folder")
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copytree(run_dir / "model", tmp / "model")
-    shutil.copyfile(TEMPLATE, tmp / "app.py")
+    how = decoding.of_run(run_dir, summary.get("task", "seq2seq"))
     card = {k: summary.get(k) for k in ("task", "model", "method", "bleu", "chrf++", "ter")}
-    card["prompt"] = cfg.get("prompt")
-    (tmp / "run_summary.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    card["page"] = decoding.card(summary, how, run_dir.name)
+    shown, n = decoding.scores(summary, how)
     versions = {n: md.version(n) for n in ("torch", "transformers", "streamlit", "tokenizers", "safetensors")}
-    (tmp / "requirements.txt").write_text("".join(f"{n}>={v.split('+')[0]}\n" for n, v in versions.items()
-                                                  if n != "streamlit"), encoding="utf-8")
-    (tmp / "README.md").write_text(README.format(
-        method=summary.get("method"), model=summary.get("model"), run=run_dir.name, bleu=summary.get("bleu"),
-        chrf=summary.get("chrf++"), ter=summary.get("ter"), streamlit=versions["streamlit"]), encoding="utf-8")
-    if out.exists():
-        out.rmdir()
-    tmp.replace(out)
-    return out
+
+    def write(folder: Path) -> None:
+        shutil.copytree(run_dir / "model", folder / "model")
+        shutil.copyfile(SPACE, folder / "app.py")
+        shutil.copyfile(PAGE, folder / "newari_page.py")
+        shutil.copytree(FONTS, folder / "fonts")
+        (folder / "decoding.json").write_text(json.dumps({k: v for k, v in how.items() if k != "source"}, indent=2,
+                                                         ensure_ascii=False), encoding="utf-8")
+        (folder / "run_summary.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+        (folder / "requirements.txt").write_text("".join(f"{n}>={v.split('+')[0]}\n" for n, v in versions.items()
+                                                         if n != "streamlit"), encoding="utf-8")
+        (folder / "README.md").write_text(README.format(
+            method=summary.get("method"), model=summary.get("model"), run=run_dir.name, bleu=shown["BLEU"],
+            chrf=shown["chrF++"], ter=shown["TER"], n=n, decoding=decoding.describe(how), streamlit=versions["streamlit"]),
+            encoding="utf-8")
+
+    return runs.replace_dir(out, write)

@@ -1,12 +1,16 @@
-"""TorchServe custom handler: text in -> greedy text out, with transformers in eager mode.
+"""TorchServe custom handler: text in -> translated text out, with transformers in eager mode, decoding as the run did.
 
-Packed into the .mar with the model's save_pretrained files and serve_meta.json. A request is
+Packed into the .mar with the model's save_pretrained files and serve_meta.json; the worker runs in
+lab's environment and loads the model with lab's loader; serve_meta.json holds the run's decoding
+(labcli/serving/decoding.py: tokenization, generate arguments). A request is
 JSON {"text": "..."}; the answer is {"text": "..."}. Bad requests (not JSON, no "text", empty or
 oversized text) get a 400 with {"error": ...} and the worker keeps serving the rest of the batch.
 """
 
 import json
 import os
+
+from labcli.serving.ts_entry import entry
 
 
 class BadRequest(ValueError):
@@ -16,20 +20,16 @@ class BadRequest(ValueError):
 class TextHandler:
     def initialize(self, context):
         import torch
-        from transformers import (
-            AutoModelForCausalLM,
-            AutoModelForSeq2SeqLM,
-            AutoTokenizer,
-        )
+
+        from labcli.models.loader import load_model
 
         model_dir = context.system_properties["model_dir"]
         with open(os.path.join(model_dir, "serve_meta.json"), encoding="utf-8") as fh:
             self.meta = json.load(fh)
         torch.set_num_threads(int(self.meta.get("threads", 1)))
         self.seq2seq = self.meta["task"] == "seq2seq"
-        cls = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
-        self.model = cls.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        loaded = load_model(model_dir, self.meta["task"])
+        self.model, self.tokenizer = loaded.model.float().eval(), loaded.tokenizer
         if not self.seq2seq:
             self.tokenizer.padding_side = "left"  # decoder-only batches must be left-padded
             if self.tokenizer.pad_token is None:
@@ -51,7 +51,10 @@ class TextHandler:
         limit = int(self.meta["max_input_tokens"])
         if len(text) > 16 * limit:
             raise BadRequest(f"text of {len(text)} characters is too long (at most {16 * limit})")
-        n = len(self.tokenizer(text)["input_ids"])
+        from labcli.serving.decoding import encode
+
+        untruncated = {**self.meta["decoding"], "max_source_len": None}  # longer than the run translated: refused, not cut
+        n = len(encode(self.tokenizer, [text], untruncated, None)["input_ids"][0])
         if n > limit:
             raise BadRequest(f"text is {n} tokens long; the limit is {limit}")
         return text
@@ -59,12 +62,16 @@ class TextHandler:
     def generate(self, texts):
         import torch
 
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True)
+        from labcli.serving.decoding import encode
+
+        decoding = self.meta["decoding"]
+        enc = encode(self.tokenizer, texts, decoding)
+        enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         with torch.no_grad():
-            out = self.model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=int(self.meta["max_new_tokens"]))
+            out = self.model.generate(**enc, **decoding["generate"])
         if not self.seq2seq:
             out = out[:, enc["input_ids"].shape[1]:]
-        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     def handle(self, data, context):
         answers, good = [None] * len(data), []
@@ -80,12 +87,4 @@ class TextHandler:
         return answers
 
 
-_service = TextHandler()
-
-
-def handle(data, context):
-    if not getattr(_service, "initialized", False):
-        _service.initialize(context)
-    if data is None:
-        return None
-    return _service.handle(data, context)
+handle = entry(TextHandler())

@@ -16,7 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from greedy import BadInput, OnnxGenerator  # noqa: E402
+from greedy import BadInput, OnnxGenerator
 
 
 def error_response(message):

@@ -38,6 +38,8 @@ def plot_run(folder: Path, result, arm) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from labcli.eval.plots import save
+
     n = arm.nq
     names = []
     specs = [
@@ -59,16 +61,9 @@ def plot_run(folder: Path, result, arm) -> list[str]:
         axes[-1].set_xlabel("time (s)")
         fig.suptitle(f"{arm.spec.name}: {ylabel}")
         fig.tight_layout()
-        save_figure(fig, folder / name)
-        plt.close(fig)
+        save(fig, folder / name)
         names.append(name)
     return names
-
-
-def save_figure(fig, path: Path) -> None:
-    from labcli.eval.plots import save
-
-    save(fig, path)
 
 
 class VideoRecorder:
@@ -123,7 +118,26 @@ def fmt(x, digits: int = 4) -> str:
     return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
 
 
+def joint_rows(summary: dict) -> list[dict]:
+    return [{"joint": r["joint"], "RMS error (rad)": f"{r['rms_error_rad']:.2e}", "max error (rad)": f"{r['max_error_rad']:.2e}",
+             "overshoot (%)": f"{r['overshoot_pct']:.2f}", "max torque (N·m)": f"{r['max_abs_torque_nm']:.2f}",
+             "limit (N·m)": f"{r['torque_limit_nm']:g}", "saturated (%)": f"{100 * r['saturated_share']:.2f}"}
+            for r in summary["joints"]]
+
+
+def tuning_rows(rows: list[dict], markdown: bool = True) -> list[dict]:
+    def best(r, text):
+        return f"**{text}**" if r.get("best") and markdown else text
+
+    return [{"Kp×": best(r, f"{r['kp_scale']:g}"), "Kd×": best(r, f"{r['kd_scale']:g}"), "Ki×": best(r, f"{r['ki_scale']:g}"),
+             "RMS error (rad)": best(r, f"{r['rms_error_rad']:.2e}"), "max error (rad)": f"{r['max_error_rad']:.2e}",
+             "saturated (%)": f"{100 * r['saturated_share']:.2f}", "e-stop": (r["estop"] or "").split(" at ")[0],
+             **({} if markdown else {"picked": "yes" if r.get("best") else ""})} for r in rows]
+
+
 def arm_report(summary: dict, plots: list[str], joint_names: list[str]) -> str:
+    from labcli.eval.tables import markdown_table
+
     lines = [
         f"# simulate {summary['robot']} ({summary['controller']})", "",
         f"Task: `{summary['task']}` at {summary['rate_hz']:g} Hz, feed-forward {'on' if summary['feedforward'] else 'off'}.", "",
@@ -131,24 +145,17 @@ def arm_report(summary: dict, plots: list[str], joint_names: list[str]) -> str:
         f"- settling time {fmt(summary['settling_time_s'])} s (within 1e-3 rad), max overshoot {fmt(summary['max_overshoot_pct'])} %",
         f"- saturated torque {100 * summary['saturated_share']:.2f} % of joint-steps; real-time factor {fmt(summary['real_time_factor'], 3)}x",
         f"- e-stop: {summary['estop_reason'] or 'none'}", "",
-        "| joint | RMS error (rad) | max error (rad) | overshoot (%) | max torque (N·m) | limit (N·m) | saturated (%) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        markdown_table(joint_rows(summary)),
     ]
-    for row in summary["joints"]:
-        lines.append(f"| {row['joint']} | {row['rms_error_rad']:.2e} | {row['max_error_rad']:.2e} | {row['overshoot_pct']:.2f} | "
-                     f"{row['max_abs_torque_nm']:.2f} | {row['torque_limit_nm']:g} | {100 * row['saturated_share']:.2f} |")
     events = summary["safety_events"]
     if events:
-        lines += ["", "## Safety events", "", "| t (s) | kind | detail | e-stop |", "| --- | --- | --- | --- |"]
-        lines += [f"| {e['t']} | {e['kind']} | {e['detail']} | {'yes' if e['estop'] else ''} |" for e in events[:50]]
+        rows = [{"t (s)": e["t"], "kind": e["kind"], "detail": e["detail"], "e-stop": "yes" if e["estop"] else ""} for e in events[:50]]
+        lines += ["## Safety events", "", markdown_table(rows)]
         if len(events) > 50:
-            lines.append(f"| ... | {len(events) - 50} more in summary.json | | |")
+            lines.append(f"({len(events) - 50} more in summary.json)\n")
     if "tuning" in summary:
-        lines += ["", "## Gain search", "", "| Kp× | Kd× | Ki× | RMS error (rad) | max error (rad) | saturated (%) | e-stop |", "| --- | --- | --- | --- | --- | --- | --- |"]
-        for r in summary["tuning"]:
-            mark = " **best**" if r.get("best") else ""
-            lines.append(f"| {r['kp_scale']:g} | {r['kd_scale']:g} | {r['ki_scale']:g} | {r['rms_error_rad']:.2e}{mark} | {r['max_error_rad']:.2e} | {100 * r['saturated_share']:.2f} | {r['estop'] or ''} |")
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+        lines += ["## Gain search", "", markdown_table(tuning_rows(summary["tuning"]))]
+    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots]
     if "video" in summary:
         lines += ["", f"Video: [{summary['video']['file']}]({summary['video']['file']})"]
     lines += ["", "Per-step log: `steps.csv` (t, q, q_ref, qd, tau, error per joint)."]
@@ -156,24 +163,13 @@ def arm_report(summary: dict, plots: list[str], joint_names: list[str]) -> str:
 
 
 def print_tuning(rows: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from labcli.eval.tables import print_table
 
-    table = Table(title="PID gain search (score: RMS tracking error)")
-    for col in ("Kp×", "Kd×", "Ki×", "RMS err (rad)", "max err (rad)", "saturated %", "e-stop"):
-        table.add_column(col)
-    for r in rows:
-        style = "bold green" if r.get("best") else None
-        table.add_row(f"{r['kp_scale']:g}", f"{r['kd_scale']:g}", f"{r['ki_scale']:g}", f"{r['rms_error_rad']:.2e}",
-                      f"{r['max_error_rad']:.2e}", f"{100 * r['saturated_share']:.2f}", (r["estop"] or "").split(" at ")[0], style=style)
-    Console().print(table)
+    print_table(tuning_rows(rows, markdown=False), title="PID gain search (score: RMS tracking error)")
 
 
-def print_summary(summary: dict, folder: Path) -> None:
-    from rich.console import Console
-
-    c = Console()
-    stop = f"[red]e-stop: {summary['estop_reason']}[/red]" if summary["estop"] else "no e-stop"
-    c.print(f"{summary['robot']} {summary['controller']}: RMS error {summary['rms_error_rad']:.2e} rad, "
-            f"max {summary['max_error_rad']:.2e} rad, RTF {fmt(summary['real_time_factor'], 3)}x, {stop}")
-    c.print(f"run folder: {folder}")
+def print_summary(summary: dict) -> None:
+    """The run's headline line (the launcher prints the run folder after it)."""
+    stop = f"e-stop: {summary['estop_reason']}" if summary["estop"] else "no e-stop"
+    print(f"{summary['robot']} {summary['controller']}: RMS error {summary['rms_error_rad']:.2e} rad, "
+          f"max {summary['max_error_rad']:.2e} rad, RTF {fmt(summary['real_time_factor'], 3)}x, {stop}")

@@ -19,7 +19,10 @@ from __future__ import annotations
 import torch
 
 from labcli.errors import UserError
-from labcli.kernels.flash_attention.triton import flash_attention, flash_attention_varlen
+from labcli.kernels.flash_attention.triton import (
+    flash_attention,
+    flash_attention_varlen,
+)
 
 HF_NAME = "lab-fa2"
 

@@ -1,9 +1,11 @@
 """`lab bench backprop`: memory-efficient backprop on a Hugging Face GPT-2, side by side.
 
-Per (sequence length, technique): one forward/backward under `SavedTensors` gives the exact
-bytes saved for backward and the gradients (compared with the baseline's), then the engine's
-`train()` runs the patched model for a few steps for peak memory and step time. Techniques live
-in `backprop_techniques`; the table, JSON and PNGs are written to the run folder.
+Per (sequence length, technique): the model is patched with `backprop.apply`, so every forward
+uses the technique. One forward/backward under `SavedTensors` gives the exact bytes saved for
+backward and the gradients (compared with the baseline's); then the engine's `train()` runs the
+same patched model for a few steps for peak memory and step time, with each training forward
+counted by `CountingLoss` (the timed run's own saved/offloaded bytes: proof that it ran the
+technique). Techniques live in `labcli.engine.backprop`; table, JSON and PNGs in the run folder.
 """
 
 from __future__ import annotations
@@ -11,67 +13,70 @@ from __future__ import annotations
 import copy
 import gc
 import os
+from typing import Literal
 
 from pydantic import Field
 
 from labcli.config import RecipeConfig
+from labcli.engine.trainer import TrainConfig
 from labcli.errors import UserError
 from labcli.runs import Run
+
+Technique = Literal["baseline", "hf-checkpointing", "ckpt-every-block", "ckpt-every-k", "ckpt-attention", "custom-mlp",
+                    "offload-cpu"]
 
 
 class Config(RecipeConfig):
     model: str = Field("tiny-gpt2", description="A GPT-2 family model: tiny-gpt2, a local folder, or a cached hub id")
     layers: int = Field(4, ge=1, description="Transformer blocks of a tiny-* preset")
-    seq_lens: str = Field("128,512", description="Comma-separated sequence lengths (savings show once activations dominate)")
-    batch_size: int = Field(8, ge=1, description="Sequences per step")
-    steps: int = Field(5, ge=2, description="Engine training steps per cell for peak memory and step time")
-    techniques: str = Field("", description="Comma-separated subset of techniques (empty: all; baseline always runs)")
+    seq_lens: list[int] = Field([128, 512], min_length=1, description="Sequence lengths (savings show once activations dominate)")
+    techniques: list[Technique] = Field([], description="Subset of techniques (empty: all; baseline always runs)")
     every_k: int = Field(2, ge=2, description="ckpt-every-k checkpoints blocks 0, k, 2k, ...")
-    lr: float = Field(1e-3, gt=0, description="Constant learning rate of the timing runs")
     vocab_size: int = Field(2000, ge=100, description="Tokenizer size for tiny-* presets")
+    train: TrainConfig = Field(
+        TrainConfig(max_steps=5, batch_size=8, micro_batch_size=8, lr=1e-3, schedule="constant", tensorboard=False,
+                    strategy="single"),
+        description="The timed training run of every cell (batch_size sequences per step)")
 
 
 def parse(cfg: Config) -> tuple[list[int], list[str]]:
     from labcli.engine.backprop import TECHNIQUES
 
-    try:
-        seq_lens = [int(s) for s in str(cfg.seq_lens).split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"seq_lens={cfg.seq_lens!r} is not a list of integers", "write e.g. --seq-lens 128,512") from None
-    if not seq_lens or min(seq_lens) < 8:
-        raise UserError(f"seq_lens={cfg.seq_lens!r} needs lengths of at least 8", "write e.g. --seq-lens 128,512")
-    chosen = [t.strip() for t in str(cfg.techniques).split(",") if t.strip()] or list(TECHNIQUES)
-    bad = [t for t in chosen if t not in TECHNIQUES]
-    if bad:
-        raise UserError(f"unknown technique '{bad[0]}'", f"techniques: {', '.join(TECHNIQUES)}")
+    seq_lens = list(dict.fromkeys(cfg.seq_lens))
+    if min(seq_lens) < 8:
+        raise UserError(f"seq_lens={cfg.seq_lens} needs lengths of at least 8", "write e.g. seq_lens=[128,512]")
+    if cfg.train.max_steps < 2:
+        raise UserError("train.max_steps must be at least 2", "the first step is not timed: use train.max_steps=5")
+    chosen = list(dict.fromkeys(cfg.techniques)) or list(TECHNIQUES)
     return seq_lens, ["baseline"] + [t for t in chosen if t != "baseline"]
 
 
 def cell(cfg: Config, ctx: Run, base, blocks, seq: int, technique: str, ref: dict | None, device) -> tuple[dict, dict]:
     from labcli.data.text import collate_lm
     from labcli.engine import backprop as bt
-    from labcli.engine.trainer import TrainConfig, train
+    from labcli.engine.trainer import train
     from labcli.eval.measure import memory_mb, peak_memory_mb, reset_peak_memory
 
     model = copy.deepcopy(base).to(device)
     bt.apply(model, technique, cfg.every_k)
-    batch = {k: v.to(device) for k, v in collate_lm(blocks[:cfg.batch_size]).items()}
-    grads, saved, loss = bt.measure_grads(model, batch, technique)
+    batch = {k: v.to(device) for k, v in collate_lm(blocks[:cfg.train.batch_size]).items()}
+    grads, saved, loss = bt.measure_grads(model, batch)
     ref = ref or grads
-    run = Run(dir=ctx.dir / "cells" / f"seq{seq}-{technique}", verb=ctx.verb, recipe=f"{ctx.recipe}:seq{seq}-{technique}",
-              cfg=ctx.cfg)
-    tc = TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr,
-                     schedule="constant", tensorboard=False, strategy="single")
+    run = ctx.sub(f"cells/seq{seq}-{technique}")
+    counted = bt.CountingLoss(model)
     gc.collect()
     reset_peak_memory(device)
     start = memory_mb(device)
-    train(model, blocks, collate_lm, tc, run, seed=cfg.seed, device=device, loss_fn=bt.loss_of)
-    peak = max((r["peak_mem_mb"] for r in run.metrics() if "peak_mem_mb" in r), default=peak_memory_mb(device))
-    speeds = sorted(r["tokens_per_s"] for r in run.metrics() if r.get("step", 0) > 1 and "tokens_per_s" in r)
-    tokens = cfg.batch_size * seq
+    train(model, blocks, collate_lm, cfg.train, run, seed=cfg.seed, device=device, loss_fn=counted, progress=False)
+    records = run.metrics()
+    peak = max((r["peak_mem_mb"] for r in records if "peak_mem_mb" in r), default=peak_memory_mb(device))
+    speeds = sorted(r["tokens_per_s"] for r in records if r.get("step", 0) > 1 and "tokens_per_s" in r)
+    tokens = cfg.train.batch_size * seq
     result = {"seq_len": seq, "technique": technique, "what": bt.TECHNIQUES[technique],
-              "saved_bytes": saved.bytes, "offloaded_bytes": saved.offloaded_bytes, "peak_memory_mb": peak,
-              "peak_growth_mb": peak - start,
+              "saved_bytes": saved.bytes, "offloaded_bytes": saved.offloaded_bytes,
+              # what each forward of the timed training run kept / offloaded (one entry per forward)
+              "timed_saved_bytes": [c[0] for c in counted.counts], "timed_offloaded_bytes": [c[1] for c in counted.counts],
+              "peak_memory_mb": peak, "peak_growth_mb": peak - start,
               "step_ms": 1000 * tokens / speeds[-1] if speeds else None,  # the fastest step: least disturbed
               "step_ms_median": 1000 * tokens / speeds[len(speeds) // 2] if speeds else None,
               "max_grad_diff": bt.max_grad_diff(grads, ref), "loss": loss}
@@ -96,42 +101,62 @@ def goals(rows: list[dict]) -> list[str]:
     return lines
 
 
-def report(cfg: Config, ctx: Run, rows: list[dict], info: dict) -> None:
-    from labcli.eval import plots
-    from labcli.eval.tables import delta, fmt, markdown_table
+def table_rows(rows: list[dict]) -> list[dict]:
+    """Display rows (text, rounded) with Δ against the baseline at the same length."""
+    from labcli.eval.tables import delta, fmt
 
-    header = ["seq", "technique", "saved for backward (MB)", "Δ saved", "offloaded to host (MB)", "peak memory (MB)",
-              "growth in cell (MB)", "Δ growth", "step time (ms)", "Δ time", "max \\|grad − baseline\\|"]
-    table = []
+    out = []
     for r in rows:
         base = next(b for b in rows if b["seq_len"] == r["seq_len"] and b["technique"] == "baseline")
-        table.append([r["seq_len"], r["technique"], fmt(r["saved_bytes"] / 2**20, 2),
-                      delta(r["saved_bytes"], base["saved_bytes"]), fmt(r["offloaded_bytes"] / 2**20, 2),
-                      fmt(r["peak_memory_mb"]), fmt(r["peak_growth_mb"]),
-                      delta(r["peak_growth_mb"], base["peak_growth_mb"]), fmt(r["step_ms"], 1),
-                      delta(r["step_ms"], base["step_ms"]), f"{r['max_grad_diff']:.2e}"])
+        out.append({"seq": r["seq_len"], "technique": r["technique"],
+                    "saved for backward (MB)": fmt(r["saved_bytes"] / 2**20, 2), "Δ saved": delta(r["saved_bytes"], base["saved_bytes"]),
+                    "offloaded to host (MB)": fmt(r["offloaded_bytes"] / 2**20, 2),
+                    "timed run: saved / offloaded per forward (MB)": f"{max(r['timed_saved_bytes']) / 2**20:.2f} / "
+                                                                     f"{max(r['timed_offloaded_bytes']) / 2**20:.2f}",
+                    "peak memory (MB)": fmt(r["peak_memory_mb"], 1), "growth in cell (MB)": fmt(r["peak_growth_mb"], 1),
+                    "Δ growth": delta(r["peak_growth_mb"], base["peak_growth_mb"]), "step time (ms)": fmt(r["step_ms"], 1),
+                    "Δ time": delta(r["step_ms"], base["step_ms"]), "max \\|grad − baseline\\|": f"{r['max_grad_diff']:.2e}"})
+    return out
+
+
+def report(cfg: Config, ctx: Run, rows: list[dict], info: dict) -> list[dict]:
+    from labcli.eval import plots
+    from labcli.eval.tables import markdown_table
+
+    table = table_rows(rows)
     goal_lines = goals(rows)
-    ctx.write_summary({**info, "goals": goal_lines, "cells": rows})
     techniques = list(dict.fromkeys(r["technique"] for r in rows))
-    series = lambda key, scale=1.0: {t: {f"seq {r['seq_len']}": (r[key] or 0) * scale  # noqa: E731
+    if info["peak_memory"] != "CUDA max allocated" and "offload-cpu" in techniques:
+        goal_lines.append("- offload-cpu on the CPU: the host is the device, so the offloaded copies stay in the same "
+                          "memory (its peak memory shows it); the saving is real only for CUDA tensors")
+    ctx.write_summary({**info, "goals": goal_lines, "cells": rows, "rows": table})
+    series = lambda key, scale=1.0: {t: {f"seq {r['seq_len']}": (r[key] or 0) * scale
                                          for r in rows if r["technique"] == t} for t in techniques}
     plots.bars(series("saved_bytes", 2**-20), ctx.path("activation_bytes.png"), "kept on the device for backward", "MB")
     plots.bars(series("peak_growth_mb"), ctx.path("peak_memory.png"), f"peak memory growth ({info['peak_memory']})", "MB")
     plots.bars(series("step_ms"), ctx.path("step_time.png"), "step time (fastest step)", "ms")
-    if info["peak_memory"] != "CUDA max allocated" and "offload-cpu" in techniques:
-        goal_lines.append("- offload-cpu on the CPU: the host is the device, so the offloaded copies stay in the same "
-                          "memory (its peak memory shows it); the saving is real only for CUDA tensors")
     described = "\n".join(f"- **{t}**: {next(r['what'] for r in rows if r['technique'] == t)}" for t in techniques)
     ctx.write_report(
         f"# {ctx.verb} {ctx.recipe}\n\nHardware: {info['hardware']}. Model: {info['model']} "
-        f"({info['parameters'] / 1e6:.2f} M parameters, {info['layers']} blocks), fp32. Batch: {cfg.batch_size} sequences. "
-        f"Saved for backward: unique non-parameter storages that autograd (or a checkpoint) keeps, counted in "
-        f"saved_tensors_hooks. Peak memory: {info['peak_memory']}, reset per cell, over {cfg.steps} engine steps "
-        f"(AdamW included, the final checkpoint not); growth in cell: that peak minus the memory in use at the cell's "
-        f"start; step time: the fastest step after the first (the least disturbed by other processes; the median is "
-        f"in the JSON). Δ against the baseline at the same length.\n\n"
-        f"{markdown_table(table, header)}\n\n{chr(10).join(goal_lines)}\n\n{described}\n\n"
+        f"({info['parameters'] / 1e6:.2f} M parameters, {info['layers']} blocks), fp32. Batch: {cfg.train.batch_size} "
+        f"sequences. Saved for backward: unique non-parameter storages that autograd (or a checkpoint) keeps, counted in "
+        f"saved_tensors_hooks on one forward/backward; the timed run counts every training forward the same way (the "
+        f"largest is shown: it is the technique the timed run ran). Peak memory: {info['peak_memory']}, reset per cell, "
+        f"over {cfg.train.max_steps} engine steps (AdamW included, the final checkpoint not); growth in cell: that peak "
+        f"minus the memory in use at the cell's start; step time: the fastest step after the first (the least disturbed "
+        f"by other processes; the median is in the JSON). Δ against the baseline at the same length.\n\n"
+        f"{markdown_table(table)}\n\n{chr(10).join(goal_lines)}\n\n{described}\n\n"
         f"![activation bytes](activation_bytes.png)\n![peak memory](peak_memory.png)\n![step time](step_time.png)\n")
+    return table
+
+
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: what `run` would refuse before loading anything, one line each."""
+    try:
+        parse(cfg)
+    except UserError as exc:
+        return [str(exc)]
+    return []
 
 
 def run(cfg: Config, ctx: Run) -> None:
@@ -147,6 +172,7 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.engine import distributed
     from labcli.engine.backprop import blocks_of
     from labcli.eval.measure import hardware_line, peak_memory_kind
+    from labcli.eval.tables import print_table
     from labcli.models import load_model
     from labcli.models.causal_lm import read_texts
 
@@ -166,32 +192,27 @@ def run(cfg: Config, ctx: Run) -> None:
         raise UserError(f"seq_lens {max(seq_lens)} exceeds the model's {limit} positions", f"use lengths up to {limit}")
     device = distributed.pick_device(cfg.device)
     info = {"hardware": hardware_line(device), "model": cfg.model, "parameters": sum(p.numel() for p in model.parameters()),
-            "layers": len(blocks_of(model)), "batch_size": cfg.batch_size, "seq_lens": seq_lens,
-            "peak_memory": peak_memory_kind(device), "steps": cfg.steps}
+            "layers": len(blocks_of(model)), "batch_size": cfg.train.batch_size, "seq_lens": seq_lens,
+            "peak_memory": peak_memory_kind(device), "steps": cfg.train.max_steps, "load": os.getloadavg()[0]}
     data = {}
     for seq in seq_lens:
         data[seq] = lm_blocks(texts, loaded.tokenizer, seq)
-        if len(data[seq]) < cfg.batch_size:
-            raise UserError(f"only {len(data[seq])} blocks of {seq} tokens", "lower batch_size or seq_lens")
+        if len(data[seq]) < cfg.train.batch_size:
+            raise UserError(f"only {len(data[seq])} blocks of {seq} tokens", "lower train.batch_size or seq_lens")
 
     rows = []
-    previous = os.environ.get("LAB_NO_PROGRESS")
-    os.environ["LAB_NO_PROGRESS"] = "1"  # one bar over cells instead of one per training run
-    try:
-        with Progress(TextColumn("[bold]bench backprop"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.description}"), TimeElapsedColumn(), disable=previous == "1") as bar:
-            task = bar.add_task("", total=len(seq_lens) * len(techniques))
-            for seq in seq_lens:
-                ref = None
-                for technique in techniques:
-                    bar.update(task, description=f"seq {seq}: {technique}")
-                    row, ref = cell(cfg, ctx, model, data[seq], seq, technique, ref, device)
-                    rows.append(row)
-                    bar.update(task, advance=1)
-    finally:
-        if previous is None:
-            os.environ.pop("LAB_NO_PROGRESS", None)
-        else:
-            os.environ["LAB_NO_PROGRESS"] = previous
-    report(cfg, ctx, rows, info)
-    print(f"bench backprop: {len(rows)} cells -> {ctx.path('report.md')}")
+    with Progress(TextColumn("[bold]bench backprop"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn()) as bar:
+        task = bar.add_task("", total=len(seq_lens) * len(techniques))
+        for seq in seq_lens:
+            ref = None
+            for technique in techniques:
+                bar.update(task, description=f"seq {seq}: {technique}")
+                row, ref = cell(cfg, ctx, model, data[seq], seq, technique, ref, device)
+                rows.append(row)
+                bar.update(task, advance=1)
+    info["load_after"] = os.getloadavg()[0]
+    table = report(cfg, ctx, rows, info)
+    print_table(table, ["seq", "technique", "saved for backward (MB)", "Δ saved",
+                        "timed run: saved / offloaded per forward (MB)", "growth in cell (MB)", "Δ growth",
+                        "step time (ms)", "Δ time"], title="bench backprop")

@@ -1,74 +1,113 @@
-"""`lab bench grpo`: lab's GRPO loop against TRL's `GRPOTrainer` on the same start model, data,
-reward, group size, batch, learning rate and number of steps.
+"""`lab bench grpo`: lab's GRPO step (`labcli.reasoning.grpo` on the engine) against TRL's
+`GRPOTrainer`, from the same start model, on the same data, reward, group size, batch, micro-batch,
+learning rate and number of steps.
 
-Both use token-level loss normalisation (TRL `loss_type="dapo"`), group-std reward scaling,
-epsilon 0.2, beta 0, one optimizer step per generation batch, HF `generate` sampling at T=1, and
-the same greedy test-accuracy evaluation every `eval_every` steps (its time is not counted).
+Both sides: token-level loss (TRL `loss_type="dapo"`), group-std reward scaling, epsilon 0.2, beta
+0, one optimizer step per generation batch, computed in micro-batches of `train.micro_batch_size`
+completions whose gradients add up (TRL: `per_device_train_batch_size` x
+`gradient_accumulation_steps`), sampling at T=1 with log-probs at the same T, dropout off, AdamW at
+a constant LR, grad-norm clip 1.0, and the same greedy test-accuracy evaluation (not timed).
+What differs is each side's own technique: lab samples with a KV-cached loop that encodes each
+prompt once, and cuts its micro-batches from completions sorted by length, trimmed to the longest
+(TRL pads every micro-batch to the batch's longest completion).
+
+Each side runs in its own fresh process. Memory is what the training holds: on CUDA the allocator's
+peak tensor bytes; on the CPU the peak resident set during training minus the resident set right
+after that side's imports (torch, transformers, TRL and its dependencies, or lab's modules), so the
+libraries' import footprint is not counted. Both peaks are read at the end of each step, so the last
+evaluation is outside them and earlier ones are inside on both sides.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 from pydantic import Field
 
-from labcli.config import RecipeConfig
+from labcli.config import RecipeConfig, Section
 from labcli.errors import UserError
-from labcli.reasoning.tasks import TASKS
-from labcli.recipes.distill.cot import ArithSettings
+from labcli.reasoning.tasks import TASKS, ArithSettings
 from labcli.runs import Run
+
+
+class BenchTrain(Section):
+    """The training keys both sides honour."""
+
+    max_steps: int = Field(20, ge=1, description="Optimizer steps, one generation batch each, for both")
+    batch_size: int = Field(16, ge=1, description="Prompts per step")
+    micro_batch_size: int = Field(32, ge=1, description="Completions per forward/backward on both sides (divides batch_size x group_size)")
+    lr: float = Field(1e-4, gt=0, description="Learning rate (AdamW, constant, no warm-up, no weight decay)")
+    eval_every: int = Field(5, ge=1, description="Greedy test accuracy every N steps (and at step 0)")
 
 
 class Config(RecipeConfig):
     task: str = Field("arith", description=f"{', '.join(TASKS)}")
-    init: str = Field("auto", description="Start model for both: auto (newest `lab distill cot` run), RUN/model or a folder")
+    init: str = Field("auto", description="Start model for both: RUN/model, a folder, or auto (the `lab distill grpo` default start)")
     arith: ArithSettings = ArithSettings()
-    steps: int = Field(20, ge=1, description="Optimizer steps (one generation batch each) for both")
-    prompts_per_step: int = Field(16, ge=1, description="Prompts per step")
     group_size: int = Field(8, ge=2, description="G: completions per prompt")
     max_new_tokens: int = Field(48, ge=1, description="Longest completion")
-    lr: float = Field(1e-4, gt=0, description="Learning rate (constant, AdamW)")
     format_weight: float = Field(0.1, ge=0, description="Format reward weight")
     test_size: int = Field(200, ge=1, description="Test problems for the accuracy curve")
-    eval_every: int = Field(5, ge=1, description="Greedy test accuracy every N steps")
-    micro_batch_size: int = Field(32, ge=1, description="Completions per forward/backward (lab, sorted by length and trimmed); TRL takes the whole batch at once")
+    train: BenchTrain = BenchTrain()
     run_trl: bool = Field(True, description="Run TRL's GRPOTrainer (false: only lab, e.g. without trl installed)")
     parallel: bool = Field(False, description="Run both sides at the same time (a fair share of a busy shared CPU); false: one after the other")
 
 
-def lab_side(cfg: Config, ctx: Run) -> dict:
-    from labcli.recipes.distill import grpo
+def load_tasks(cfg: Config):
+    from labcli.reasoning.tasks import load_task
 
-    gcfg = grpo.Config(seed=cfg.seed, device=cfg.device, task=cfg.task, init=cfg.init,
-                       arith=cfg.arith, group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-                       format_weight=cfg.format_weight, track_kl=False, test_size=cfg.test_size, eval_every=cfg.eval_every,
-                       train={"max_steps": cfg.steps, "batch_size": cfg.prompts_per_step, "micro_batch_size": cfg.micro_batch_size,
-                              "lr": cfg.lr, "schedule": "constant", "save_every": 0, "tensorboard": False})
-    sub = Run(dir=ctx.dir / "lab", verb="distill", recipe="grpo", cfg=gcfg)
-    grpo.run(gcfg, sub)
+    steps, digits = cfg.arith.steps, cfg.arith.digits
+    train_set = load_task(cfg.task, "train", seed=cfg.seed, steps=steps, digits=digits)
+    test_set = load_task(cfg.task, "test", seed=cfg.seed, n=cfg.test_size, steps=steps, digits=digits)[:cfg.test_size]
+    return train_set, test_set
+
+
+def lab_side(cfg: Config, ctx: Run, baseline_mb: float) -> dict:
+    import shutil
+
+    import torch
+
+    from labcli.engine.distributed import pick_device
+    from labcli.models import load_model
+    from labcli.reasoning import grpo
+
+    train_set, test_set = load_tasks(cfg)
+    device = pick_device(cfg.device)
+    loaded = load_model(cfg.init, "causal-lm")
+    tok = loaded.tokenizer
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    torch.manual_seed(cfg.seed)
+    s = grpo.GRPOSettings(group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens, format_weight=cfg.format_weight,
+                          track_kl=False)
+    t = cfg.train
+    tc = grpo.GRPOTrainConfig(max_steps=t.max_steps, batch_size=t.batch_size, micro_batch_size=t.micro_batch_size, lr=t.lr,
+                              schedule="constant", eval_every=t.eval_every, save_every=0, tensorboard=False)
+    sub = ctx.sub("lab")
+    shutil.rmtree(sub.root, ignore_errors=True)  # a rerun into the same --output starts this cell afresh
+    grpo.train(loaded.model, tok, train_set, test_set, s, tc, sub, device=device, seed=cfg.seed, progress=False)
     rows = sub.metrics()
     steps = [r for r in rows if "step_s" in r]
     return {"curve": [(r["step"], r["test_accuracy"]) for r in rows if "test_accuracy" in r],
-            "reward": [(r["step"], r["reward"]) for r in steps],
-            "step_s": [r["step_s"] for r in steps], "peak_mem_mb": max(r["peak_mem_mb"] for r in steps)}
+            "reward": [(r["step"], r["reward"]) for r in steps], "step_s": [r["step_s"] for r in steps],
+            "peak_mb": max(r["peak_mem_mb"] for r in steps), "baseline_mb": baseline_mb}
 
 
-def trl_side(cfg: Config, ctx: Run, init: str) -> dict:
+def trl_side(cfg: Config, ctx: Run, baseline_mb: float) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from labcli.engine.distributed import pick_device
-    from labcli.eval.measure import peak_memory_mb
+    from labcli.eval.measure import peak_memory_mb, reset_peak_memory
     from labcli.reasoning import lm, rewards
-    from labcli.reasoning.tasks import Example, load_task
+    from labcli.reasoning.tasks import Example
 
-    steps_range = (cfg.arith.min_steps, max(cfg.arith.min_steps, cfg.arith.max_steps))
-    train_set = load_task(cfg.task, "train", seed=cfg.seed, steps=steps_range, digits=cfg.arith.digits)
-    test_set = load_task(cfg.task, "test", seed=cfg.seed, n=cfg.test_size, steps=steps_range, digits=cfg.arith.digits)[:cfg.test_size]
-    tok = prompt_tokenizer(AutoTokenizer.from_pretrained(init), rewards.prompt(train_set[0]))
-    model = AutoModelForCausalLM.from_pretrained(init)
+    train_set, test_set = load_tasks(cfg)
+    tok = prompt_tokenizer(AutoTokenizer.from_pretrained(cfg.init), rewards.prompt(train_set[0]))
+    model = AutoModelForCausalLM.from_pretrained(cfg.init)
     device = pick_device(cfg.device)
     data = Dataset.from_list([{"prompt": rewards.prompt(e), "answer": e.answer, "kind": e.kind} for e in train_set])
 
@@ -79,11 +118,12 @@ def trl_side(cfg: Config, ctx: Run, init: str) -> dict:
             out.append(rewards.reward(text, Example("", a, k), truncated, cfg.format_weight)[0])
         return out
 
-    curve, reward_curve, step_s, t = [], [], [], {}
+    curve, reward_curve, step_s, peaks, t = [], [], [], [], {}
     test_prompts = [rewards.prompt(e) for e in test_set]
 
     def accuracy(m) -> float:
-        return lm.accuracy(m, tok, test_set, test_prompts, max_new_tokens=cfg.max_new_tokens, batch_size=100)["accuracy"]
+        return lm.accuracy(m, tok, test_set, test_prompts, max_new_tokens=cfg.max_new_tokens, batch_size=100,
+                           progress=False)["accuracy"]
 
     class Track(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
@@ -91,26 +131,30 @@ def trl_side(cfg: Config, ctx: Run, init: str) -> dict:
 
         def on_step_end(self, args, state, control, model=None, **kw):
             step_s.append(time.perf_counter() - t["start"])
-            if state.global_step % cfg.eval_every == 0 or state.global_step == cfg.steps:
+            peaks.append(peak_memory_mb(device))
+            if state.global_step % cfg.train.eval_every == 0 or state.global_step == cfg.train.max_steps:
                 curve.append((state.global_step, accuracy(model)))
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "reward" in logs:
                 reward_curve.append((state.global_step, logs["reward"]))
 
+    completions = cfg.train.batch_size * cfg.group_size
     args = GRPOConfig(
-        output_dir=str(ctx.dir / "trl"), max_steps=cfg.steps, per_device_train_batch_size=cfg.prompts_per_step * cfg.group_size,
-        gradient_accumulation_steps=1, num_generations=cfg.group_size, max_completion_length=cfg.max_new_tokens,
-        temperature=1.0, top_k=0, top_p=1.0, learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0,
-        weight_decay=0.0, max_grad_norm=1.0, beta=0.0, epsilon=0.2, loss_type="dapo", scale_rewards="group",
-        num_iterations=1, logging_steps=1, save_strategy="no", report_to="none", seed=cfg.seed, bf16=False,
-        use_cpu=device.type == "cpu", disable_tqdm=True, dataloader_num_workers=0)
+        output_dir=str(ctx.dir / "trl"), max_steps=cfg.train.max_steps, per_device_train_batch_size=cfg.train.micro_batch_size,
+        gradient_accumulation_steps=completions // cfg.train.micro_batch_size, num_generations=cfg.group_size,
+        max_completion_length=cfg.max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, learning_rate=cfg.train.lr,
+        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, beta=0.0, epsilon=0.2,
+        loss_type="dapo", scale_rewards="group", num_iterations=1, disable_dropout=True, logging_steps=1,
+        save_strategy="no", report_to="none", seed=cfg.seed, bf16=False, use_cpu=device.type == "cpu", disable_tqdm=True,
+        dataloader_num_workers=0)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args, train_dataset=data, processing_class=tok,
                           callbacks=[Track()])
     torch.manual_seed(cfg.seed)
+    reset_peak_memory(device)  # as lab's engine does at the start of its loop, before its step-0 evaluation
     curve.append((0, accuracy(trainer.model)))
     trainer.train()
-    return {"curve": curve, "reward": reward_curve, "step_s": step_s, "peak_mem_mb": peak_memory_mb(device)}
+    return {"curve": curve, "reward": reward_curve, "step_s": step_s, "peak_mb": max(peaks), "baseline_mb": baseline_mb}
 
 
 def prompt_tokenizer(tok, probe: str):
@@ -126,15 +170,42 @@ def prompt_tokenizer(tok, probe: str):
 
 
 def _side(name: str, cfg: Config, ctx: Run, threads: int) -> dict:
+    """One side in a fresh process: its imports, the resident set they leave, then its training."""
     import torch
 
     torch.set_num_threads(threads)
-    return lab_side(cfg, ctx) if name == "lab" else trl_side(cfg, ctx, cfg.init)
+    import_side(name, cfg.init)
+    from labcli.engine.distributed import pick_device
+    from labcli.eval.measure import memory_mb
+
+    baseline = memory_mb(pick_device(cfg.device))
+    return lab_side(cfg, ctx, baseline) if name == "lab" else trl_side(cfg, ctx, baseline)
+
+
+def import_side(name: str, init: str) -> None:
+    """Everything a side imports, lazily loaded modules included, so that its baseline holds them: the
+    start model's modeling and tokenizer code (both sides), then lab's modules or TRL's."""
+    from transformers import AutoConfig, AutoTokenizer  # noqa: F401
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(init))]  # imports the model class's module
+    import transformers.modeling_utils  # noqa: F401
+    import transformers.models.auto.tokenization_auto  # noqa: F401
+
+    import labcli.reasoning.lm  # noqa: F401 - the shared evaluation and reward
+    if name == "lab":
+        import labcli.engine.loop  # noqa: F401
+        import labcli.models  # noqa: F401
+        import labcli.models.tokenizer  # noqa: F401
+        import labcli.reasoning.grpo  # noqa: F401
+    else:
+        import datasets  # noqa: F401
+        from trl import GRPOConfig, GRPOTrainer  # noqa: F401
 
 
 def in_own_processes(sides: list[str], cfg: Config, ctx: Run) -> dict:
-    """Each side runs in a fresh process, so peak memory (RSS on the CPU) is its own; with
-    `parallel` both run at once and see the same machine load."""
+    """Each side runs in a fresh process, so its memory is its own; with `parallel` both run at once
+    and see the same machine load."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -152,16 +223,41 @@ def in_own_processes(sides: list[str], cfg: Config, ctx: Run) -> dict:
     return results
 
 
+def plan(cfg: Config) -> str:
+    """What the run will do (`lab check`)."""
+    from labcli.reasoning.grpo import describe_start
+
+    t = cfg.train
+    sides = "lab and TRL" if cfg.run_trl else "lab"
+    return (f"{sides}: {t.max_steps} steps of {t.batch_size} prompts x G={cfg.group_size}, micro-batches of "
+            f"{t.micro_batch_size} completions, lr {t.lr:g}; {describe_start(cfg.init, cfg.task, cfg.arith, cfg.seed)}")
+
+
+def micro_batch_error(cfg: Config) -> UserError | None:
+    completions = cfg.train.batch_size * cfg.group_size
+    if completions % cfg.train.micro_batch_size:
+        return UserError(f"train.micro_batch_size={cfg.train.micro_batch_size} does not divide the {completions} completions "
+                         f"of a step (train.batch_size x group_size)", "pick a divisor, e.g. train.micro_batch_size=32")
+    return None
+
+
+def check(cfg: Config) -> list[str]:
+    """Problems `lab check` reports before the run."""
+    error = micro_batch_error(cfg)
+    return [str(error)] if error else []
+
+
 def run(cfg: Config, ctx: Run) -> None:
-    import platform
-
-    import torch
-
     from labcli import runs
+    from labcli.engine.distributed import pick_device
     from labcli.eval import plots
-    from labcli.recipes.distill.grpo import resolve_init
+    from labcli.eval.measure import hardware_line, peak_memory_kind
+    from labcli.eval.tables import delta, markdown_table, print_table
+    from labcli.reasoning.grpo import resolve_init
 
-    init = resolve_init(cfg.init)
+    if error := micro_batch_error(cfg):
+        raise error
+    init = resolve_init(cfg.init, cfg.task, cfg.arith, cfg.seed)
     if cfg.run_trl:
         try:
             import trl  # noqa: F401
@@ -171,21 +267,28 @@ def run(cfg: Config, ctx: Run) -> None:
     sides = ["lab", "trl"] if cfg.run_trl else ["lab"]
     results = in_own_processes(sides, cfg, ctx)
 
-    hardware = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    table = {}
+    device = pick_device(cfg.device)
+    cpu = device.type == "cpu"
+    memory_label = ("peak RSS during training minus RSS after imports" if cpu
+                    else f"{peak_memory_kind(device)} during training")
+    table = []
     for name, r in results.items():
-        # the first step pays one-off warm-up costs: steps/s is over the rest when there are any
-        timed = r["step_s"][1:] or r["step_s"]
-        table[name] = {"final_test_accuracy": r["curve"][-1][1], "start_test_accuracy": r["curve"][0][1],
-                       "steps_per_s": len(timed) / sum(timed), "s_per_step": sum(timed) / len(timed),
-                       "peak_mem_mb": r["peak_mem_mb"]}
-    base = table.get("trl", table["lab"])
-    for row in table.values():
-        row["throughput_delta_pct"] = 100 * (row["steps_per_s"] / base["steps_per_s"] - 1)
-        row["memory_delta_pct"] = 100 * (row["peak_mem_mb"] / base["peak_mem_mb"] - 1)
-    summary = {"hardware": hardware, "init": init, "task": cfg.task, "steps": cfg.steps, "prompts_per_step": cfg.prompts_per_step,
-               "group_size": cfg.group_size, "max_new_tokens": cfg.max_new_tokens, "lr": cfg.lr, "seed": cfg.seed,
-               "results": table, "curves": {k: v["curve"] for k, v in results.items()}}
+        timed = r["step_s"][1:] or r["step_s"]  # the first step pays one-off warm-up costs
+        table.append({"side": name, "train_memory_mb": r["peak_mb"] - (r["baseline_mb"] if cpu else 0.0),
+                      "peak_mb": r["peak_mb"], "imports_mb": r["baseline_mb"] if cpu else None,
+                      "s_per_step": statistics.median(timed), "s_per_step_min": min(timed), "s_per_step_max": max(timed),
+                      "steps_per_s": len(timed) / sum(timed),
+                      "start_test_accuracy": r["curve"][0][1], "final_test_accuracy": r["curve"][-1][1]})
+    base = table[-1]  # TRL when it ran
+    for row in table:
+        row["memory_vs_trl"] = delta(row["train_memory_mb"], base["train_memory_mb"])
+        row["speed_vs_trl"] = delta(row["steps_per_s"], base["steps_per_s"])
+    summary = {"hardware": hardware_line(device), "memory": memory_label, "init": init, "task": cfg.task,
+               "steps": cfg.train.max_steps, "prompts_per_step": cfg.train.batch_size, "group_size": cfg.group_size,
+               "micro_batch_size": cfg.train.micro_batch_size, "max_new_tokens": cfg.max_new_tokens, "lr": cfg.train.lr,
+               "seed": cfg.seed, "parallel": cfg.parallel, "rows": table,
+               "curves": {k: v["curve"] for k, v in results.items()},
+               "step_s": {k: [round(x, 4) for x in v["step_s"]] for k, v in results.items()}}
     ctx.write_summary(summary)
     runs.write_json(ctx.path("bench.json"), summary)
     plt = plots._pyplot()
@@ -199,12 +302,13 @@ def run(cfg: Config, ctx: Run) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     plots.save(fig, ctx.path("bench.png"))
-    rows = "\n".join(f"| {k} | {v['peak_mem_mb']:.0f} | {v['memory_delta_pct']:+.1f} | {v['steps_per_s']:.3f} | "
-                     f"{v['throughput_delta_pct']:+.1f} | {v['start_test_accuracy']:.3f} | {v['final_test_accuracy']:.3f} |"
-                     for k, v in table.items())
+    columns = ["side", "train_memory_mb", "memory_vs_trl", "s_per_step", "s_per_step_min", "s_per_step_max",
+               "speed_vs_trl", "start_test_accuracy", "final_test_accuracy"]
     curves = "\n".join(f"- {k}: " + ", ".join(f"{s}: {a:.3f}" for s, a in v["curve"]) for k, v in results.items())
     ctx.write_report(
-        f"# lab bench grpo\n\nHardware: {hardware}. Start `{init}`, task {cfg.task}, {cfg.steps} steps x "
-        f"{cfg.prompts_per_step} prompts x G={cfg.group_size}, lr {cfg.lr:g}, seed {cfg.seed}. Deltas against TRL.\n\n"
-        f"| technique | peak memory MB | delta % | steps/s | delta % | start accuracy | final accuracy |\n"
-        f"|---|---|---|---|---|---|---|\n{rows}\n\nAccuracy curves (step: greedy test accuracy):\n\n{curves}\n\n![bench](bench.png)\n")
+        f"# lab bench grpo\n\nHardware: {summary['hardware']}. Start `{init}`, task {cfg.task}, {cfg.train.max_steps} steps x "
+        f"{cfg.train.batch_size} prompts x G={cfg.group_size}, micro-batches of {cfg.train.micro_batch_size} completions on "
+        f"both sides, lr {cfg.train.lr:g}, seed {cfg.seed}. Memory: {memory_label}. Seconds per step: median and range over "
+        f"steps 2-{cfg.train.max_steps} (evaluations not timed); speed is steps/s against TRL.\n\n"
+        f"{markdown_table(table, columns)}\nAccuracy curves (step: greedy test accuracy):\n\n{curves}\n\n![bench](bench.png)\n")
+    print_table(table, columns, title=f"lab bench grpo ({summary['hardware']}; memory: {memory_label})")

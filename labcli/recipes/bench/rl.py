@@ -1,16 +1,21 @@
 """`lab bench rl`: lab's own PPO against Stable-Baselines3's PPO on the same MiniGrid env, frames and seeds.
 
-Measured per run: frames until the mean return of the last 20 episodes reaches 0.9, the final
-(last-20) training return, wall time and frames/s. Three implementations:
-- lab: labcli/rl/ppo.py with rl-starter-files' settings (its CNN on the 7x7x3 view);
-- sb3_matched: SB3 PPO with the same CNN, envs, rollout, minibatch, epochs, lr, entropy and
-  clipping as lab, so the difference is the implementation;
-- sb3_zoo: SB3 PPO with RL Zoo's MiniGrid settings (FlatObsWrapper, VecNormalize, MlpPolicy,
-  8 envs x 128 steps, batch 64, 10 epochs, lr 2.5e-4, no entropy bonus).
+Measured per cell (one implementation, one seed): frames until the mean return of the last 20
+episodes reaches the threshold, the final (last-20) training return, wall time and frames/s.
+Implementations:
+- lab: labcli/rl/ppo.py with the `ppo:` settings (rl-starter-files' MiniGrid settings and CNN);
+- sb3_matched: SB3 PPO with the same CNN, envs, rollout, minibatch, epochs, lr, entropy, clipping
+  and advantage normalisation (the same `ppo:` section), so the difference is the implementation;
+- sb3_zoo: SB3 PPO with RL Zoo's MiniGrid settings (ZOO below; not in the default list: ~95 s a seed).
+Each cell is a sub-run (RUN/<impl>-seed<S>/: its episodes in metrics.jsonl, its row in
+summary.json). Finished cells are kept; a killed bench continues with `--resume auto` and runs only
+the missing cells.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from typing import Literal
 
@@ -19,43 +24,56 @@ from pydantic import Field
 
 from labcli.config import RecipeConfig
 from labcli.errors import UserError
+from labcli.rl.ppo import PPOArgs
+
+RESUMABLE = True  # --resume auto keeps the finished cells and runs the rest
+
+Implementation = Literal["lab", "sb3_matched", "sb3_zoo"]
+
+# RL Zoo's hyperparameters for MiniGrid (rl-baselines3-zoo hyperparams/ppo.yml, MiniGrid-*), with
+# its FlatObsWrapper, VecNormalize and MlpPolicy.
+ZOO = {"n_envs": 8, "n_steps": 128, "batch_size": 64, "n_epochs": 10, "learning_rate": 2.5e-4, "ent_coef": 0.0,
+       "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2}
+
+# Wall seconds per cell of 80k frames on the quiet 2-core Xeon of docs/results/sims.md (LAB_THREADS=1):
+# the old default (these three x 3 seeds) took ~510 s there, sb3_zoo ~93 s a seed. Only for the
+# up-front estimate, which scales them by --frames; under load (1-min average 7-9) cells took 2x
+# (lab, sb3_matched) to 5x (sb3_zoo) longer.
+SECONDS_PER_80K = {"lab": 40, "sb3_matched": 40, "sb3_zoo": 95}
 
 
 class Config(RecipeConfig):
     env: str = Field("MiniGrid-DoorKey-5x5-v0", description="MiniGrid env id")
-    frames: int = Field(80_000, description="env frames per run")
-    seeds: list[int] = Field([0, 1, 2], description="one run per seed and implementation")
-    implementations: list[Literal["lab", "sb3_matched", "sb3_zoo"]] = Field(
-        ["lab", "sb3_matched", "sb3_zoo"], description="lab, sb3_matched (same network and settings as lab), sb3_zoo (RL Zoo's MiniGrid settings)")
-    threshold: float = Field(0.9, description="return whose crossing (mean of last 20 episodes) is timed")
+    frames: int = Field(80_000, ge=2048, description="env frames per cell (rounded up to whole rollouts, as SB3 does)")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="one cell per seed and implementation")
+    implementations: list[Implementation] = Field(["lab", "sb3_matched"], min_length=1,
+                                                  description="lab, sb3_matched (same network and settings as lab), sb3_zoo (RL Zoo's MiniGrid settings)")
+    threshold: float = Field(0.9, description="return whose crossing (mean of the last 20 episodes) is timed")
+    ppo: PPOArgs = Field(default_factory=PPOArgs, description="lab's and sb3_matched's PPO settings")
 
 
-def run_lab_ppo(env_id: str, frames: int, seed: int, advance) -> list[dict]:
+def run_lab(cfg: Config, seed: int, cell) -> None:
     from labcli.rl import ppo
 
-    history = []
-    ppo.train(env_id, frames, seed, ppo.PPOArgs(),
-              on_episode=lambda f, r, n: history.append({"frames": f, "return": r, "length": n}),
-              on_update=lambda f, _: advance(f))
-    return history
+    ppo.train(cfg.env, cfg.frames, seed, cfg.ppo, run=cell, progress=True)
 
 
-def run_sb3_zoo(env_id: str, frames: int, seed: int, advance) -> list[dict]:
+def run_sb3_zoo(cfg: Config, seed: int, cell) -> None:
     from minigrid.wrappers import FlatObsWrapper
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    history: list[dict] = []
-    env = VecNormalize(make_vec_env(env_id, n_envs=8, seed=seed, wrapper_class=FlatObsWrapper))
-    model = PPO("MlpPolicy", env, n_steps=128, batch_size=64, gae_lambda=0.95, gamma=0.99, n_epochs=10, ent_coef=0.0,
-                learning_rate=2.5e-4, clip_range=0.2, seed=seed, device="cpu", verbose=0)
-    model.learn(total_timesteps=frames, callback=sb3_recorder(history, advance))
+    z = ZOO
+    env = VecNormalize(make_vec_env(cfg.env, n_envs=z["n_envs"], seed=seed, wrapper_class=FlatObsWrapper))
+    model = PPO("MlpPolicy", env, n_steps=z["n_steps"], batch_size=z["batch_size"], gae_lambda=z["gae_lambda"], gamma=z["gamma"],
+                n_epochs=z["n_epochs"], ent_coef=z["ent_coef"], learning_rate=z["learning_rate"], clip_range=z["clip_range"],
+                seed=seed, device="cpu", verbose=0)
+    learn(model, cfg, cell, "sb3_zoo")
     env.close()
-    return history
 
 
-def run_sb3_matched(env_id: str, frames: int, seed: int, advance) -> list[dict]:
+def run_sb3_matched(cfg: Config, seed: int, cell) -> None:
     import torch
     from minigrid.wrappers import ImgObsWrapper
     from stable_baselines3 import PPO
@@ -63,7 +81,6 @@ def run_sb3_matched(env_id: str, frames: int, seed: int, advance) -> list[dict]:
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
     from labcli.rl.common import ImageEncoder
-    from labcli.rl.ppo import PPOArgs
 
     class LabEncoder(BaseFeaturesExtractor):
         """lab's CNN; SB3 hands it channel-first (3, 7, 7) images, the encoder wants channel-last."""
@@ -75,147 +92,195 @@ def run_sb3_matched(env_id: str, frames: int, seed: int, advance) -> list[dict]:
         def forward(self, obs: torch.Tensor) -> torch.Tensor:
             return self.encoder(obs.permute(0, 2, 3, 1))
 
-    a = PPOArgs()
-    history: list[dict] = []
-    env = make_vec_env(env_id, n_envs=a.num_envs, seed=seed, wrapper_class=ImgObsWrapper)
+    a = cfg.ppo
+    # SB3 sets the rate from the remaining progress (1 -> 0) before each update: the same linear decay.
+    lr = (lambda remaining: a.learning_rate * remaining) if a.anneal_lr else a.learning_rate
+    env = make_vec_env(cfg.env, n_envs=a.num_envs, seed=seed, wrapper_class=ImgObsWrapper)
     model = PPO("CnnPolicy", env, n_steps=a.num_steps, batch_size=a.minibatch_size, n_epochs=a.update_epochs,
-                learning_rate=a.learning_rate, gamma=a.gamma, gae_lambda=a.gae_lambda, clip_range=a.clip_coef,
+                learning_rate=lr, gamma=a.gamma, gae_lambda=a.gae_lambda, clip_range=a.clip_coef,
                 clip_range_vf=a.clip_coef, ent_coef=a.ent_coef, vf_coef=a.vf_coef, max_grad_norm=a.max_grad_norm,
                 normalize_advantage=a.norm_adv, seed=seed, device="cpu", verbose=0,
                 policy_kwargs=dict(features_extractor_class=LabEncoder, normalize_images=False, activation_fn=torch.nn.Tanh,
                                    net_arch=dict(pi=[64], vf=[64]), optimizer_kwargs=dict(eps=1e-8)))
-    model.learn(total_timesteps=frames, callback=sb3_recorder(history, advance))
+    learn(model, cfg, cell, "sb3_matched")
     env.close()
-    return history
 
 
-def sb3_recorder(history: list[dict], advance):
-    """An SB3 callback that records every finished episode (Monitor's info['episode'])."""
+def learn(model, cfg: Config, cell, label: str) -> None:
+    """model.learn, logging every finished episode (Monitor's info['episode']) as lab's loop does."""
     from stable_baselines3.common.callbacks import BaseCallback
+
+    from labcli.rl.common import progress_bar
 
     class Record(BaseCallback):
         def _on_step(self) -> bool:
             for info in self.locals["infos"]:
                 if "episode" in info:
-                    history.append({"frames": self.num_timesteps, "return": float(info["episode"]["r"]), "length": int(info["episode"]["l"])})
-            if self.num_timesteps % 1024 == 0:
-                advance(self.num_timesteps)
+                    cell.log(step=self.num_timesteps, episode_return=round(float(info["episode"]["r"]), 4),
+                             episode_length=int(info["episode"]["l"]))
+            if self.num_timesteps % 1024 < model.n_envs:
+                bar.advance(self.num_timesteps, None)
             return True
 
-    return Record()
+    with progress_bar(f"{label} {cfg.env}", cfg.frames) as bar:
+        model.learn(total_timesteps=cfg.frames, callback=Record())
+
+
+RUNNERS = {"lab": run_lab, "sb3_matched": run_sb3_matched, "sb3_zoo": run_sb3_zoo}
+
+
+def validate(cfg: Config) -> None:
+    from labcli.rl.common import check_env_id
+
+    check_env_id(cfg.env)
+    if len(set(cfg.seeds)) != len(cfg.seeds) or len(set(cfg.implementations)) != len(cfg.implementations):
+        raise UserError("bench rl: a seed or an implementation is listed twice", "e.g. seeds=[0,1,2] implementations=[lab,sb3_matched]")
+
+
+def check(cfg: Config) -> list[str]:
+    """For `lab check`."""
+    try:
+        validate(cfg)
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
+def plan(cfg: Config, todo: list | None = None) -> str:
+    """The cells and how long they take (for `lab check`, and the run's first line)."""
+    todo = [(impl, seed) for impl in cfg.implementations for seed in cfg.seeds] if todo is None else todo
+    minutes = sum(SECONDS_PER_80K[impl] for impl, _ in todo) * cfg.frames / 80_000 / 60
+    took = f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"
+    return (f"{len(todo)} cells to run ({', '.join(cfg.implementations)} x seeds {cfg.seeds}, {cfg.frames:,} frames each): "
+            f"{took} on a quiet 2-core CPU, more under load")
 
 
 def run(cfg: Config, ctx) -> None:
-    import torch
+    from labcli.eval.measure import hardware_line
+    from labcli.eval.tables import print_table
 
-    from labcli.rl.common import check_env_id, frames_to
-    from labcli.sims.report import progress_bar
-
-    check_env_id(cfg.env)
-    if cfg.frames < 2048 or not cfg.seeds or not cfg.implementations:
-        raise UserError("bench rl needs frames >= 2048, at least one seed and one implementation", "e.g. --frames 80000 seeds=[0,1,2]")
-    runners = {"lab": run_lab_ppo, "sb3_matched": run_sb3_matched, "sb3_zoo": run_sb3_zoo}
-    rows, curves = [], {}
-    for impl in cfg.implementations:
-        for seed in cfg.seeds:
-            start = time.perf_counter()
-            with progress_bar(f"{impl} PPO seed {seed}", cfg.frames) as advance:
-                history = runners[impl](cfg.env, cfg.frames, seed, advance)
-            wall = time.perf_counter() - start
-            last = [h["return"] for h in history[-20:]]
-            row = {"implementation": impl, "seed": seed, "frames": cfg.frames, "episodes": len(history),
-                   "frames_to_threshold": frames_to(cfg.threshold, history), "final_return": float(np.mean(last)) if last else None,
-                   "wall_time_s": wall, "frames_per_s": cfg.frames / wall}
-            rows.append(row)
-            curves[(impl, seed)] = history
-            ctx.log(**row)
-            print(f"{impl} seed {seed}: frames to {cfg.threshold}: {row['frames_to_threshold']}, final return {row['final_return']:.3f}, {wall:.0f} s")
+    validate(cfg)
+    cells = [(impl, seed) for impl in cfg.implementations for seed in cfg.seeds]
+    settings = cell_settings(cfg)
+    done = {cell: row for cell in cells if (row := finished_row(ctx, cell, settings)) is not None} if ctx.resume_from else {}
+    todo = [c for c in cells if c not in done]
+    kept = f"{len(done)} kept from {ctx.root}; " if ctx.resume_from else ""
+    print(f"bench rl: {kept}{plan(cfg, todo)}. A killed bench continues with --resume auto.", flush=True)
+    rows, load, finished = [], [os.getloadavg()[0]], len(done)
+    for impl, seed in cells:
+        if (impl, seed) in done:
+            rows.append(done[(impl, seed)])
+            continue
+        shutil.rmtree(ctx.root / cell_name(impl, seed), ignore_errors=True)  # a half-done cell starts over
+        cell = ctx.sub(cell_name(impl, seed))
+        start = time.perf_counter()
+        RUNNERS[impl](cfg, seed, cell)
+        row = cell_row(cfg, impl, seed, cell, time.perf_counter() - start)
+        cell.write_summary({**row, "settings": settings})
+        rows.append(row)
+        load.append(os.getloadavg()[0])
+        finished += 1
+        mark_progress(ctx, finished, len(cells))
+        print(f"{impl} seed {seed}: frames to {cfg.threshold}: {row['frames_to_threshold'] or 'not reached'}, "
+              f"final return {row['final_return']}, {row['wall_time_s']:.0f} s")
     table = aggregate(rows, cfg)
-    hardware = hardware_line(torch.get_num_threads())
-    plot = plot_curves(ctx, curves, cfg)
+    hardware = hardware_line()
+    load_range = [round(min(load), 2), round(max(load), 2)]
+    plot = plot_cells(ctx, cfg, cells)
     ctx.write_summary({"env": cfg.env, "frames": cfg.frames, "seeds": cfg.seeds, "threshold": cfg.threshold,
-                       "hardware": hardware, "runs": rows, "table": table})
-    ctx.write_report(bench_report(cfg, rows, table, hardware, plot))
-    print(f"run folder: {ctx.dir}")
+                       "implementations": cfg.implementations, "ppo": cfg.ppo.model_dump(), "zoo": ZOO,
+                       "hardware": hardware, "load_average_1min": load_range, "runs": rows, "table": table})
+    ctx.write_report(bench_report(cfg, rows, table, hardware, load_range, plot))
+    print_table(table, title=f"PPO on {cfg.env}, {cfg.frames:,} frames, seeds {cfg.seeds} ({hardware}; 1-min load {load_range[0]}-{load_range[1]})")
+
+
+def cell_name(impl: str, seed: int) -> str:
+    return f"{impl}-seed{seed}"
+
+
+def cell_settings(cfg: Config) -> dict:
+    """What a kept cell must have been run with to count on resume."""
+    return {"env": cfg.env, "frames": cfg.frames, "threshold": cfg.threshold, "ppo": cfg.ppo.model_dump(), "zoo": ZOO}
+
+
+def finished_row(ctx, cell: tuple[str, int], settings: dict) -> dict | None:
+    import json
+
+    path = ctx.root / cell_name(*cell) / "summary.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return None if saved.pop("settings", None) != settings else saved
+
+
+def mark_progress(ctx, finished: int, total: int) -> None:
+    """checkpoints/step-<finished cells>/: what `--resume auto` looks for; the cells' own summaries are the state."""
+    from labcli import runs
+
+    folder = ctx.dir / "checkpoints"
+
+    def write(tmp):
+        runs.write_text(tmp / "COMPLETE", f"{finished} of {total} cells finished\n")
+
+    runs.replace_dir(folder / f"step-{finished:08d}", write)
+    for old in folder.glob("step-*"):
+        if old.name != f"step-{finished:08d}":
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def cell_row(cfg: Config, impl: str, seed: int, cell, wall: float) -> dict:
+    from labcli.rl.common import episodes, frames_to, recent_return
+    from labcli.rl.ppo import rollout_frames
+
+    history = episodes(cell.metrics())
+    frames = rollout_frames(cfg.frames, cfg.ppo) if impl != "sb3_zoo" else -(-cfg.frames // (ZOO["n_envs"] * ZOO["n_steps"])) * ZOO["n_envs"] * ZOO["n_steps"]
+    final = recent_return(history)
+    return {"implementation": impl, "seed": seed, "frames": frames, "episodes": len(history),
+            "frames_to_threshold": frames_to(cfg.threshold, history), "final_return": None if final is None else round(final, 4),
+            "wall_time_s": round(wall), "frames_per_s": round(frames / wall)}
 
 
 def aggregate(rows: list[dict], cfg: Config) -> list[dict]:
+    """Per implementation: how many seeds reach the threshold, medians and ranges over seeds."""
     out = []
     for impl in cfg.implementations:
         mine = [r for r in rows if r["implementation"] == impl]
         reached = [r["frames_to_threshold"] for r in mine if r["frames_to_threshold"] is not None]
+        finals = [r["final_return"] for r in mine if r["final_return"] is not None]
+        walls = [r["wall_time_s"] for r in mine]
         out.append({
-            "implementation": impl, "runs": len(mine), "reached": len(reached),
-            "frames_to_threshold_median": float(np.median(reached)) if reached else None,
-            "final_return_mean": float(np.mean([r["final_return"] for r in mine])),
-            "wall_time_s_mean": float(np.mean([r["wall_time_s"] for r in mine])),
-            "frames_per_s_mean": float(np.mean([r["frames_per_s"] for r in mine])),
+            "implementation": impl, "seeds reaching": f"{len(reached)}/{len(mine)}",
+            "median frames to threshold": int(np.median(reached)) if reached else None,
+            "final return (mean)": round(float(np.mean(finals)), 4) if finals else None,
+            "final return (min-max)": f"{min(finals):.3f}-{max(finals):.3f}" if finals else None,
+            "wall time s (median)": int(np.median(walls)),
+            "wall time s (min-max)": f"{min(walls):.0f}-{max(walls):.0f}",
+            "frames/s (median)": int(np.median([r["frames_per_s"] for r in mine])),
         })
-    base = next((t for t in out if t["implementation"].startswith("sb3")), None)
-    for t in out:
-        t["baseline"] = base["implementation"] if base else None
-        t["wall_time_delta_pct_vs_sb3"] = 100.0 * (t["wall_time_s_mean"] / base["wall_time_s_mean"] - 1.0) if base else None
     return out
 
 
-def hardware_line(threads: int) -> str:
-    import os
-    import platform
+def plot_cells(ctx, cfg: Config, cells: list) -> str:
+    from labcli.rl.common import episodes, plot_returns
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch threads {threads}, CPU only"
-
-
-def plot_curves(ctx, curves: dict, cfg: Config) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from labcli.sims.report import save_figure
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colours = {"lab": "tab:blue", "sb3_matched": "tab:orange", "sb3_zoo": "tab:green"}
-    for (impl, seed), history in curves.items():
-        if len(history) < 20:
-            continue
-        frames = np.array([h["frames"] for h in history])
-        smooth = np.convolve([h["return"] for h in history], np.ones(20) / 20, mode="valid")
-        ax.plot(frames[19:], smooth, color=colours[impl], alpha=0.8, label=f"{impl} PPO" if seed == cfg.seeds[0] else None)
-    ax.axhline(cfg.threshold, color="k", ls=":", lw=1)
-    ax.set_xlabel("frames")
-    ax.set_ylabel("return (mean of last 20 episodes)")
-    ax.set_title(f"PPO on {cfg.env}, seeds {cfg.seeds}")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, ctx.path("bench_rl.png"))
-    plt.close(fig)
+    curves = [(f"{impl} PPO", episodes(ctx.sub(cell_name(impl, seed)).metrics())) for impl, seed in cells]
+    plot_returns(curves, ctx.path("bench_rl.png"), f"PPO on {cfg.env}, seeds {cfg.seeds}", cfg.threshold)
     return "bench_rl.png"
 
 
-def bench_report(cfg: Config, rows: list[dict], table: list[dict], hardware: str, plot: str) -> str:
-    def f(x, spec=".3f"):
-        return "-" if x is None else format(x, spec)
+def bench_report(cfg: Config, rows: list[dict], table: list[dict], hardware: str, load: list, plot: str) -> str:
+    from labcli.eval.tables import markdown_table
 
-    lines = [f"# bench rl: PPO on {cfg.env}, {cfg.frames} frames, seeds {cfg.seeds}", "", f"Hardware: {hardware}.", "",
-             f"| implementation | runs reaching {cfg.threshold} | median frames to {cfg.threshold} | final return (mean) | wall time (s) | Δ wall vs {table[0]['baseline'] or 'SB3'} | frames/s |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for t in table:
-        delta = "-" if t["wall_time_delta_pct_vs_sb3"] is None else f"{t['wall_time_delta_pct_vs_sb3']:+.0f} %"
-        lines.append(f"| {t['implementation']} | {t['reached']}/{t['runs']} | {f(t['frames_to_threshold_median'], '.0f')} | "
-                     f"{f(t['final_return_mean'])} | {t['wall_time_s_mean']:.0f} | {delta} | {t['frames_per_s_mean']:.0f} |")
-    lines += ["", "| implementation | seed | frames to threshold | final return | episodes | wall time (s) |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['implementation']} | {r['seed']} | {r['frames_to_threshold'] or '-'} | {f(r['final_return'])} | {r['episodes']} | {r['wall_time_s']:.0f} |" for r in rows]
-    lines += ["", f"![learning curves]({plot})", "",
-              "lab: labcli/rl/ppo.py with rl-starter-files settings (16 envs x 128 steps, minibatch 256, 4 epochs, lr 1e-3, "
-              "entropy 0.01, CNN on the 7x7x3 view). sb3_matched: SB3 PPO with the same CNN and settings. sb3_zoo: SB3 PPO "
-              "MlpPolicy with RL Zoo's MiniGrid settings (FlatObsWrapper, VecNormalize, 8 envs x 128 steps, batch 64, "
-              "10 epochs, lr 2.5e-4, no entropy bonus)."]
+    a = cfg.ppo
+    lines = [f"# bench rl: PPO on {cfg.env}, {cfg.frames:,} frames, seeds {cfg.seeds}", "",
+             f"Hardware: {hardware}; 1-minute load average {load[0]}-{load[1]} during the run (wall times grow with it).",
+             f"Frames to threshold: first frame count at which the mean return of the last 20 training episodes "
+             f"reaches {cfg.threshold}; final return: mean of the last 20.", "",
+             markdown_table(table), markdown_table(rows), f"![learning curves]({plot})", "",
+             f"lab and sb3_matched: {a.num_envs} envs x {a.num_steps} steps, minibatch {a.minibatch_size}, {a.update_epochs} epochs, "
+             f"lr {a.learning_rate:g}{' annealed' if a.anneal_lr else ''}, entropy {a.ent_coef:g}, clip {a.clip_coef:g}, "
+             f"advantage normalisation {'on' if a.norm_adv else 'off'}, lab's CNN on the 7x7x3 view.",
+             f"sb3_zoo: SB3 PPO MlpPolicy with RL Zoo's MiniGrid settings (FlatObsWrapper, VecNormalize, {ZOO['n_envs']} envs x "
+             f"{ZOO['n_steps']} steps, batch {ZOO['batch_size']}, {ZOO['n_epochs']} epochs, lr {ZOO['learning_rate']:g}, "
+             f"entropy {ZOO['ent_coef']:g})."]
     return "\n".join(lines) + "\n"

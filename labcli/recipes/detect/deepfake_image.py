@@ -1,282 +1,47 @@
 """`lab detect deepfake-image`: detect images made by up-sampling decoders, from their frequency artefacts.
 
-Real: 32x32 grey patches of scikit-image's bundled photographs and its `lfw_subset` faces (Labeled Faces in the
-Wild, resized from 25x25; one more source), each photo one source; train and test sources are disjoint and the faces
-are reported apart. Fake (synthetic stand-ins made here, not real-world deepfakes): the same patches passed
-through small autoencoders whose decoders up-sample with transposed convolutions, nearest or bilinear
-interpolation, which leave GAN-like spectral traces. Detectors: radial power spectrum + logistic regression
-(Durall et al. 2020), log-DCT + logistic regression (Frank et al. 2020), and a small CNN. One decoder type is held
-out of training; robustness is measured after Gaussian blur and JPEG re-compression.
+Real: 32x32 grey patches of scikit-image's bundled photographs and its `lfw_subset` faces (labcli/detect/image.py),
+each photo one source; train, validation and test sources are disjoint and the faces are reported apart. Fakes: the
+same patches through small autoencoders with transposed-convolution, nearest or bilinear up-sampling decoders
+(synthetic stand-ins made here, not real-world deepfakes). Detectors: radial power spectrum + logistic regression,
+log-DCT + logistic regression, and a small CNN. One decoder type is held out of training; robustness is measured
+after Gaussian blur and JPEG re-compression. The detector `lab serve detector` serves by default is the one with the
+best AUC on the validation photos with the training decoders; no test row enters that choice.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from labcli import runs
 from labcli.config import RecipeConfig
-from labcli.detect import common, deepfake_store
-from labcli.detect.deepfake_store import dump_joblib, load_joblib
+from labcli.detect import common, deepfake_store, image
 from labcli.errors import UserError
 from labcli.eval.tables import markdown_table
 from labcli.runs import seed_everything
 
-FACES = "lfw-faces"  # scikit-image's lfw_subset: 100 Labeled Faces in the Wild crops (25x25), one more real source
-PHOTOS = ["astronaut", "camera", "chelsea", "coffee", "coins", "moon", "rocket", "brick", "grass", "gravel", "clock",
-          "page", "text", FACES]
-DECODERS = ["transposed", "nearest", "bilinear"]
-DETECTORS = ["spectrum", "dct", "cnn"]
-PATCH = 32
-MAX_PIXELS = 4096 * 4096
+Photo = Literal[tuple(image.PHOTOS)]
+Decoder = Literal[tuple(image.DECODERS)]
+Detector = Literal[tuple(image.DETECTORS)]
 
 
 class Config(RecipeConfig):
-    train_photos: list[str] = Field(default_factory=lambda: PHOTOS[:9], description=f"Source photos for training, from {PHOTOS}")
-    test_photos: list[str] = Field(default_factory=lambda: PHOTOS[9:], description=f"Source photos for testing (disjoint); '{FACES}' = LFW faces")
-    patches_per_photo: int = Field(120, description="32x32 patches cut from each photo (non-overlapping, random subset)")
-    train_decoders: list[str] = Field(default_factory=lambda: ["transposed", "nearest"], description=f"Fake types seen in training, from {DECODERS}")
-    heldout_decoders: list[str] = Field(default_factory=lambda: ["bilinear"], description="Fake types only seen at test time")
-    detectors: list[str] = Field(default_factory=lambda: list(DETECTORS), description=f"Detectors: {DETECTORS}")
-    ae_epochs: int = Field(30, description="Autoencoder (fake generator) training epochs")
-    cnn_epochs: int = Field(10, description="CNN detector training epochs")
+    train_photos: list[Photo] = Field(default_factory=lambda: image.PHOTOS[:7], min_length=1, description="Source photos for training")
+    val_photos: list[Photo] = Field(default_factory=lambda: image.PHOTOS[7:9], min_length=1, description="Source photos for choosing the served detector")
+    test_photos: list[Photo] = Field(default_factory=lambda: image.PHOTOS[9:], min_length=1, description=f"Source photos for testing; '{image.FACES}' = LFW faces")
+    patches_per_photo: int = Field(120, ge=1, description="32x32 patches cut from each photo (non-overlapping, random subset)")
+    train_decoders: list[Decoder] = Field(default_factory=lambda: ["transposed", "nearest"], min_length=1, description="Fake types seen in training and in the validation choice")
+    heldout_decoders: list[Decoder] = Field(default_factory=lambda: ["bilinear"], description="Fake types only seen at test time")
+    detectors: list[Detector] = Field(default_factory=lambda: list(image.DETECTORS), min_length=1, description="Detectors")
+    ae_epochs: int = Field(30, ge=1, description="Autoencoder (fake generator) training epochs")
+    cnn_epochs: int = Field(10, ge=1, description="CNN detector training epochs")
     blur_sigma: float = Field(2.0, description="Gaussian blur for the robustness test (pixels)")
-    jpeg_quality: int = Field(75, description="JPEG quality for the robustness test")
+    jpeg_quality: int = Field(75, ge=1, le=95, description="JPEG quality for the robustness test")
     score_file: str = Field("", description="Optional image file to score with the trained detectors (P(fake), mean over 32x32 tiles)")
-
-
-def photo_patches(names: list[str], per_photo: int, seed: int):
-    """(patches [N,32,32] in [0,1], source index per patch) from scikit-image's bundled photos."""
-    import skimage.data
-    from skimage.color import rgb2gray
-
-    rng = np.random.default_rng(seed)
-    out, src = [], []
-    for i, name in enumerate(names):
-        if name == FACES:
-            tiles = lfw_faces()
-        else:
-            img = getattr(skimage.data, name)()
-            img = rgb2gray(img[..., :3]) if img.ndim == 3 else img / 255.0
-            h, w = (s // 32 * 32 for s in img.shape)
-            tiles = img[:h, :w].reshape(h // 32, 32, w // 32, 32).swapaxes(1, 2).reshape(-1, 32, 32)
-        tiles = tiles[tiles.std(axis=(1, 2)) > 0.01]  # flat background tiles carry no texture to judge
-        pick = rng.permutation(len(tiles))[:per_photo]
-        out.append(tiles[pick])
-        src += [i] * len(pick)
-    return np.concatenate(out).astype(np.float32), np.array(src)
-
-
-def lfw_faces() -> np.ndarray:
-    """The 100 face crops of scikit-image's lfw_subset (25x25 grey), resized to 32x32 with PIL's Lanczos filter.
-    (The resize is itself an up-sampling, a real-world one: these real faces carry its smoothness.)"""
-    import skimage.data
-    from PIL import Image
-
-    faces = skimage.data.lfw_subset()[:100]  # the first 100 are faces, the last 100 are not
-    return np.stack([np.asarray(Image.fromarray(f.astype(np.float32), mode="F").resize((PATCH, PATCH), Image.LANCZOS))
-                     for f in faces]).clip(0, 1)
-
-
-def make_autoencoder(decoder: str):
-    from torch import nn
-
-    enc = [nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU()]
-    if decoder == "transposed":
-        dec = [nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(16, 1, 4, 2, 1)]
-    else:
-        up = lambda: nn.Upsample(scale_factor=2, mode=decoder)
-        dec = [up(), nn.Conv2d(32, 16, 3, 1, 1), nn.ReLU(), up(), nn.Conv2d(16, 1, 3, 1, 1)]
-    return nn.Sequential(*enc, *dec, nn.Sigmoid())
-
-
-def make_fakes(decoder: str, train_real, all_real, epochs: int, seed: int, bar):
-    """Train an autoencoder with this decoder on training patches; return its reconstructions of all_real."""
-    import torch
-
-    torch.manual_seed(seed)
-    ae = make_autoencoder(decoder)
-    opt = torch.optim.Adam(ae.parameters(), lr=2e-3)
-    x = torch.from_numpy(train_real[:, None])
-    task = bar.add_task(f"fake generator: {decoder} decoder", total=epochs)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(64):
-            loss = ((ae(x[idx]) - x[idx]) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        bar.advance(task)
-    with torch.no_grad():
-        return ae(torch.from_numpy(all_real[:, None]))[:, 0].numpy()
-
-
-def radial_spectrum(images: np.ndarray, bins: int = 16) -> np.ndarray:
-    """Azimuthally averaged log power spectrum (Durall et al.), one row per image."""
-    f = np.fft.fftshift(np.fft.fft2(images - images.mean(axis=(1, 2), keepdims=True)), axes=(1, 2))
-    power = np.log(np.abs(f) ** 2 + 1e-8)
-    n = images.shape[1]
-    yy, xx = np.indices((n, n)) - n // 2
-    radius = np.sqrt(xx**2 + yy**2)
-    ring = np.minimum((radius / radius.max() * bins).astype(int), bins - 1).ravel()
-    flat = power.reshape(len(images), -1)
-    counts = np.bincount(ring, minlength=bins)
-    return np.stack([np.bincount(ring, weights=row, minlength=bins) / counts for row in flat])
-
-
-def log_dct(images: np.ndarray) -> np.ndarray:
-    """log |2-D DCT-II| coefficients (Frank et al.), flattened."""
-    from scipy.fft import dctn
-
-    return np.log(np.abs(dctn(images, axes=(1, 2), norm="ortho")) + 1e-6).reshape(len(images), -1)
-
-
-def blur(images, sigma: float):
-    from scipy.ndimage import gaussian_filter
-
-    return np.stack([gaussian_filter(im, sigma) for im in images]).astype(np.float32)
-
-
-def jpeg(images, quality: int):
-    from PIL import Image
-
-    out = []
-    for im in images:
-        buf = io.BytesIO()
-        Image.fromarray((np.clip(im, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="JPEG", quality=quality)
-        out.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float32) / 255.0)
-    return np.stack(out)
-
-
-class FeatureDetector:
-    """Hand-made features + standardised logistic regression."""
-
-    def __init__(self, kind: str):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        self.features = radial_spectrum if kind == "spectrum" else log_dct
-        self.clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1 if kind == "dct" else 1.0, max_iter=3000))
-
-    def fit(self, X, y):
-        self.clf.fit(self.features(X), y)
-        return self
-
-    def score(self, X):
-        return self.clf.predict_proba(self.features(X))[:, 1]
-
-    def save(self, folder: Path, name: str) -> str:
-        return dump_joblib(self.clf, folder, name)
-
-    @classmethod
-    def load(cls, folder: Path, name: str):
-        det = cls(name)
-        det.clf = load_joblib(folder, name)
-        return det
-
-
-class CNNDetector:
-    """A small CNN on the pixels (binary: fake = 1)."""
-
-    def __init__(self, epochs: int, seed: int, bar):
-        self.epochs, self.seed, self.bar = epochs, seed, bar
-
-    def fit(self, X, y):
-        import torch
-
-        from labcli.detect.vision import SmallCNN, train_model
-
-        torch.manual_seed(self.seed)
-        self.model = train_model(SmallCNN(classes=2, side=32), X[:, None].astype(np.float32), y.astype(np.int64),
-                                 epochs=self.epochs, seed=self.seed, bar=self.bar, label="CNN detector")
-        return self
-
-    def score(self, X):
-        import torch
-
-        with torch.no_grad():
-            return self.model(torch.from_numpy(X[:, None].astype(np.float32))).softmax(1)[:, 1].numpy()
-
-    def save(self, folder: Path, name: str) -> str:
-        import torch
-
-        path = folder / f"{name}.pt"
-        runs.write_with(path, lambda tmp: torch.save(self.model.state_dict(), tmp))
-        return path.name
-
-    @classmethod
-    def load(cls, folder: Path, name: str):
-        import torch
-
-        from labcli.detect.vision import SmallCNN
-
-        det = cls(0, 0, None)
-        det.model = SmallCNN(classes=2, side=PATCH)
-        det.model.load_state_dict(torch.load(folder / f"{name}.pt", weights_only=True))
-        det.model.eval()
-        return det
-
-
-def load_detector(folder: Path, name: str, meta: dict):
-    """A detector saved by save() (deepfake_store calls this)."""
-    return (CNNDetector if name == "cnn" else FeatureDetector).load(Path(folder), name)
-
-
-def make_detector(name: str, cfg, bar):
-    return CNNDetector(cfg.cnn_epochs, cfg.seed, bar) if name == "cnn" else FeatureDetector(name)
-
-
-def tiles_of(img: np.ndarray) -> np.ndarray:
-    """Non-overlapping 32x32 tiles of a grey image; flat tiles are dropped unless nothing else is left."""
-    h, w = (s // PATCH * PATCH for s in img.shape)
-    tiles = img[:h, :w].reshape(h // PATCH, PATCH, w // PATCH, PATCH).swapaxes(1, 2).reshape(-1, PATCH, PATCH)
-    textured = tiles[tiles.std(axis=(1, 2)) > 0.01]
-    return (textured if len(textured) else tiles).astype(np.float32)
-
-
-def decode(data: bytes, what: str = "request") -> np.ndarray:
-    """An image file's bytes -> its 32x32 grey tiles in [0, 1] (as the run's patches); one-line UserError if unusable."""
-    from PIL import Image
-
-    if not data:
-        raise UserError(f"image {what} is empty", "send an image file (PNG, JPEG, ...)")
-    try:
-        img = Image.open(io.BytesIO(data))
-        if img.width * img.height > MAX_PIXELS:
-            raise UserError(f"image {what} is {img.width}x{img.height}, more than {MAX_PIXELS} pixels", "send a smaller image")
-        img.load()
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, ...)
-        raise UserError(f"cannot read image {what}: {str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__}",
-                        "send an image file (PNG, JPEG, ...)") from None
-    if min(img.size) < PATCH:
-        raise UserError(f"image {what} is {img.width}x{img.height}; the detectors need at least {PATCH}x{PATCH}", "send a larger image")
-    if img.mode == "L":
-        grey = np.asarray(img, dtype=np.float64) / 255.0
-    else:
-        from skimage.color import rgb2gray
-
-        grey = rgb2gray(np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0)  # the same grey as the training photos
-    return tiles_of(grey)
-
-
-def score(detectors: dict, tiles: np.ndarray, settings: dict | None = None) -> dict[str, float]:
-    """P(fake) from each detector for one decoded image: the mean over its tiles."""
-    return {name: float(np.mean(det.score(tiles))) for name, det in detectors.items()}
-
-
-def read_image(path: Path) -> np.ndarray:
-    """decode() of a file on disk."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read image file {path}: {exc.strerror}", "give an image file (PNG, JPEG, ...)") from None
-    return decode(data, f"file {path}")
 
 
 def save_examples(ctx, real, fakes, is_test, detectors) -> list[dict]:
@@ -286,112 +51,114 @@ def save_examples(ctx, real, fakes, is_test, detectors) -> list[dict]:
     out = []
     for kind, patch in files:
         path = ctx.dir / "examples" / ("real.png" if kind == "real" else f"fake-{kind}.png")
-        runs.write_bytes(path, encode_png(patch))
+        runs.write_bytes(path, image.encode_png(patch))
         out.append({"file": str(path.relative_to(ctx.dir)), "truth": "real" if kind == "real" else "fake", "kind": kind,
-                    "scores": score(detectors, read_image(path))})
+                    "scores": image.score(detectors, image.read_image(path))})
     return out
 
 
-def best_detector(rows: list[dict]) -> str:
-    """The detector with the highest mean AUC on held-out fakes (all fakes if none are held out), clean images."""
-    pick = [r for r in rows if r["test condition"] == "clean" and r["seen in training"] == "held-out"] or \
-        [r for r in rows if r["test condition"] == "clean"]
-    names = list(dict.fromkeys(r["detector"] for r in pick))
-    return max(names, key=lambda n: np.mean([r["auc"] for r in pick if r["detector"] == n]))
+def labelled(real, fake) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([real, fake]), np.r_[np.zeros(len(real)), np.ones(len(fake))]
 
 
-def encode_png(patch: np.ndarray) -> bytes:
-    from PIL import Image
+def metrics(det, X, y) -> dict:
+    from sklearn.metrics import accuracy_score, roc_auc_score
 
-    buf = io.BytesIO()
-    Image.fromarray((np.clip(patch, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+    p_fake = det.score(X)
+    return {"accuracy": accuracy_score(y, p_fake >= 0.5), "auc": roc_auc_score(y, p_fake), "eer": common.equal_error_rate(y, p_fake)}
 
 
 def run(cfg: Config, ctx) -> None:
-    from sklearn.metrics import accuracy_score, roc_auc_score
-
-    for names, allowed, what in ((cfg.train_photos + cfg.test_photos, PHOTOS, "photo"),
-                                 (cfg.train_decoders + cfg.heldout_decoders, DECODERS, "decoder"),
-                                 (cfg.detectors, DETECTORS, "detector")):
-        common.choose(names, allowed, what)
+    photos = cfg.train_photos + cfg.val_photos + cfg.test_photos
+    if len(set(photos)) < len(photos):
+        raise UserError(f"a photo is in more than one of train_photos, val_photos, test_photos: {photos}",
+                        "give every source photo to one split only")
     if cfg.score_file:
-        read_image(Path(cfg.score_file))  # fail early on an unreadable file
+        image.read_image(Path(cfg.score_file))  # fail early on an unreadable file
     seed_everything(cfg.seed)
-    photos = cfg.train_photos + cfg.test_photos
-    real, src = photo_patches(photos, cfg.patches_per_photo, cfg.seed)
-    is_train = src < len(cfg.train_photos)
-    is_face = np.isin(src, [i for i, name in enumerate(photos) if name == FACES])
+    real, src = image.photo_patches(photos, cfg.patches_per_photo, cfg.seed)
+    part = np.array(["train"] * len(cfg.train_photos) + ["val"] * len(cfg.val_photos) + ["test"] * len(cfg.test_photos))[src]
+    is_train, is_val, is_test = part == "train", part == "val", part == "test"
+    is_face = np.isin(src, [i for i, name in enumerate(photos) if name == image.FACES])
     # test rows per real source: scikit-image photos and LFW faces, each where it is a test source
-    groups = {g: m for g, m in (("photos", ~is_train & ~is_face), ("lfw faces", ~is_train & is_face)) if m.any()}
+    groups = {g: m for g, m in (("photos", is_test & ~is_face), ("lfw faces", is_test & is_face)) if m.any()}
+    decoders = list(dict.fromkeys(cfg.train_decoders + cfg.heldout_decoders))
+    seen = cfg.train_decoders
     with common.progress() as bar:
-        fakes = {d: make_fakes(d, real[is_train], real, cfg.ae_epochs, cfg.seed, bar)
-                 for d in cfg.train_decoders + cfg.heldout_decoders}
+        fakes = {d: image.make_fakes(d, real[is_train], real, cfg.ae_epochs, cfg.seed, bar) for d in decoders}
         # training: real train patches vs fakes of train patches from the seen decoders (balanced by repetition)
-        seen = cfg.train_decoders
-        X_train = np.concatenate([np.tile(real[is_train], (len(seen), 1, 1))] + [fakes[d][is_train] for d in seen])
-        y_train = np.r_[np.zeros(len(seen) * is_train.sum()), np.ones(len(seen) * is_train.sum())]
+        X_train, y_train = labelled(np.tile(real[is_train], (len(seen), 1, 1)), np.concatenate([fakes[d][is_train] for d in seen]))
         test_sets = {}
         for group, mask in groups.items():
-            for d in cfg.train_decoders + cfg.heldout_decoders:
+            for d in decoders:
                 tag = "seen" if d in seen else "held-out"
-                X = np.concatenate([real[mask], fakes[d][mask]])
-                y = np.r_[np.zeros(mask.sum()), np.ones(mask.sum())]
+                X, y = labelled(real[mask], fakes[d][mask])
                 test_sets[(group, d, tag, "clean")] = (X, y)
-                test_sets[(group, d, tag, f"blur s={cfg.blur_sigma:g}")] = (blur(X, cfg.blur_sigma), y)
-                test_sets[(group, d, tag, f"jpeg q={cfg.jpeg_quality}")] = (jpeg(X, cfg.jpeg_quality), y)
-        rows, detectors = [], {}
+                test_sets[(group, d, tag, f"blur s={cfg.blur_sigma:g}")] = (image.blur(X, cfg.blur_sigma), y)
+                test_sets[(group, d, tag, f"jpeg q={cfg.jpeg_quality}")] = (image.jpeg(X, cfg.jpeg_quality), y)
+        rows, validation, detectors = [], [], {}
         for name in cfg.detectors:
-            det = detectors[name] = make_detector(name, cfg, bar).fit(X_train, y_train)
+            det = detectors[name] = image.make_detector(name, cnn_epochs=cfg.cnn_epochs, seed=cfg.seed, bar=bar).fit(X_train, y_train)
+            for d in seen:
+                validation.append({"detector": name, "fake type": d, **metrics(det, *labelled(real[is_val], fakes[d][is_val]))})
             for (group, d, tag, cond), (X, y) in test_sets.items():
-                p_fake = det.score(X)
-                row = {"detector": name, "real source": group, "fake type": d, "seen in training": tag, "test condition": cond,
-                       "accuracy": accuracy_score(y, p_fake >= 0.5), "auc": roc_auc_score(y, p_fake),
-                       "eer": common.equal_error_rate(y, p_fake)}
-                rows.append(row)
-                ctx.log(**row)
-    best = best_detector(rows)
-    deepfake_store.save(ctx.dir, "image", detectors, best, {"patch": PATCH, "threshold": 0.5})
-    examples = save_examples(ctx, real, fakes, ~is_train, detectors)
-    scored = {"file": cfg.score_file, **score(detectors, read_image(Path(cfg.score_file)))} if cfg.score_file else None
+                rows.append({"detector": name, "real source": group, "fake type": d, "seen in training": tag,
+                             "test condition": cond, **metrics(det, X, y)})
+    for row in validation + rows:
+        ctx.log(**row)
+    best = deepfake_store.choose_best(validation)
+    deepfake_store.save(ctx.dir, "image", detectors, best, {"patch": image.PATCH, "threshold": 0.5,
+                                                            "chosen_on": "validation photos, training decoders, clean"})
+    examples = save_examples(ctx, real, fakes, is_test, detectors)
+    scored = {"file": cfg.score_file, **image.score(detectors, image.read_image(Path(cfg.score_file)))} if cfg.score_file else None
+    headline = []
+    for name in cfg.detectors:
+        row = {"detector": name, "validation auc": float(np.mean([r["auc"] for r in validation if r["detector"] == name]))}
+        for group in groups:
+            for cond in ("clean", f"blur s={cfg.blur_sigma:g}", f"jpeg q={cfg.jpeg_quality}"):
+                aucs = [r["auc"] for r in rows if r["detector"] == name and r["real source"] == group and r["test condition"] == cond]
+                row[f"test auc, {group} ({cond})"] = float(np.mean(aucs))
+        row["served"] = "yes" if name == best else ""
+        headline.append(row)
 
     fig, ax = common.new_figure()
-    spec_real = radial_spectrum(real[~is_train]).mean(0)
-    ax.plot(spec_real, "k-", lw=2, label="real (test sources)")
-    if is_face.any():
-        ax.plot(radial_spectrum(real[is_face]).mean(0), "k--", label="real: LFW faces (resized)")
+    ax.plot(image.radial_spectrum(real[is_test]).mean(0), "k-", lw=2, label="real (test sources)")
+    if (is_face & is_test).any():
+        ax.plot(image.radial_spectrum(real[is_face & is_test]).mean(0), "k--", label="real: LFW faces (resized)")
     for d, f in fakes.items():
-        ax.plot(radial_spectrum(f[~is_train]).mean(0), label=f"fake: {d} decoder")
+        ax.plot(image.radial_spectrum(f[is_test]).mean(0), label=f"fake: {d} decoder")
     ax.set_xlabel("spatial frequency (radial bin, low -> high)")
     ax.set_ylabel("mean log power")
     ax.legend()
     plot1 = common.save_figure(fig, ctx.path("radial_spectrum.png"))
     fig, axes = common.new_figure(7, 2)
     axes.axis("off")
-    strip = [real[~is_train][:5]] + [fakes[d][~is_train][:5] for d in fakes]
+    strip = [real[is_test][:5]] + [fakes[d][is_test][:5] for d in fakes]
     axes.imshow(np.concatenate([np.concatenate(list(s), 1) for s in strip], 0), cmap="gray")
     axes.set_title("rows: real, then " + ", ".join(fakes) + " decoder fakes")
     plot2 = common.save_figure(fig, ctx.path("examples.png"))
-    clean = {r["detector"]: r["accuracy"] for r in rows if r["test condition"] == "clean" and r["seen in training"] == "seen"
-             and r["fake type"] == cfg.train_decoders[0] and r["real source"] == next(iter(groups))}
     ctx.write_summary({"real_patches": len(real), "face_patches": int(is_face.sum()), "train_photos": cfg.train_photos,
-                       "test_photos": cfg.test_photos, "clean_accuracy_first_seen_decoder": clean, "results": rows,
-                       "best_detector": best, "detector_dir": deepfake_store.FOLDER, "examples": examples, "scored_file": scored})
+                       "val_photos": cfg.val_photos, "test_photos": cfg.test_photos, "headline": headline,
+                       "validation": validation, "results": rows, "best_detector": best,
+                       "detector_dir": deepfake_store.FOLDER, "examples": examples, "scored_file": scored})
     ctx.write_report(
         f"# Synthetic-image detection from up-sampling artefacts\n\nReal: {len(real)} 32x32 grey patches of scikit-image photos"
-        f" ({int(is_face.sum())} of them LFW faces from `lfw_subset`, 25x25 resized to 32x32 with Lanczos); "
-        f"training sources {', '.join(cfg.train_photos)}; test sources {', '.join(cfg.test_photos)} (split by source; "
-        f"rows report the test photos and the faces apart). "
-        f"Fakes: reconstructions by autoencoders trained here ({cfg.ae_epochs} epochs) with "
-        f"{', '.join(fakes)} up-sampling decoders; detectors train on {', '.join(seen)} and never see "
-        f"{', '.join(cfg.heldout_decoders) or 'nothing'}.\n\n![spectra]({plot1})\n\n![examples]({plot2})\n\n"
-        f"{markdown_table(rows)}\nFitted detectors are in `{deepfake_store.FOLDER}/` (best on held-out fakes: `{best}`); "
+        f" ({int(is_face.sum())} of them LFW faces from `lfw_subset`, 25x25 resized to 32x32 with Lanczos); split by source: "
+        f"training {', '.join(cfg.train_photos)}; validation {', '.join(cfg.val_photos)}; test {', '.join(cfg.test_photos)} "
+        f"(rows report the test photos and the faces apart). Fakes: reconstructions by autoencoders trained here on the "
+        f"training patches ({cfg.ae_epochs} epochs) with {', '.join(fakes)} up-sampling decoders; detectors train on "
+        f"{', '.join(seen)} and never see {', '.join(cfg.heldout_decoders) or 'nothing'}.\n\n"
+        f"## Summary (mean AUC over decoders)\n\n{markdown_table(headline)}\n"
+        f"The served detector (`{best}`) has the highest mean AUC on the validation photos with the training decoders "
+        f"(ties: lower EER); no test row and no held-out decoder enters that choice.\n\n"
+        f"![spectra]({plot1})\n\n![examples]({plot2})\n\n## Test sources\n\n"
+        f"{markdown_table(rows)}\nFitted detectors are in `{deepfake_store.FOLDER}/`; "
         f"serve them with `lab serve detector --run {ctx.dir}`.\n\n" + (f"Scored file: `{scored}`\n\n" if scored else "")
         + "## What this data is and is not\n\nThe fakes are synthetic stand-ins made here by tiny "
         "autoencoders, not real-world deepfakes (no GAN or diffusion face generator). They show the up-sampling "
         "fingerprint that spectral detectors key on, and how easily blur or JPEG removes it; they do not measure "
         "performance on real manipulated media. The LFW faces are real photographs of faces, but tiny and resized.\n")
-    print(markdown_table(rows))
-    print(f"detectors saved in {ctx.dir / deepfake_store.FOLDER} (best on held-out fakes: {best})")
+    print(markdown_table(headline))
+    print(f"served by default: {best} (best validation AUC on {', '.join(seen)})")
     if scored:
         print(scored)

@@ -7,23 +7,26 @@ Anomaly detectors see only normal training traffic and score every test row (AUR
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import Field
 
 from labcli.config import RecipeConfig
+from labcli.data import nsl_kdd
 from labcli.detect import common
-from labcli.detect.datasets import NSL_KDD_CATEGORICAL, load_nsl_kdd
+from labcli.errors import UserError
 from labcli.eval.tables import markdown_table
 from labcli.runs import seed_everything
 
-SUPERVISED = ["tree", "forest", "logistic"]
-UNSUPERVISED = ["iforest", "ocsvm", "pca", "autoencoder"]
+Supervised = Literal["tree", "forest", "logistic"]
+Anomaly = Literal["iforest", "ocsvm", "pca", "autoencoder"]
 
 
 class Config(RecipeConfig):
     data: str = Field("nsl_kdd", description="Test records: nsl_kdd (KDDTest+) or a CSV in NSL-KDD format (43 columns)")
-    supervised: list[str] = Field(default_factory=lambda: list(SUPERVISED), description=f"Supervised models: {SUPERVISED}")
-    unsupervised: list[str] = Field(default_factory=lambda: list(UNSUPERVISED), description=f"Anomaly detectors: {UNSUPERVISED}")
+    supervised: list[Supervised] = Field(default_factory=lambda: ["tree", "forest", "logistic"], description="Supervised models")
+    unsupervised: list[Anomaly] = Field(default_factory=lambda: ["iforest", "ocsvm", "pca", "autoencoder"], description="Anomaly detectors (fit on normal traffic only)")
     max_train_rows: int = Field(0, description="Use at most this many training rows (0 = all 25,192)")
     ocsvm_rows: int = Field(4000, description="Normal rows the one-class SVM fits on (its cost grows ~n^2)")
     ae_epochs: int = Field(20, description="Autoencoder training epochs")
@@ -36,10 +39,10 @@ def features(train, test):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-    numeric = [c for c in train.columns if c not in NSL_KDD_CATEGORICAL + ["label", "difficulty"]]
+    numeric = [c for c in train.columns if c not in nsl_kdd.CATEGORICAL + ["label", "difficulty"]]
     prep = ColumnTransformer([
         ("num", make_pipeline(FunctionTransformer(lambda x: np.log1p(np.clip(x, 0, None))), StandardScaler()), numeric),
-        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), NSL_KDD_CATEGORICAL),
+        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), nsl_kdd.CATEGORICAL),
     ])
     return prep.fit_transform(train).astype(np.float32), prep.transform(test).astype(np.float32)
 
@@ -101,10 +104,10 @@ def autoencoder_scores(normal: np.ndarray, test: np.ndarray, cfg: Config) -> np.
 def run(cfg: Config, ctx) -> None:
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
 
-    common.choose(cfg.supervised, SUPERVISED, "supervised model") if cfg.supervised else None
-    common.choose(cfg.unsupervised, UNSUPERVISED, "anomaly detector") if cfg.unsupervised else None
+    if not cfg.supervised and not cfg.unsupervised:
+        raise UserError("no models given", "pass supervised=[tree] and/or unsupervised=[iforest]")
     seed_everything(cfg.seed)
-    train, test = load_nsl_kdd("train"), load_nsl_kdd("test", cfg.data)
+    test, train = nsl_kdd.read("test", cfg.data), nsl_kdd.read("train")  # the user's file first: fail fast
     if cfg.max_train_rows:
         train = train.sample(n=min(cfg.max_train_rows, len(train)), random_state=cfg.seed)
     X_train, X_test = features(train, test)

@@ -6,21 +6,23 @@ stratified split by default so identical rows cannot sit on both sides.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import Field
 
 from labcli.config import RecipeConfig
+from labcli.data import uci_phishing
 from labcli.detect import common
-from labcli.detect.datasets import load_phishing
 from labcli.eval.tables import markdown_table
 from labcli.runs import seed_everything
 
-MODELS = ["tree", "forest", "boosting", "logistic"]
+Model = Literal["tree", "forest", "boosting", "logistic"]
 
 
 class Config(RecipeConfig):
     data: str = Field("uci_phishing", description="uci_phishing or a CSV with the same 30 feature columns + Result (-1 = phishing)")
-    models: list[str] = Field(default_factory=lambda: list(MODELS), description=f"Models: {MODELS} (logistic is the linear baseline)")
+    models: list[Model] = Field(default_factory=lambda: ["tree", "forest", "boosting", "logistic"], min_length=1, description="Models (logistic is the linear baseline)")
     test_fraction: float = Field(0.3, description="Share held out for testing")
     dedupe: bool = Field(True, description="Drop duplicate rows before splitting")
     cv_folds: int = Field(5, description="Stratified folds for the cross-validated accuracy on the training part (0 = skip)")
@@ -41,9 +43,8 @@ def run(cfg: Config, ctx) -> None:
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
     from sklearn.model_selection import cross_val_score, train_test_split
 
-    common.choose(cfg.models, MODELS, "phishing model")
     seed_everything(cfg.seed)
-    X, y, names = load_phishing(cfg.data)
+    X, y, names = uci_phishing.read(cfg.data)
     raw = len(y)
     if cfg.dedupe:
         _, keep = np.unique(np.c_[X, y], axis=0, return_index=True)

@@ -1,23 +1,25 @@
 """`lab detect spam`: SMS spam filtering with Naive Bayes, a character n-gram SVM and a small transformer.
 
-Exact duplicate messages are removed before the stratified train/test split, so no test text was seen in
-training (the raw collection has 403 duplicate lines, mostly spam templates).
+Exact duplicate messages are removed before the stratified train/test split (labcli.data.sms_spam's one
+de-duplication rule), so no test text was seen in training (the raw collection has 403 duplicate lines, mostly
+spam templates).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from labcli.config import RecipeConfig, Section
+from labcli.data import sms_spam
 from labcli.detect import common
-from labcli.detect.datasets import load_sms_spam
 from labcli.eval.tables import markdown_table
 from labcli.runs import seed_everything
 
-MODELS = ["naive_bayes", "char_svm", "transformer"]
+Model = Literal["naive_bayes", "char_svm", "transformer"]
 
 
 class Transformer(Section):
@@ -33,7 +35,7 @@ class Transformer(Section):
 
 class Config(RecipeConfig):
     data: str = Field("sms_spam", description="sms_spam (UCI SMS Spam Collection) or a file of `ham|spam<TAB>text` lines")
-    models: list[str] = Field(default_factory=lambda: list(MODELS), description=f"Models to train: {MODELS}")
+    models: list[Model] = Field(default_factory=lambda: ["naive_bayes", "char_svm", "transformer"], min_length=1, description="Models to train")
     test_fraction: float = Field(0.2, description="Share of de-duplicated messages held out for testing")
     dedupe: bool = Field(True, description="Drop exact duplicate texts before splitting")
     transformer: Transformer = Field(default_factory=Transformer, description="The small transformer")
@@ -99,16 +101,11 @@ def run(cfg: Config, ctx) -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.svm import LinearSVC
 
-    common.choose(cfg.models, MODELS, "spam model")
     seed_everything(cfg.seed)
-    texts, labels = load_sms_spam(cfg.data)
+    texts, labels = sms_spam.read(cfg.data, dedupe=False)
     raw = len(texts)
     if cfg.dedupe:
-        first = {}
-        for i, text in enumerate(texts):
-            first.setdefault(text, i)
-        keep = sorted(first.values())
-        texts, labels = [texts[i] for i in keep], labels[keep]
+        texts, labels = sms_spam.deduplicate(texts, labels)
     train_x, test_x, train_y, test_y = train_test_split(texts, labels, test_size=cfg.test_fraction,
                                                         stratify=labels, random_state=cfg.seed)
     rows = []

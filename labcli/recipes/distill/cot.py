@@ -13,19 +13,12 @@ import random
 
 from pydantic import Field
 
-from labcli.config import RecipeConfig, Section
+from labcli.config import RecipeConfig
 from labcli.engine.trainer import TrainConfig
 from labcli.errors import UserError
 from labcli.models.peft_prep import LoraSettings, Method
-from labcli.reasoning.tasks import TASKS, Example
+from labcli.reasoning.tasks import TASKS, ArithSettings, Example
 from labcli.runs import Run
-
-
-class ArithSettings(Section):
-    min_steps: int = Field(2, ge=1, le=8, description="Fewest operations per generated problem")
-    max_steps: int = Field(2, ge=1, le=8, description="Most operations per generated problem")
-    digits: int = Field(1, ge=1, le=4, description="Digits of the operands")
-
 
 RESUMABLE = True  # --resume continues from the newest checkpoint
 
@@ -121,9 +114,9 @@ def distill_pairs(traces: list[tuple[Example, tuple]], cot_fraction: float, seed
 def load_examples(cfg: Config):
     from labcli.reasoning.tasks import load_task
 
-    steps = (cfg.arith.min_steps, max(cfg.arith.min_steps, cfg.arith.max_steps))
-    train_set = load_task(cfg.task, "train", seed=cfg.seed, n=cfg.train_size, steps=steps, digits=cfg.arith.digits)
-    test_set = load_task(cfg.task, "test", seed=cfg.seed, n=cfg.test_size, steps=steps, digits=cfg.arith.digits)
+    steps, digits = cfg.arith.steps, cfg.arith.digits
+    train_set = load_task(cfg.task, "train", seed=cfg.seed, n=cfg.train_size, steps=steps, digits=digits)
+    test_set = load_task(cfg.task, "test", seed=cfg.seed, n=cfg.test_size, steps=steps, digits=digits)
     if not train_set or not test_set:
         raise UserError(f"task '{cfg.task}' has an empty train or test split", "give more examples")
     return train_set, test_set[:cfg.test_size]
@@ -131,6 +124,7 @@ def load_examples(cfg: Config):
 
 def sft_student(cfg: Config, ctx: Run, texts: list[str], pairs: list[tuple[str, str]], device):
     """Build the student and SFT it on (prompt, target) pairs with the engine; returns (result, tokenizer, params)."""
+    from labcli.data.text import padded_collate
     from labcli.engine.trainer import train
     from labcli.models import load_model, prepare_for_method
     from labcli.reasoning import lm
@@ -143,7 +137,7 @@ def sft_student(cfg: Config, ctx: Run, texts: list[str], pairs: list[tuple[str, 
     model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, "causal-lm", seed=cfg.seed)
     data = [lm.sft_example(tok, p, t, cfg.max_len) for p, t in pairs]
     n_eval = max(1, len(data) // 20)
-    result = train(model, data[n_eval:], lm.make_collate(tok.pad_token_id), cfg.train, ctx, seed=cfg.seed,
+    result = train(model, data[n_eval:], padded_collate(tok.pad_token_id), cfg.train, ctx, seed=cfg.seed,
                    device=device, eval_set=data[:n_eval])
     return result, tok, params
 
@@ -152,6 +146,7 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.engine.distributed import pick_device
     from labcli.engine.export import save_final_model
     from labcli.eval import plots
+    from labcli.eval.tables import markdown_table, print_table
     from labcli.reasoning import lm, rewards
     from labcli.runs import latest_checkpoint
 
@@ -167,11 +162,10 @@ def run(cfg: Config, ctx: Run) -> None:
     rows = {}
     prompts = [rewards.prompt(ex) for ex in test_set]
     if cfg.direct_baseline:
-        sub_dir = ctx.dir / "direct"
-        sub = Run(dir=sub_dir, verb=ctx.verb, recipe=ctx.recipe + "-direct", cfg=ctx.cfg,
-                  resume_from=latest_checkpoint(sub_dir) if ctx.resume_from else None)
+        sub = ctx.sub("direct", recipe=ctx.recipe + "-direct",
+                      resume_from=latest_checkpoint(ctx.dir / "direct") if ctx.resume_from else None)
         direct_result, _, _ = sft_student(cfg, sub, texts, direct_pairs, device)
-        save_final_model(direct_result.model, tok, cfg.method, sub_dir / "model", sub_dir / "adapter")
+        save_final_model(direct_result.model, tok, cfg.method, sub.path("model"), sub.path("adapter"))
         shots = random.Random(cfg.seed).sample([ex for ex, _ in traces], min(cfg.shots, len(traces)))
         rows["direct answer"] = lm.accuracy(direct_result.model, tok, test_set, prompts, max_new_tokens=cfg.max_new_tokens,
                                             batch_size=cfg.eval_batch_size)
@@ -190,11 +184,12 @@ def run(cfg: Config, ctx: Run) -> None:
     plots.curves(ctx.metrics(), ["loss", "eval_loss"], ctx.path("loss.png"), f"CoT SFT of {cfg.student} on {cfg.task}")
     plots.bars({k.split(" (")[0]: {"accuracy": r["accuracy"]} for k, r in rows.items()}, ctx.path("accuracy.png"),
                f"{cfg.task}: {len(test_set)} test problems", "accuracy")
-    table = "\n".join(f"| {k} | {r['accuracy']:.3f} | {r['format_rate']:.3f} | {r['mean_length']:.1f} |" for k, r in rows.items())
+    table = [{"method": k, "accuracy": r["accuracy"], "format ok": r["format_rate"], "mean tokens": r["mean_length"]}
+             for k, r in rows.items()]
     samples = "\n".join(f"- `{s['completion'][:160]}` (gold {s['gold']})" for s in rows["distilled CoT"]["samples"])
     ctx.write_report(
         f"# lab distill cot: {cfg.task}\n\nStudent `{cfg.student}` ({cfg.method}, {params['trainable_params']:,} trainable "
         f"parameters), teacher `{teacher_note['teacher']}` ({teacher_note['kept']} of {teacher_note['of']} traces kept), "
         f"{cot_result.steps} SFT steps, seed {cfg.seed}. Same {len(test_set)} test problems, greedy decoding.\n\n"
-        f"| method | accuracy | format ok | mean tokens |\n|---|---|---|---|\n{table}\n\n"
-        f"![accuracy](accuracy.png)\n\n![loss](loss.png)\n\nDistilled-CoT samples:\n\n{samples}\n")
+        f"{markdown_table(table)}\n![accuracy](accuracy.png)\n\n![loss](loss.png)\n\nDistilled-CoT samples:\n\n{samples}\n")
+    print_table(table, title=f"lab distill cot: {cfg.task}, {len(test_set)} test problems (greedy)")

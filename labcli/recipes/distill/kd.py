@@ -21,7 +21,7 @@ from labcli.engine.trainer import TrainConfig
 from labcli.errors import UserError
 from labcli.runs import Run
 
-DATA = Path(__file__).parent / "data"
+SMS_SPAM = Path(__file__).parents[2] / "reasoning" / "data" / "sms_spam" / "SMSSpamCollection.tsv"
 KD_TASKS = ("sms-spam", "strategyqa")
 # BERT sizes: (layers, hidden, heads, feed-forward)
 SIZES = {"nano": (1, 32, 2, 64), "tiny": (2, 64, 2, 256), "mini": (4, 128, 4, 512), "small": (4, 256, 4, 1024),
@@ -52,7 +52,7 @@ def read_task(task: str, seed: int) -> tuple[list[tuple[str, int]], list[tuple[s
     """(train, test, label names); texts de-duplicated, split 80/20 with a fixed seed where there is no split."""
     if task == "sms-spam":
         rows, seen = [], set()
-        for line in (DATA / "sms_spam" / "SMSSpamCollection.tsv").read_text(encoding="utf-8").splitlines():
+        for line in SMS_SPAM.read_text(encoding="utf-8").splitlines():
             label, _, text = line.partition("\t")
             if text and text not in seen:
                 seen.add(text)
@@ -87,21 +87,6 @@ def encode(tokenizer, rows, max_len: int) -> list[dict]:
         ids = [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"][:max_len - 1]
         out.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(label)})
     return out
-
-
-def make_collate(pad_id: int):
-    def collate(examples: list[dict]) -> dict:
-        n = max(len(e["input_ids"]) for e in examples)
-        ids = torch.full((len(examples), n), pad_id)
-        mask = torch.zeros((len(examples), n), dtype=torch.long)
-        for i, e in enumerate(examples):
-            ids[i, :len(e["input_ids"])], mask[i, :len(e["input_ids"])] = e["input_ids"], 1
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.stack([e["labels"] for e in examples])}
-        if "teacher_logits" in examples[0]:
-            batch["teacher_logits"] = torch.stack([e["teacher_logits"] for e in examples])
-        return batch
-
-    return collate
 
 
 def kd_loss(temperature: float, alpha: float):
@@ -157,21 +142,17 @@ def load_teacher(path: str, device):
 
 
 def save_model(model, tokenizer, folder: Path) -> None:
-    import os
-    import shutil
+    from labcli import runs
 
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    runs.replace_dir(folder, lambda tmp: (model.save_pretrained(str(tmp)), tokenizer.save_pretrained(str(tmp))))
 
 
 def run(cfg: Config, ctx: Run) -> None:
+    from labcli.data.text import padded_collate
     from labcli.engine.distributed import pick_device
     from labcli.engine.trainer import train
     from labcli.eval import plots
+    from labcli.eval.tables import markdown_table, print_table
     from labcli.models.tokenizer import train_tokenizer
     from labcli.runs import latest_checkpoint
 
@@ -183,13 +164,11 @@ def run(cfg: Config, ctx: Run) -> None:
     train_rows, test_rows = train_rows[:cfg.train_size], test_rows[:cfg.test_size]
 
     def sub_run(name: str) -> Run:
-        folder = ctx.dir / name
-        return Run(dir=folder, verb=ctx.verb, recipe=f"{ctx.recipe}-{name}", cfg=ctx.cfg,
-                   resume_from=latest_checkpoint(folder) if ctx.resume_from else None)
+        return ctx.sub(name, recipe=f"{ctx.recipe}-{name}", resume_from=latest_checkpoint(ctx.dir / name) if ctx.resume_from else None)
 
     if cfg.teacher == "train":
         tok = train_tokenizer([t for t, _ in train_rows], cfg.vocab_size)
-        collate = make_collate(tok.pad_token_id)
+        collate = padded_collate(tok.pad_token_id)
         train_data = encode(tok, train_rows, cfg.max_len)
         teacher = bert(cfg.teacher_size, tok, cfg.seed, len(names))
         teacher = train(teacher, train_data, collate, cfg.teacher_train, sub_run("teacher-train"), seed=cfg.seed, device=device).model
@@ -200,7 +179,7 @@ def run(cfg: Config, ctx: Run) -> None:
         if teacher.config.num_labels != len(names):
             raise UserError(f"teacher has {teacher.config.num_labels} labels but {cfg.task} has {len(names)}",
                             "pass a teacher trained on this task")
-        collate = make_collate(tok.pad_token_id)
+        collate = padded_collate(tok.pad_token_id)
         train_data = encode(tok, train_rows, cfg.max_len)
         teacher_name = cfg.teacher
     test_data = encode(tok, test_rows, cfg.max_len)
@@ -224,10 +203,10 @@ def run(cfg: Config, ctx: Run) -> None:
     plots.bars({k.split(",")[-1].strip()[:28]: {"accuracy": r["accuracy"]} for k, r in rows.items()}, ctx.path("accuracy.png"),
                f"{cfg.task}: {len(test_rows)} test texts", "accuracy")
     plots.curves(ctx.metrics(), ["loss"], ctx.path("loss.png"), "student KD loss")
-    table = "\n".join(f"| {k} | {r['params']:,} | {r['accuracy']:.4f} | {r['f1_positive']:.4f} | {r['latency_ms']:.2f} |"
-                      for k, r in rows.items())
+    table = [{"model": k, "parameters": r["params"], "accuracy": r["accuracy"], f"F1 ({names[1]})": r["f1_positive"],
+              "latency ms": r["latency_ms"]} for k, r in rows.items()]
     ctx.write_report(
         f"# lab distill kd: {cfg.task}\n\n{len(train_rows)} training and {len(test_rows)} test texts, seed {cfg.seed}, "
         f"device {device.type}. Latency: median of {cfg.latency_examples} single-text forwards.\n\n"
-        f"| model | parameters | accuracy | F1 ({names[1]}) | latency ms |\n|---|---|---|---|---|\n{table}\n\n"
-        f"![accuracy](accuracy.png)\n\n![loss](loss.png)\n")
+        f"{markdown_table(table)}\n![accuracy](accuracy.png)\n\n![loss](loss.png)\n")
+    print_table(table, title=f"lab distill kd: {cfg.task}, {len(test_rows)} test texts")

@@ -22,15 +22,24 @@ from pydantic import Field
 
 from labcli.config import RecipeConfig, read_yaml
 from labcli.errors import UserError
-from labcli.runs import Run
+from labcli.runs import Run, prerequisite
 
 MEASURED = (r"(^|_)(s|ms|us|mb|gb|seconds|sec|time|wall|rss|dir|path|file|folder|started)$|_ms_|per_s$|per_second"
             r"|memory|latency|throughput|real_time|fps|hardware|host|version")
 VERDICTS = ["identical", "within tolerance", "different"]
 
 
+DEFAULT_RUN = ["train.max_steps=40", "train.eval_every=20", "train.save_every=20", "train.tensorboard=false"]
+
+
+def plan(cfg: "Config") -> str:
+    what = cfg.run or f"the cached default run `lab finetune tiny-lm {' '.join(DEFAULT_RUN)}` (built first if missing)"
+    return f"rerun {what} from its config.yaml and compare its summary and metrics value by value"
+
+
 class Config(RecipeConfig):
-    run: str = Field("", description="The run folder to reproduce (holds config.yaml and summary.json)")
+    run: str = Field("", description="The run folder to reproduce (holds config.yaml and summary.json); "
+                                     "empty: a small default `lab finetune tiny-lm` run, built once and cached")
     overrides: list[str] = Field([], description="key=value changes for the rerun, e.g. [device=cpu] (they are reported)")
     nproc: int = Field(1, ge=1, le=64, description="Processes for the rerun (give the original's count for DDP/FSDP runs)")
     rtol: float = Field(1e-6, ge=0, description="Relative tolerance for 'within tolerance'")
@@ -121,8 +130,8 @@ def read_run(folder: Path) -> tuple[dict, list[dict]]:
 
 
 def run(cfg: Config, ctx: Run) -> None:
-    folder = Path(cfg.run)
-    if not cfg.run or not (folder / "config.yaml").is_file():
+    folder = Path(cfg.run) if cfg.run else prerequisite("finetune", "tiny-lm", DEFAULT_RUN, "no --run given, reproducing")
+    if not (folder / "config.yaml").is_file():
         raise UserError(f"no run folder with a config.yaml at '{cfg.run}'", "pass --run runs/VERB-RECIPE-TIME")
     original_summary, original_metrics = read_run(folder)
     verb, recipe, then = origin(folder)

@@ -5,6 +5,9 @@ handler (labcli/serving/detector_handler.py) that runs the run's own decoding, f
 so a served score equals the run's score for the same file. Like `lab serve torchserve`: every listener on
 127.0.0.1, token authorization ON (keys in RUN/key_file.json; send `Authorization: Bearer <inference key>`),
 `--detach` + `lab serve stop`. Files larger than max_file_mb, empty, or not audio / not an image get a 400.
+lab's file front (gateway.FileFront) takes --port and TorchServe's inference API sits behind it on port+5:
+the body is the file whatever Content-Type the client sends (TorchServe itself answers a WAV sent as a form
+with 500), and a missing or wrong token gets 401 (TorchServe says 400).
 """
 
 from __future__ import annotations
@@ -14,35 +17,28 @@ from pathlib import Path
 
 from pydantic import Field
 
-from labcli.config import RecipeConfig
 from labcli.detect import deepfake_store
 from labcli.errors import UserError
 from labcli.runs import Run
-from labcli.serving import process, torchserve
+from labcli.serving import process, source, torchserve
+from labcli.serving.settings import ServerSettings
 
-HERE = Path(__file__).parent
 
+class Config(ServerSettings):
+    """--run: a `lab detect deepfake-voice` or `lab detect deepfake-image` run folder (it holds detector/)."""
 
-class Config(RecipeConfig):
-    run: str = Field("", description="A `lab detect deepfake-voice` or `lab detect deepfake-image` run folder (it holds detector/)")
     detector: str = Field("", description="Saved detector whose P(fake) is `score` and `label` (default: the run's best on held-out fakes); `scores` has them all")
-    port: int = Field(8090, description="Inference port; management port+1, metrics port+2, gRPC port+3 and port+4")
-    host: str = Field("127.0.0.1", description="Address every listener binds (loopback by default)")
-    detach: bool = Field(False, description="Leave the server running in the background; stop it with `lab serve stop`")
     max_file_mb: float = Field(10.0, gt=0, le=100, description="Largest file accepted (MiB); bigger ones get a 400")
     batch_size: int = Field(4, ge=1, le=64, description="TorchServe server-side batching: largest batch per worker call")
     max_batch_delay_ms: int = Field(5, ge=0, description="How long TorchServe waits to fill a batch (milliseconds)")
     workers: int = Field(1, ge=1, le=16, description="Python worker processes")
-    threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per worker")
-    ready_timeout: float = Field(240.0, gt=0, description="Seconds to wait for the workers to be ready")
-    smoke: bool = Field(True, description="After start: send the run's example files and compare with the run's own scores")
 
 
 def read_run(folder: str) -> tuple[Path, dict, dict]:
-    """(run folder, detector meta, summary) with one-line errors for anything that is not a servable deepfake run."""
-    if not folder:
-        raise UserError("no run given", "pass --run runs/detect-deepfake-voice-... (or a deepfake-image run)")
-    run_dir = Path(folder).expanduser()
+    """(run folder, detector meta, summary) with one-line errors for anything that is not a servable deepfake run.
+
+    No folder: the default deepfake-image run (built once, then cached)."""
+    run_dir = Path(folder).expanduser() if folder else source.default_detector_run()
     if not run_dir.is_dir():
         raise UserError(f"run folder not found: {run_dir}", "pass a folder made by `lab detect deepfake-voice` or `deepfake-image`")
     if not (run_dir / deepfake_store.FOLDER / "detector.json").is_file():
@@ -59,18 +55,21 @@ def read_run(folder: str) -> tuple[Path, dict, dict]:
 def start(cfg: Config, run_dir: Path, work: Path, name: str, serve_meta: dict):
     """Archive the detector files with the detector handler, start TorchServe (loopback, token auth), wait until ready."""
     torchserve.java_check()
-    process.require_ports([cfg.port + i for i in range(5)], cfg.host)
+    process.require_ports(torchserve.ports(cfg.port, file_front=True), cfg.host)
     files = sorted(p for p in (run_dir / deepfake_store.FOLDER).iterdir() if p.is_file() and not p.name.startswith("."))
-    store = torchserve.build_mar(name, HERE / "detector_handler.py", files, serve_meta, work)
+    store = torchserve.build_mar(name, torchserve.DETECTOR_HANDLER, files, serve_meta, work)
     # the frontend's own limit (413, no message) sits well above the handler's, so most oversized files get a 400 that says why
-    return torchserve.launch(cfg, work, store, name, f"detector-{cfg.port}", max_request_size=2 * serve_meta["max_bytes"] + 2**20)
+    return torchserve.launch(store, name, work, name=f"detector-{cfg.port}", host=cfg.host, port=cfg.port,
+                             batching=torchserve.Batching(cfg.batch_size, cfg.max_batch_delay_ms, cfg.workers),
+                             ready_timeout=cfg.ready_timeout, max_request_size=2 * serve_meta["max_bytes"] + 2**20,
+                             file_front=True)
 
 
-def post_file(url: str, data: bytes, key: str) -> tuple[int, dict]:
+def post_file(url: str, data: bytes, key: str, content_type: str = "application/octet-stream") -> tuple[int, dict]:
     """POST a file's bytes; (status, parsed JSON answer)."""
     from labcli.serving.clients import post
 
-    status, body = post(url, data, {"Content-Type": "application/octet-stream", "Authorization": f"Bearer {key}"})
+    status, body = post(url, data, {"Content-Type": content_type, "Authorization": f"Bearer {key}"})
     try:
         return status, json.loads(body)
     except json.JSONDecodeError:
@@ -92,7 +91,19 @@ def smoke_test(run_dir: Path, summary: dict, server: process.Server, keys: dict)
     return rows
 
 
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: TorchServe needs Java and its Python modules."""
+    return [p for p in (torchserve.java_problem(),) if p]
+
+
+
+def plan(cfg: Config) -> str:
+    """For `lab check`: what will be served (the default run when none is given)."""
+    return source.plan("TorchServe serves the detectors of", cfg.run, detector=True)
+
+
 def run(cfg: Config, ctx: Run) -> None:
+    torchserve.java_check()
     run_dir, meta, summary = read_run(cfg.run)
     detector = cfg.detector or meta["best"]
     if detector not in meta["detectors"]:
@@ -118,13 +129,14 @@ def finish(cfg: Config, ctx: Run, run_dir: Path, meta: dict, serve_meta: dict, s
     ctx.write_summary(summary)
     what = "a PCM WAV file" if meta["kind"] == "voice" else "an image file (PNG, JPEG, ...)"
     curl = (f"curl -s -H \"Authorization: Bearer $(jq -r .inference.key {e['key_file']})\" "
-            f"-H 'Content-Type: application/octet-stream' --data-binary @FILE {e['predict']}")
+            f"--data-binary @FILE {e['predict']}")
     ctx.write_report(
         f"# Deepfake {meta['kind']} detector served with TorchServe\n\nRun: `{run_dir}`; detectors: {', '.join(meta['detectors'])}; "
         f"`score`/`label` from `{serve_meta['detector']}` (threshold {serve_meta['threshold']}).\n\n"
-        f"- predict: `POST {e['predict']}` with {what} as the body (`Content-Type: application/octet-stream`) and "
-        f"`Authorization: Bearer <inference key>`; answer `{{\"score\", \"label\", \"detector\", \"scores\", \"kind\"}}`\n"
-        f"- token authorization: on; keys in `{e['key_file']}`\n- files over {serve_meta['max_bytes']} bytes, empty, "
+        f"- predict: `POST {e['predict']}` with {what} as the body (any Content-Type but multipart/form-data is read as "
+        f"the file's bytes) and `Authorization: Bearer <inference key>`; answer "
+        f"`{{\"score\", \"label\", \"detector\", \"scores\", \"kind\"}}`\n"
+        f"- token authorization: on; keys in `{e['key_file']}`; a missing or wrong token gets 401\n- files over {serve_meta['max_bytes']} bytes, empty, "
         f"or not {what} get a 400 with `{{\"error\": ...}}`\n- management {e['management']}, metrics {e['metrics']}; ready in {e.get('ready_s')} s\n\n"
         f"Example: `{curl}`\n\n" + (f"## Smoke test: the run's example files\n\n{markdown_table(smoke)}" if smoke else ""))
     print(f"TorchServe ready in {e['ready_s']}s: deepfake {meta['kind']} detector '{serve_meta['detector']}' "

@@ -143,7 +143,28 @@ def run(cfg: Config, ctx) -> None:
         summary["video"] = recorder.save()
     ctx.write_summary(summary)
     ctx.write_report(report.arm_report(summary, plots, arm.joint_names))
-    report.print_summary(summary, ctx.dir)
+    report.print_summary(summary)
+
+
+def check(cfg: Config) -> list[str]:
+    """For `lab check`: the settings, and the task (unless --llm writes it at run time)."""
+    from labcli.sims.tasks import parse_task
+
+    try:
+        check_config(cfg)
+        if not cfg.llm:
+            parse_task(cfg.task, 7 if cfg.robot == "franka" else 6)
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
+def plan(cfg: Config) -> str:
+    """For `lab check`: what the run will do."""
+    controller = "computed-torque control" if cfg.computed_torque else "PID" + (" with feed-forward" if cfg.feedforward else "")
+    task = f"a task written by {cfg.llm} from '{cfg.task}'" if cfg.llm else f"'{cfg.task}'"
+    extras = [x for x, on in (("a gain search first", cfg.tune), (f"a {cfg.render.format} video", cfg.video)) if on]
+    return f"{cfg.robot}, {controller} at {cfg.rate:g} Hz: {task}" + (f"; {' and '.join(extras)}" if extras else "")
 
 
 def check_config(cfg: Config) -> None:

@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from labcli.kernels import runtime  # noqa: E402
+from labcli.kernels import runtime  # noqa: E402,F401  (sets TRITON_INTERPRET without a GPU)
 
 TINY = ["--seq-lens", "[64]", "--head-dims", "[64]", "--causal", "[true]", "--nf4-shapes", "[[64,128]]",
         "--nf4-batches", "[1]", "--memory-seq-lens", "[256,512,1024]", "--compile-arch", "0"]
