@@ -6,9 +6,9 @@ splits only (a test question never becomes training text, even for another task)
 
 | source | what | licence |
 | --- | --- | --- |
-| `gsm8k` | GSM8K train questions (labcli/reasoning/data/gsm8k) | MIT |
-| `strategyqa` | StrategyQA train questions (labcli/reasoning/data/strategyqa) | MIT |
-| `sms` | SMS Spam Collection, the non-spam ("ham") messages (labcli/reasoning/data/sms_spam) | CC BY 4.0 |
+| `gsm8k` | GSM8K train questions (labcli/data/gsm8k) | MIT |
+| `strategyqa` | StrategyQA train questions (labcli/data/strategyqa) | MIT |
+| `sms` | SMS Spam Collection, the non-spam ("ham") messages (labcli/data/sms_spam) | CC BY 4.0 |
 
 ARC (CC BY-SA 4.0, share-alike) is left out. Held-out (dev/test) pairs are never included: the
 test sentences' English and Newari sides stay unseen until they are scored.
@@ -39,13 +39,14 @@ def extra_english(name: str) -> list[str]:
 
 
 def extra_english_uncached(name: str) -> list[str]:
-    from labcli.reasoning.tasks import DATA, load_task
+    from labcli.data import sms_spam
+    from labcli.reasoning.tasks import load_task
 
     if name in ("gsm8k", "strategyqa"):
         return [ex.question for ex in load_task(name, "train")]
     if name == "sms":
-        lines = (DATA / "sms_spam" / "SMSSpamCollection.tsv").read_text(encoding="utf-8").splitlines()
-        return list(dict.fromkeys(text for label, _, text in (line.partition("\t") for line in lines) if label == "ham"))
+        texts, labels = sms_spam.read()  # distinct texts, file order
+        return [text for text, label in zip(texts, labels) if label == 0]
     raise ValueError(f"unknown English source {name}")
 
 
