@@ -78,6 +78,8 @@ class Config(RecipeConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the training loss")
     compare_random_base: bool = Field(True, description=f"--method all on a pretrained preset: also QLoRA on "
                                                         f"{RANDOM_BASE} (random init) for comparison")
+    jobs: int = Field(1, ge=1, description="--method all: sub-runs at once (each its own process; their wall times "
+                                           "then share the CPU)")
     eval: EvalSettings = EvalSettings()
     eval_only: bool = Field(False, description="Only re-score the model of --run DIR")
     run: str | None = Field(None, description="A finished run folder (with --eval-only, or for serving)")
@@ -408,20 +410,21 @@ def evaluate_run(cfg: Config, ctx: Run) -> None:
 def run_all(cfg: Config, ctx: Run) -> None:
     """Each method in its own process (honest peak memory), then one comparison table and chart."""
     from labcli.eval import plots
-    from labcli.models.presets import PRETRAINED
+    from labcli.models.presets import PRETRAINED, pretrained_base
 
     plan = [(m, m, []) for m in METHODS]
+    if cfg.model in PRETRAINED:  # built here once, so sub-runs running at once never build it together
+        pretrained_base(cfg.model, pretrain_overrides(cfg, load_splits(cfg)[0]), f"base model {cfg.model}")
     if cfg.compare_random_base and cfg.model in PRETRAINED:
         plan.append(("qlora-random-base", "qlora", [f"model={PRETRAINED[cfg.model][0]}"]))
-    summaries = {}
-    for name, method, extra in plan:
-        sub = ctx.dir / name
-        if not (sub / "summary.json").exists():
-            cmd = [sys.executable, "-m", "labcli", "finetune", "--config", str(ctx.path("config.yaml")),
-                   f"method={method}", *extra, "--output", str(sub)] + (["--resume", "auto"] if ctx.resume_from else [])
-            if subprocess.call(cmd) != 0:
-                raise UserError(f"the {name} sub-run failed (see above)", f"fix it, then rerun with --resume auto --output {ctx.dir}")
-        summaries[name] = json.loads((sub / "summary.json").read_text())
+    todo = [(name, [sys.executable, "-m", "labcli", "finetune", "--config", str(ctx.path("config.yaml")), f"method={method}",
+                    *extra, "--output", str(ctx.dir / name)] + (["--resume", "auto"] if ctx.resume_from else []))
+            for name, method, extra in plan if not (ctx.dir / name / "summary.json").exists()]
+    failed = run_sub_runs(todo, cfg.jobs)
+    if failed:
+        raise UserError(f"the {', '.join(failed)} sub-run(s) failed (see above)",
+                        f"fix it, then rerun with --resume auto --output {ctx.dir}")
+    summaries = {name: json.loads((ctx.dir / name / "summary.json").read_text()) for name, _, _ in plan}
     rows = comparison_rows(cfg, summaries)
     chart = {d: {r["row"]: r[f"chrF++ {d}"] for r in rows} for d in domains_of(summaries["full"])}
     plots.bars(chart, ctx.path("chrf_by_domain.png"), f"{cfg.eval.split} chrF++ by domain (greedy)", "chrF++")
@@ -431,6 +434,22 @@ def run_all(cfg: Config, ctx: Run) -> None:
     ctx.write_report(f"# lab finetune newari --method all\n\nBase `{cfg.model}`; {SILVER}\n\n{ROWS_NOTE}\n\n{table}\n\n"
                      f"![chrF++ by domain](chrf_by_domain.png)\n")
     print(table)
+
+
+def run_sub_runs(todo: list[tuple[str, list[str]]], jobs: int) -> list[str]:
+    """Run the (name, command) sub-runs, at most `jobs` at once; the names of those that failed."""
+    import time
+
+    failed, running, waiting = [], [], list(todo)
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            name, cmd = waiting.pop(0)
+            running.append((name, subprocess.Popen(cmd)))
+        time.sleep(0.2)
+        for name, proc in [r for r in running if r[1].poll() is not None]:
+            running.remove((name, proc))
+            failed += [name] if proc.returncode != 0 else []
+    return failed
 
 
 SILVER = ("Data: the shipped English-Newari corpus, split 80/10/10 by a hash of the English side; the lexicon and UI "

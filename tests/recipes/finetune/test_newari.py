@@ -75,3 +75,19 @@ def test_bad_tsv_is_one_line_and_leaves_no_run(lab_main, tmp_path, content, mess
     proc = lab_main("finetune", "newari", "--data", "bad.tsv", *FAST)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_sub_runs_run_at_most_jobs_at_once_and_failures_are_named(tmp_path):
+    import sys
+
+    from labcli.recipes.finetune.newari import run_sub_runs
+
+    # each sub-run records how many were running when it started (a file per running process)
+    script = ("import os, sys, time; d = sys.argv[1]; open(os.path.join(d, sys.argv[2]), 'w').close(); "
+              "n = len(os.listdir(d)); time.sleep(0.1); os.remove(os.path.join(d, sys.argv[2])); "
+              "print(n, file=open(os.path.join(d, '..', sys.argv[2] + '.n'), 'w')); sys.exit(sys.argv[2] == 'bad')")
+    (tmp_path / "live").mkdir()
+    todo = [(name, [sys.executable, "-c", script, str(tmp_path / "live"), name]) for name in ("a", "b", "bad", "c")]
+    assert run_sub_runs(todo, 2) == ["bad"]
+    seen = [int((tmp_path / f"{name}.n").read_text()) for name in ("a", "b", "bad", "c")]
+    assert max(seen) <= 2, seen  # a, b, bad and c all ran, never more than two at once
