@@ -16,7 +16,7 @@ def test_method_all_runs_each_method_and_compares(run_lab, tmp_path):
     """--method all: full, LoRA and QLoRA on the pretrained base, and QLoRA on the random-init base, each
     train a few steps in their own process; one table with the dictionary baseline on the same sentences."""
     out = tmp_path / "all"
-    table = run_lab("finetune", "newari", "--method", "all", *FAST, "--output", str(out)).stdout
+    table = run_lab("finetune", "newari", "--method", "all", *FAST, "jobs=2", "--output", str(out)).stdout
     for name in ("full", "lora", "qlora", "qlora-random-base"):
         s = json.loads((out / name / "summary.json").read_text())
         method = name.split("-")[0]
