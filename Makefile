@@ -30,13 +30,17 @@ demo: install
 	$(LAB) env --short
 	$(LAB) finetune newari --method qlora
 
-# The whole suite (what CI runs).
+# The whole suite (what CI runs). Tests run one torch thread each (tests/conftest.py), so two
+# pytest-xdist workers use both cores of a 2-core machine; a file stays on one worker (its
+# module fixtures are built once). Set PYTEST_WORKERS=1 for one process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 test: install
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 # Everything but the real end-to-end runs (marked slow): a few minutes.
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) .venv-triton runs .pytest_cache

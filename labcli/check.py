@@ -6,7 +6,8 @@ ports it listens on, what it supports (`--resume`, `--nproc`), the optional part
 Triton environment, Java, audio packages, EGL) and what it builds first. Prints one line per problem
 with its fix and exits 2, or prints "ok" and what the run will do.
 
-A recipe module can add its own checks with `check(cfg) -> list[str]` (each "WHAT (hint: FIX)"),
+A recipe module can add its own checks with `check(cfg) -> list[str]` (each "WHAT (hint: FIX)"; a
+check that raises UserError reports that one problem, so `check` can simply call the recipe's validation),
 describe the run with `plan(cfg) -> str`, and name what it needs with `NEEDS = ["java", ...]`.
 """
 
@@ -165,7 +166,10 @@ def check(verb: str, recipe: str | None, config: Path | None, extra: list[str], 
             problems += check_port(key, value)
     problems += check_needs(list(getattr(module, "NEEDS", [])))
     if hasattr(module, "check"):
-        problems += list(module.check(cfg))
+        try:
+            problems += list(module.check(cfg) or [])
+        except UserError as exc:
+            problems.append(str(exc))
     notes.append(module.plan(cfg) if hasattr(module, "plan") else default_plan(cfg))
     return problems, notes
 

@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 
 VERB_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+COMMAND_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}  # overrides pass through; --help is theirs
 
 COMMON_HELP = """
 Options shared by every verb:
@@ -145,7 +146,7 @@ def serve_stop(name: str = typer.Option("", "--name", help="Server to stop, as p
     stop_servers(name)
 
 
-@app.command("check", context_settings=VERB_SETTINGS)
+@app.command("check", context_settings=COMMAND_SETTINGS)
 def check(
     ctx: typer.Context,
     verb: str = typer.Argument(..., help="The verb, e.g. finetune."),
@@ -177,7 +178,7 @@ def check(
     typer.echo(f"ok: lab {verb} {recipe or ''} is ready to run".replace("  ", " "))
 
 
-@app.command("launch", context_settings=VERB_SETTINGS)
+@app.command("launch", context_settings=COMMAND_SETTINGS)
 def launch(
     ctx: typer.Context,
     kind: str = typer.Argument(..., help="slurm, k8s or ray"),
@@ -248,13 +249,12 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted (resume with --resume auto)", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # click usage errors and friends (typer vendors its own click: match by name)
+        if any(cls.__name__ == "ClickException" for cls in type(exc).__mro__):
             if debug:
                 raise
-            typer.echo(f"error: {exc.format_message()} (hint: see `lab --help`)", err=True)
+            where = getattr(getattr(exc, "ctx", None), "command_path", None) or "lab"
+            typer.echo(f"error: {exc.format_message()} (hint: see `{where} --help`)", err=True)
             sys.exit(2)
         raise
 

@@ -242,6 +242,37 @@ class Run:
         return Run(self.root / name, self.verb, recipe or f"{self.recipe}:{name}", cfg if cfg is not None else self.cfg,
                    resume_from)
 
+    def cell(self, name: str, compute: Callable[[], Any], settings: Any = None) -> Any:
+        """One cell of a bench (one technique, one seed, ...), kept once it finishes.
+
+        The result of `compute()` (JSON-able) is saved in RUN/cells/NAME.json with the settings it
+        ran under (default: the whole config), and checkpoints/step-<cells kept>/ marks progress, so
+        a killed bench continued with `--resume auto` reuses the finished cells and runs the rest."""
+        kept = self.kept(name, settings)
+        if kept is not None:
+            return kept
+        result = json.loads(json.dumps(compute(), default=_jsonable))  # the same types as a kept cell's
+        if is_rank0():
+            write_json(self.dir / "cells" / f"{name}.json", {"settings": self._cell_settings(settings), "result": result})
+            count = len(list((self.dir / "cells").glob("*.json")))
+            checkpoints = self.dir / "checkpoints"
+            replace_dir(checkpoints / f"step-{count:08d}", lambda tmp: write_text(tmp / "COMPLETE", f"{count} cells kept\n"))
+            for old in checkpoints.glob("step-*"):
+                if old.name != f"step-{count:08d}":
+                    shutil.rmtree(old, ignore_errors=True)
+        return result
+
+    def kept(self, name: str, settings: Any = None) -> Any:
+        """On a resumed run, cell NAME's saved result if it finished under these settings; else None."""
+        path = self.root / "cells" / f"{name}.json"
+        if self.resume_from is None or not path.exists():
+            return None
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return saved["result"] if saved.get("settings") == self._cell_settings(settings) else None
+
+    def _cell_settings(self, settings: Any) -> Any:
+        return json.loads(json.dumps(self.cfg.model_dump(mode="json") if settings is None else settings, default=_jsonable))
+
     @property
     def dir(self) -> Path:
         """The run folder, made (with config.yaml) the first time anything asks for it."""

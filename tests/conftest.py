@@ -47,17 +47,35 @@ def lab_home(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def run_lab(lab_home, tmp_path):
-    """Run the real `lab` entry point in a subprocess; returns CompletedProcess (text)."""
+    """Run the real `lab` entry point in a subprocess as a user types it: from a scratch folder, with
+    the default relative run folder (./runs, no LAB_RUNS). Returns CompletedProcess (text). A recipe
+    run that exits 0 must have said where its results went (`run folder: runs/...` without
+    --output), the check issue 24's walk asks of every run."""
 
     def _run(*args: str, env: dict | None = None, check: bool = True, timeout: int = 900):
-        full_env = {**os.environ, "LAB_HOME": str(lab_home), "LAB_RUNS": str(tmp_path / "runs"), **(env or {})}
+        full_env = {**os.environ, "LAB_HOME": str(lab_home), **(env or {})}
+        if not (env and "LAB_RUNS" in env):
+            full_env.pop("LAB_RUNS", None)
         proc = subprocess.run([sys.executable, "-m", "labcli", *args], capture_output=True, text=True,
                               env=full_env, cwd=tmp_path, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"lab {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        if check and is_recipe_run(args):
+            folders = [line[len("run folder: "):] for line in proc.stdout.splitlines() if line.startswith("run folder: ")]
+            assert folders, f"lab {' '.join(args)} never printed its run folder\n{proc.stdout[-2000:]}"
+            assert any(a.startswith("--output") for a in args) or folders[-1].startswith("runs/"), folders
         return proc
 
     return _run
+
+
+def is_recipe_run(args) -> bool:
+    """`lab VERB RECIPE ...` that runs an experiment (not --help, lab check, or a plain command)."""
+    from labcli import registry
+
+    if len(args) < 2 or args[0] not in registry.VERBS or "--help" in args or "-h" in args:
+        return False
+    return any(r.name == args[1] for r in registry.recipes_for(args[0]))
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ line and leave nothing on disk, --config overlays a recipe, recipes refuse what 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -131,3 +133,25 @@ def test_env_reports_versions_and_paths(run_lab):
     out = run_lab("env").stdout
     for needle in ("torch", "transformers", "bitsandbytes", "bitsandbytes 4-bit", "Triton", "CUDA", "MuJoCo"):
         assert needle in out
+
+
+@pytest.mark.parametrize("argv", [["launch", "slurm"], ["nosuch"], ["export", "space"]])
+def test_usage_errors_are_one_line_without_traceback(lab_main, argv):
+    """Typer vendors its own click; its usage errors still become `error: ... (hint: ...)`, exit 2."""
+    proc = lab_main(*argv)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--help`" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["launch", "--help"], ["export", "space", "--help"], ["serve", "stop", "--help"], ["check", "--help"]])
+def test_plain_commands_have_help(lab_main, argv):
+    proc = lab_main(*argv)
+    assert proc.returncode == 0 and "Usage" in proc.stdout
+
+
+def test_readme_recipe_table_is_lab_ls(lab_main):
+    """README's table of verbs and recipes is `lab ls --markdown`, verbatim: a new or renamed recipe
+    shows up in the README (`python -m labcli.devtools.readme` rewrites the block)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- lab ls --markdown -->\n", 1)[1].split("<!-- end lab ls -->", 1)[0]
+    assert block == lab_main("ls", "--markdown").stdout

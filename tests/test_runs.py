@@ -100,3 +100,22 @@ def test_prerequisite_is_built_once_and_a_broken_cache_is_rebuilt(lab_home, caps
     (first / "summary.json").unlink()
     assert runs.prerequisite(args[0], args[1], args[2:], "broken") == first and len(calls) == 2
     assert (first / "summary.json").exists()
+
+
+def test_a_bench_cell_is_kept_and_reused_only_under_the_same_settings(tmp_path):
+    """ctx.cell: a finished cell survives a kill; `--resume auto` finds the run and skips the cell,
+    unless the settings it ran under differ (then it runs again)."""
+    from labcli.config import RecipeConfig
+
+    cfg, calls = RecipeConfig(seed=3), []
+    first = runs.Run(tmp_path / "bench", "bench", "x", cfg)
+    assert first.cell("a", lambda: calls.append("a") or {"v": (1, 2)}) == {"v": [1, 2]}  # JSON types, as when kept
+    ckpt = runs.latest_checkpoint(tmp_path / "bench")
+    assert ckpt is not None and (ckpt / "COMPLETE").exists()
+    resumed = runs.Run(tmp_path / "bench", "bench", "x", cfg, resume_from=ckpt)
+    assert resumed.cell("a", lambda: calls.append("again") or {}) == {"v": [1, 2]} and calls == ["a"]
+    assert resumed.kept("a", settings={"frames": 1}) is None and resumed.kept("b") is None
+    changed = runs.Run(tmp_path / "bench", "bench", "x", RecipeConfig(seed=4), resume_from=ckpt)
+    assert changed.cell("a", lambda: calls.append("changed") or {"v": 0}) == {"v": 0} and calls[-1] == "changed"
+    fresh = runs.Run(tmp_path / "bench", "bench", "x", cfg)  # not resumed: every cell runs
+    assert fresh.kept("a") is None

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from labcli.eval.profiler import quiet_kineto
+
 WINDOW = "lab::measured-step"
 
 
@@ -111,7 +113,7 @@ def measure(plan_data: dict, run_dir, steps: int = 3) -> dict:
     baseline = storages(model)
     window = StepWindow(2)
     run = Run(Path(run_dir), "profile", "memory-measure", RecipeConfig())
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_kineto(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         train(model, train_set, collate_lm, cfg.train, run, seed=0, device=torch.device("cpu"), callbacks=[window],
               progress=False)
     peak, start = peak_in_window(prof.profiler.kineto_results.events(), baseline)

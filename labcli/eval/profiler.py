@@ -6,11 +6,37 @@ the engine marks each phase of a step with `lab::NAME` spans that the trace show
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
 from labcli import runs
+
+KINETO_NOISE = ("USDT:", "STAGE:")  # libkineto's C++ start/stop lines; no log level silences USDT
+
+
+@contextlib.contextmanager
+def quiet_kineto():
+    """Drop libkineto's `USDT:`/`STAGE:` lines that it writes straight to file descriptor 2 when a
+    profiler starts and stops; every other line written to stderr meanwhile is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith(KINETO_NOISE)]
+            sys.stderr.write("".join(kept))
 
 
 class StepProfiler:
@@ -25,13 +51,15 @@ class StepProfiler:
 
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
             self.prof = profile(activities=acts, record_shapes=True, profile_memory=True)
-            self.prof.__enter__()
+            with quiet_kineto():
+                self.prof.__enter__()
 
     def after_step(self, i: int) -> None:
         if self.prof is None or i != self.steps:
             return
 
-        self.prof.__exit__(None, None, None)
+        with quiet_kineto():
+            self.prof.__exit__(None, None, None)
         self.folder.mkdir(parents=True, exist_ok=True)
         runs.write_with(self.folder / "trace.json", self.prof.export_chrome_trace)
         sort = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE = -100
+from labcli.data.text import IGNORE, padded_collate
 
 
 @dataclass
@@ -62,21 +62,8 @@ class Translator:
         return {"input_ids": prompt_ids + target_ids, "labels": [IGNORE] * len(prompt_ids) + target_ids}
 
     def collate(self, examples: list[dict]) -> dict:
-        pad = self.tok.pad_token_id
-        width = max(len(e["input_ids"]) for e in examples)
-        ids = torch.full((len(examples), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(examples), width), dtype=torch.long)
-        if self.task == "seq2seq":
-            lw = max(len(e["labels"]) for e in examples)
-            labels = torch.full((len(examples), lw), IGNORE, dtype=torch.long)
-        else:
-            labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-        for i, e in enumerate(examples):
-            n = len(e["input_ids"])
-            ids[i, :n] = torch.tensor(e["input_ids"])  # right padding for training
-            mask[i, :n] = 1
-            labels[i, : len(e["labels"])] = torch.tensor(e["labels"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        """Right-padded batches for training, labels padded with IGNORE (data.text.padded_collate)."""
+        return padded_collate(self.tok.pad_token_id)(examples)
 
     def generation_kwargs(self, num_beams: int, no_repeat_ngram_size: int | None = None) -> dict:
         nr = self.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size

@@ -138,6 +138,7 @@ def export_graphs(folder: Path, task: str, model, tokenizer) -> None:
     import logging
     import warnings
 
+    import onnx
     import torch
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -150,7 +151,10 @@ def export_graphs(folder: Path, task: str, model, tokenizer) -> None:
             warnings.simplefilter("ignore")
             program = torch.onnx.export(module, args, dynamo=True, input_names=inputs, output_names=[name.split(".")[0] + "_out"],
                                         dynamic_shapes=shapes, verbose=False)
-        program.save(str(folder / name))
+        # onnx.save_model rather than program.save: the latter goes through onnx_ir.save, whose
+        # signature differs between onnx-ir releases (a fresh install once failed on it).
+        big = sum(p.numel() * p.element_size() for p in module.parameters()) > 1 << 30  # protobuf caps a file at 2 GB
+        onnx.save_model(program.model_proto, str(folder / name), save_as_external_data=big)
 
     EncoderLogits, DecoderLogits, CausalLogits = wrappers()
     with last_position_head(model):

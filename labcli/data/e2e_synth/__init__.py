@@ -128,19 +128,3 @@ def finetune_examples(examples: list[Example], tokenizer) -> list[dict]:
             t = tokenizer(" " + ref, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             out.append({"input_ids": torch.tensor(p + t), "labels": torch.tensor([-100] * len(p) + t)})
     return out
-
-
-def collate(pad_id: int):
-    """Right-padded batches of finetune_examples (labels padded with -100)."""
-
-    def fn(examples: list[dict]) -> dict:
-        n = max(len(e["input_ids"]) for e in examples)
-        ids = torch.full((len(examples), n), pad_id)
-        labels = torch.full((len(examples), n), -100)
-        mask = torch.zeros((len(examples), n), dtype=torch.long)
-        for i, e in enumerate(examples):
-            k = len(e["input_ids"])
-            ids[i, :k], labels[i, :k], mask[i, :k] = e["input_ids"], e["labels"], 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-    return fn

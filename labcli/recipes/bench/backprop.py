@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import gc
 import os
+import shutil
 from typing import Literal
 
 from pydantic import Field
@@ -21,6 +22,8 @@ from labcli.config import RecipeConfig
 from labcli.engine.trainer import TrainConfig
 from labcli.errors import UserError
 from labcli.runs import Run
+
+RESUMABLE = True  # finished cells are kept (ctx.cell); --resume auto runs the rest
 
 Technique = Literal["baseline", "hf-checkpointing", "ckpt-every-block", "ckpt-every-k", "ckpt-attention", "custom-mlp",
                     "offload-cpu"]
@@ -51,7 +54,9 @@ def parse(cfg: Config) -> tuple[list[int], list[str]]:
     return seq_lens, ["baseline"] + [t for t in chosen if t != "baseline"]
 
 
-def cell(cfg: Config, ctx: Run, base, blocks, seq: int, technique: str, ref: dict | None, device) -> tuple[dict, dict]:
+def cell(cfg: Config, ctx: Run, base, blocks, seq: int, technique: str, refs: dict, device) -> dict:
+    """One technique at one length: saved bytes, then the timed training run with the technique on.
+    refs[seq] holds the baseline's gradients, which every technique's are compared with."""
     from labcli.data.text import collate_lm
     from labcli.engine import backprop as bt
     from labcli.engine.trainer import train
@@ -61,7 +66,11 @@ def cell(cfg: Config, ctx: Run, base, blocks, seq: int, technique: str, ref: dic
     bt.apply(model, technique, cfg.every_k)
     batch = {k: v.to(device) for k, v in collate_lm(blocks[:cfg.train.batch_size]).items()}
     grads, saved, loss = bt.measure_grads(model, batch)
-    ref = ref or grads
+    if seq not in refs:  # the baseline ran in an earlier process (a resumed bench): measure its gradients again
+        plain = copy.deepcopy(base).to(device)
+        bt.apply(plain, "baseline", cfg.every_k)
+        refs[seq] = grads if technique == "baseline" else bt.measure_grads(plain, batch)[0]
+    shutil.rmtree(ctx.root / "cells" / f"seq{seq}-{technique}", ignore_errors=True)  # a killed attempt starts over
     run = ctx.sub(f"cells/seq{seq}-{technique}")
     counted = bt.CountingLoss(model)
     gc.collect()
@@ -79,10 +88,10 @@ def cell(cfg: Config, ctx: Run, base, blocks, seq: int, technique: str, ref: dic
               "peak_memory_mb": peak, "peak_growth_mb": peak - start,
               "step_ms": 1000 * tokens / speeds[-1] if speeds else None,  # the fastest step: least disturbed
               "step_ms_median": 1000 * tokens / speeds[len(speeds) // 2] if speeds else None,
-              "max_grad_diff": bt.max_grad_diff(grads, ref), "loss": loss}
+              "max_grad_diff": bt.max_grad_diff(grads, refs[seq]), "loss": loss}
     del model
     gc.collect()
-    return result, ref
+    return result
 
 
 def goals(rows: list[dict]) -> list[str]:
@@ -150,13 +159,9 @@ def report(cfg: Config, ctx: Run, rows: list[dict], info: dict) -> list[dict]:
     return table
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`: what `run` would refuse before loading anything, one line each."""
-    try:
-        parse(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """What `run` would refuse before loading anything (`lab check` reports the UserError raised)."""
+    parse(cfg)
 
 
 def run(cfg: Config, ctx: Run) -> None:
@@ -204,12 +209,11 @@ def run(cfg: Config, ctx: Run) -> None:
     with Progress(TextColumn("[bold]bench backprop"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), TimeElapsedColumn()) as bar:
         task = bar.add_task("", total=len(seq_lens) * len(techniques))
+        refs: dict[int, dict] = {}
         for seq in seq_lens:
-            ref = None
             for technique in techniques:
                 bar.update(task, description=f"seq {seq}: {technique}")
-                row, ref = cell(cfg, ctx, model, data[seq], seq, technique, ref, device)
-                rows.append(row)
+                rows.append(ctx.cell(f"seq{seq}-{technique}", lambda: cell(cfg, ctx, model, data[seq], seq, technique, refs, device)))
                 bar.update(task, advance=1)
     info["load_after"] = os.getloadavg()[0]
     table = report(cfg, ctx, rows, info)

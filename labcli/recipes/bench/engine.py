@@ -27,6 +27,7 @@ from labcli.engine.trainer import TrainConfig
 from labcli.errors import CheckFailed, UserError
 from labcli.runs import Run, set_threads
 
+RESUMABLE = True  # finished repeats are kept (ctx.cell); --resume auto runs the rest
 SIDES = ("lab engine", "HF Trainer")
 LOSS_TOLERANCE = 1e-4
 
@@ -50,13 +51,9 @@ def validate(cfg: Config) -> None:
                         "set train.eval_every=0 train.activation_checkpointing=false train.max_steps>=5")
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`: what `run` would refuse, one line each."""
-    try:
-        validate(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """What `run` would refuse (`lab check` reports the UserError raised)."""
+    validate(cfg)
 
 
 def run(cfg: Config, ctx: Run) -> None:
@@ -69,7 +66,7 @@ def run(cfg: Config, ctx: Run) -> None:
     load = [os.getloadavg()[0]]
     for r in range(cfg.repeats):
         for side in (SIDES if r % 2 == 0 else SIDES[::-1]):  # alternate who goes first
-            runs[side].append(call_side(cfg, ctx, side, r))
+            runs[side].append(ctx.cell(f"{side.replace(' ', '-')}-{r}", lambda: call_side(cfg, ctx, side, r)))
     load.append(os.getloadavg()[0])
     rows = summarize(runs, cfg)
     hardware = hardware_line()

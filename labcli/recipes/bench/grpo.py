@@ -30,6 +30,8 @@ from labcli.errors import UserError
 from labcli.reasoning.tasks import TASKS, ArithSettings
 from labcli.runs import Run
 
+RESUMABLE = True  # a finished side is kept (ctx.cell); --resume auto runs the other
+
 
 class BenchTrain(Section):
     """The training keys both sides honour."""
@@ -213,14 +215,16 @@ def in_own_processes(sides: list[str], cfg: Config, ctx: Run) -> dict:
 
     spawn = multiprocessing.get_context("spawn")
     if cfg.parallel:
-        with ProcessPoolExecutor(max_workers=len(sides), mp_context=spawn) as pool:
-            futures = {s: pool.submit(_side, s, cfg, ctx, torch.get_num_threads()) for s in sides}
-            return {s: f.result() for s, f in futures.items()}
-    results = {}
-    for s in sides:
+        def both() -> dict:
+            with ProcessPoolExecutor(max_workers=len(sides), mp_context=spawn) as pool:
+                futures = {s: pool.submit(_side, s, cfg, ctx, torch.get_num_threads()) for s in sides}
+                return {s: f.result() for s, f in futures.items()}
+        return ctx.cell("-".join(sides), both)
+
+    def one(s: str) -> dict:
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            results[s] = pool.submit(_side, s, cfg, ctx, torch.get_num_threads()).result()
-    return results
+            return pool.submit(_side, s, cfg, ctx, torch.get_num_threads()).result()
+    return {s: ctx.cell(s, lambda: one(s)) for s in sides}  # a finished side is kept for --resume auto
 
 
 def plan(cfg: Config) -> str:

@@ -18,6 +18,7 @@ from labcli.config import RecipeConfig
 from labcli.errors import UserError
 from labcli.runs import Run
 
+RESUMABLE = True  # each finished stage is kept (ctx.cell); --resume auto runs the rest
 DType = Literal["fp32", "fp16", "bf16"]
 GPU_NF4_SHAPES = [[4096, 14336], [14336, 4096], [4096, 4096]]  # Llama-3-8B MLP up/down and attention
 
@@ -117,27 +118,29 @@ def check(cfg: Config) -> list[str]:
 
 
 def run(cfg: Config, ctx: Run) -> None:
+    """Stage by stage; each finished stage is kept (ctx.cell), so --resume auto runs only the rest."""
     from labcli.kernels import bench, compile_check, runtime
 
     device, interpreted = pick_device(cfg)
     plan = resolve(cfg, device, interpreted)
     stage = _stages(ctx)
     with stage("attention") as log:
-        attention = bench.attention_rows(plan["batch"], plan["heads"], plan["seq_lens"], cfg.head_dims,
-                                           plan["dtypes"], cfg.causal, device, cfg.attention_impls, cfg.math_limit_gb)
+        attention = ctx.cell("attention", lambda: bench.attention_rows(
+            plan["batch"], plan["heads"], plan["seq_lens"], cfg.head_dims, plan["dtypes"], cfg.causal, device,
+            cfg.attention_impls, cfg.math_limit_gb))
         log(cells=len(attention))
     nf4_dtypes = [d for d in plan["dtypes"] if d in ("fp16", "bf16", "fp32")]
     with stage("nf4") as log:
-        dequant = bench.nf4_dequant_rows(plan["nf4_shapes"], nf4_dtypes, device)
-        matmul = bench.nf4_matmul_rows(plan["nf4_shapes"], nf4_dtypes, plan["nf4_batches"], device)
+        dequant = ctx.cell("nf4-dequantize", lambda: bench.nf4_dequant_rows(plan["nf4_shapes"], nf4_dtypes, device))
+        matmul = ctx.cell("nf4-matmul", lambda: bench.nf4_matmul_rows(plan["nf4_shapes"], nf4_dtypes, plan["nf4_batches"], device))
         log(cells=len(dequant) + len(matmul))
     with stage("memory") as log:
-        memory = bench.memory_rows(cfg.memory_seq_lens, cfg.memory_head_dim, cfg.memory_block, device)
+        memory = ctx.cell("memory", lambda: bench.memory_rows(cfg.memory_seq_lens, cfg.memory_head_dim, cfg.memory_block, device))
         log(cells=len(memory))
     compiled = []
     if interpreted and cfg.compile_arch:
         with stage(f"compile sm_{cfg.compile_arch}") as log:
-            compiled = compile_check.run_subprocess(cfg.compile_arch)
+            compiled = ctx.cell("compile", lambda: compile_check.run_subprocess(cfg.compile_arch))
             log(cells=len(compiled))
     summary = {"hardware": _hardware(device), "kernels": runtime.status(), "plan": plan,
                "attention": attention, "nf4_dequantize": dequant, "nf4_matmul": matmul, "memory": memory,

@@ -32,6 +32,7 @@ from labcli.engine.trainer import TrainConfig
 from labcli.errors import CheckFailed, UserError
 from labcli.runs import Run
 
+RESUMABLE = True  # finished cells are kept (ctx.cell); --resume auto runs the rest
 MULTI_PROCESS = True  # a ddp/fsdp cell is this recipe under --nproc N (the bench launches them itself)
 
 OptimizerName = Literal["adamw", "sgd", "bnb-adamw8bit", "bnb-paged-adamw", "bnb-paged-adamw8bit", "lab-paged-adamw"]
@@ -272,7 +273,7 @@ def cap_cells(cfg: Config, ctx: Run, advance) -> tuple[list[dict], float]:
     """AdamW without a cap, then AdamW and lab-paged-adamw under it; returns (cells, allowance MB)."""
     wide = {"width": cfg.memory_cap.width, "layers": cfg.memory_cap.layers,
             "train": {**cfg.train.model_dump(mode="json"), "max_steps": cfg.memory_cap.max_steps}}
-    reference = launch(cfg, ctx, "adamw", "single", "cap-adamw-uncapped", **wide)
+    reference = ctx.cell("cap-adamw-uncapped", lambda: launch(cfg, ctx, "adamw", "single", "cap-adamw-uncapped", **wide))
     advance("cap: adamw, no cap")
     if reference["status"] != "ok":
         return [reference], float("nan")
@@ -280,7 +281,7 @@ def cap_cells(cfg: Config, ctx: Run, advance) -> tuple[list[dict], float]:
         reference["data_peak_mb"] - reference["data_at_start_mb"] - reference["state_bytes"] / 2 / 2**20)
     cells = [{**reference, "capped": False}]
     for name in ("adamw", "lab-paged-adamw"):
-        cell = launch(cfg, ctx, name, "single", f"cap-{name}", worker_cap_mb=allowance, **wide)
+        cell = ctx.cell(f"cap-{name}", lambda: launch(cfg, ctx, name, "single", f"cap-{name}", worker_cap_mb=allowance, **wide))
         cells.append({**cell, "capped": True})
         advance(f"cap: {name} under the cap")
     for cell in cells:
@@ -425,15 +426,11 @@ def plot(cells: list[dict], ctx: Run) -> list[Path]:
     return out
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`: what `run` would refuse before starting a cell, one line each."""
-    try:
-        opts, _ = chosen(cfg)
-        if "lab-paged-adamw" in opts:
-            check_page_dir(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """What `run` would refuse before starting a cell (`lab check` reports the UserError raised)."""
+    opts, _ = chosen(cfg)
+    if "lab-paged-adamw" in opts:
+        check_page_dir(cfg)
 
 
 def run(cfg: Config, ctx: Run) -> None:
@@ -476,7 +473,7 @@ def run(cfg: Config, ctx: Run) -> None:
         for strategy in strategies:
             for name in opts:
                 bar.update(task, description=f"{strategy} / {name}")
-                cells.append(launch(cfg, ctx, name, strategy, f"{strategy}-{name}"))
+                cells.append(ctx.cell(f"{strategy}-{name}", lambda: launch(cfg, ctx, name, strategy, f"{strategy}-{name}")))
                 bar.update(task, advance=1)
         if with_cap:
             capped, allowance = cap_cells(cfg, ctx, lambda d: bar.update(task, description=d, advance=1))

@@ -137,13 +137,9 @@ def validate(cfg: Config) -> None:
         raise UserError("bench rl: a seed or an implementation is listed twice", "e.g. seeds=[0,1,2] implementations=[lab,sb3_matched]")
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`."""
-    try:
-        validate(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """What `run` would refuse (`lab check` reports the UserError raised)."""
+    validate(cfg)
 
 
 def plan(cfg: Config, todo: list | None = None) -> str:
@@ -162,27 +158,26 @@ def run(cfg: Config, ctx) -> None:
     validate(cfg)
     cells = [(impl, seed) for impl in cfg.implementations for seed in cfg.seeds]
     settings = cell_settings(cfg)
-    done = {cell: row for cell in cells if (row := finished_row(ctx, cell, settings)) is not None} if ctx.resume_from else {}
-    todo = [c for c in cells if c not in done]
-    kept = f"{len(done)} kept from {ctx.root}; " if ctx.resume_from else ""
+    done = sum(ctx.kept(cell_name(*cell), settings) is not None for cell in cells)
+    todo = [c for c in cells if ctx.kept(cell_name(*c), settings) is None]
+    kept = f"{done} kept from {ctx.root}; " if ctx.resume_from else ""
     print(f"bench rl: {kept}{plan(cfg, todo)}. A killed bench continues with --resume auto.", flush=True)
-    rows, load, finished = [], [os.getloadavg()[0]], len(done)
-    for impl, seed in cells:
-        if (impl, seed) in done:
-            rows.append(done[(impl, seed)])
-            continue
+    rows, load = [], [os.getloadavg()[0]]
+
+    def run_cell(impl: str, seed: int) -> dict:
         shutil.rmtree(ctx.root / cell_name(impl, seed), ignore_errors=True)  # a half-done cell starts over
         cell = ctx.sub(cell_name(impl, seed))
         start = time.perf_counter()
         RUNNERS[impl](cfg, seed, cell)
         row = cell_row(cfg, impl, seed, cell, time.perf_counter() - start)
-        cell.write_summary({**row, "settings": settings})
-        rows.append(row)
+        cell.write_summary(row)
         load.append(os.getloadavg()[0])
-        finished += 1
-        mark_progress(ctx, finished, len(cells))
         print(f"{impl} seed {seed}: frames to {cfg.threshold}: {row['frames_to_threshold'] or 'not reached'}, "
               f"final return {row['final_return']}, {row['wall_time_s']:.0f} s")
+        return row
+
+    for impl, seed in cells:
+        rows.append(ctx.cell(cell_name(impl, seed), lambda: run_cell(impl, seed), settings))
     table = aggregate(rows, cfg)
     hardware = hardware_line()
     load_range = [round(min(load), 2), round(max(load), 2)]
@@ -201,31 +196,6 @@ def cell_name(impl: str, seed: int) -> str:
 def cell_settings(cfg: Config) -> dict:
     """What a kept cell must have been run with to count on resume."""
     return {"env": cfg.env, "frames": cfg.frames, "threshold": cfg.threshold, "ppo": cfg.ppo.model_dump(), "zoo": ZOO}
-
-
-def finished_row(ctx, cell: tuple[str, int], settings: dict) -> dict | None:
-    import json
-
-    path = ctx.root / cell_name(*cell) / "summary.json"
-    if not path.exists():
-        return None
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    return None if saved.pop("settings", None) != settings else saved
-
-
-def mark_progress(ctx, finished: int, total: int) -> None:
-    """checkpoints/step-<finished cells>/: what `--resume auto` looks for; the cells' own summaries are the state."""
-    from labcli import runs
-
-    folder = ctx.dir / "checkpoints"
-
-    def write(tmp):
-        runs.write_text(tmp / "COMPLETE", f"{finished} of {total} cells finished\n")
-
-    runs.replace_dir(folder / f"step-{finished:08d}", write)
-    for old in folder.glob("step-*"):
-        if old.name != f"step-{finished:08d}":
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def cell_row(cfg: Config, impl: str, seed: int, cell, wall: float) -> dict:

@@ -31,6 +31,7 @@ from labcli.serving.export import SAMPLE_TEXTS
 from labcli.serving.loadtest import closed_loop
 from labcli.serving.source import resolve
 
+RESUMABLE = True  # measured load-test cells are kept (ctx.cell); --resume auto restarts the server, runs the rest
 # English prompts cycled by the clients (the Newari translator's input side).
 PROMPTS = SAMPLE_TEXTS + ["good morning", "see you tomorrow", "what is your name", "the river is cold", "i like tea"]
 Protocol = Literal["grpc", "http", "http-direct"]
@@ -109,20 +110,27 @@ def triton_cells(cfg: Config, source, ctx: Run) -> list[dict]:
 
     cells = []
     try:
-        for r, on, c, protocol in track(cells_order(cfg, cfg.protocols, cfg.batching), description="load test", transient=True):
+        def measure(r: int, on: bool, c: int, protocol: str) -> dict:
             before = {}
             cell = closed_loop(client_factory(protocol), send_to(models[on]), c, cfg.requests, cfg.max_seconds,
                                at_start=lambda model=models[on], before=before: before.update(batch_counts(e["metrics"], model)))
             after = batch_counts(e["metrics"], models[on])
             inputs, runs_ = (after[k] - before[k] for k in ("inference_count", "inference_exec_count"))
-            cells.append({"protocol": protocol, "batching": on, "repeat": r, **cell,
-                          "mean_batch": round(inputs / runs_, 2) if runs_ else None})
+            return {"protocol": protocol, "batching": on, "repeat": r, **cell, "mean_batch": round(inputs / runs_, 2) if runs_ else None}
+
+        for r, on, c, protocol in track(cells_order(cfg, cfg.protocols, cfg.batching), description="load test", transient=True):
+            cells.append(ctx.cell(cell_name(protocol, on, c, r), lambda: measure(r, on, c, protocol)))
         if "grpc" in shared:
             shared["grpc"].close()  # HTTP clients belong to their (finished) threads and close when collected
     finally:
         if not process.stop_server(server):
             raise UserError(f"bench: Triton (pgid {server.pgid}) left processes behind", "kill them by hand")
     return cells
+
+
+def cell_name(protocol: str, batching: bool, clients: int, repeat: int) -> str:
+    """A load-test cell, kept once measured (ctx.cell): a resumed bench restarts the server and runs the rest."""
+    return f"{protocol}-{'batch' if batching else 'nobatch'}-c{clients}-r{repeat}"
 
 
 def torchserve_cells(cfg: Config, source, ctx: Run) -> list[dict]:
@@ -150,8 +158,9 @@ def torchserve_cells(cfg: Config, source, ctx: Run) -> list[dict]:
 
         try:
             for r, _, c, protocol in track(cells_order(cfg, ["torchserve-http"], [on]), description=f"batching {on}", transient=True):
-                cells.append({"protocol": protocol, "batching": on, "repeat": r,
-                              **closed_loop(lambda: None, send, c, cfg.requests, cfg.max_seconds), "mean_batch": None})
+                cells.append(ctx.cell(cell_name(protocol, on, c, r), lambda: {
+                    "protocol": protocol, "batching": on, "repeat": r,
+                    **closed_loop(lambda: None, send, c, cfg.requests, cfg.max_seconds), "mean_batch": None}))
         finally:
             if not process.stop_server(server):
                 raise UserError(f"bench: TorchServe (pgid {server.pgid}) left processes behind", "kill them by hand")

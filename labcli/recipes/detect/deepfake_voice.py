@@ -74,13 +74,9 @@ def check_tools(cfg: Config) -> None:
         raise UserError("librosa is not installed (mel Griffin-Lim fakes and CQCC features need it)", "pip install 'librosa>=0.10'")
 
 
-def check(cfg: Config) -> list[str]:
-    """What `lab check detect deepfake-voice` reports before a run: missing tools and bad split settings."""
-    try:
-        check_tools(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """Missing tools and bad split settings, before a run (`lab check` reports the UserError raised)."""
+    check_tools(cfg)
 
 
 def load_prompts(cfg: Config):

@@ -21,7 +21,6 @@ from labcli.engine.trainer import TrainConfig
 from labcli.errors import UserError
 from labcli.runs import Run
 
-SMS_SPAM = Path(__file__).parents[2] / "reasoning" / "data" / "sms_spam" / "SMSSpamCollection.tsv"
 KD_TASKS = ("sms-spam", "strategyqa")
 # BERT sizes: (layers, hidden, heads, feed-forward)
 SIZES = {"nano": (1, 32, 2, 64), "tiny": (2, 64, 2, 256), "mini": (4, 128, 4, 512), "small": (4, 256, 4, 1024),
@@ -51,12 +50,10 @@ class Config(RecipeConfig):
 def read_task(task: str, seed: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[str]]:
     """(train, test, label names); texts de-duplicated, split 80/20 with a fixed seed where there is no split."""
     if task == "sms-spam":
-        rows, seen = [], set()
-        for line in SMS_SPAM.read_text(encoding="utf-8").splitlines():
-            label, _, text = line.partition("\t")
-            if text and text not in seen:
-                seen.add(text)
-                rows.append((text, int(label == "spam")))
+        from labcli.data import sms_spam
+
+        texts, labels = sms_spam.read()
+        rows = [(text, int(label)) for text, label in zip(texts, labels)]
         random.Random(1234).shuffle(rows)
         cut = len(rows) * 4 // 5
         return rows[:cut], rows[cut:], ["ham", "spam"]

@@ -51,7 +51,10 @@ def run(cfg: Config, ctx: Run) -> None:
     phases = {p: op_ms(trained["ops"], f"lab::{p}", "cpu_total_ms") / cfg.steps for p in PHASES}
     step_ms = sum(phases[p] for p in ("forward", "backward", "optimizer"))
     decode = profile_generate(result.model, eval_set[0]["input_ids"][:cfg.prompt_tokens], cfg, ctx) if cfg.generate_tokens else None
-    summary = {"model": cfg.model, "method": cfg.method, **params, "profiled_steps": cfg.steps,
+    from labcli.eval.measure import hardware_line
+
+    summary = {"model": cfg.model, "method": cfg.method, "hardware": hardware_line(pick_device(cfg.device)),
+               **params, "profiled_steps": cfg.steps,
                "micro_batch_size": cfg.train.micro_batch_size, "block_size": cfg.block_size, "device": trained["device"],
                "phase_ms_per_step": {p: round(v, 3) for p, v in phases.items() if v}, "train_step_ms": round(step_ms, 3),
                "train_ops_ms": round(ops_ms(trained["ops"], cfg.steps), 3), "top_train_ops": top_ops(trained["ops"], cfg.top, cfg.steps), "peak_memory_mb": round(result.peak_memory_mb, 1)}
@@ -89,7 +92,7 @@ def profile_generate(model, prompt, cfg: Config, ctx: Run) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from labcli.eval.profiler import op_rows
+    from labcli.eval.profiler import op_rows, quiet_kineto
 
     device = next(model.parameters()).device
     ids = prompt.unsqueeze(0).to(device)
@@ -99,7 +102,7 @@ def profile_generate(model, prompt, cfg: Config, ctx: Run) -> dict:
     with torch.no_grad():
         model.generate(ids, **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=acts) as prof, record_function("lab::generate"):
+        with quiet_kineto(), profile(activities=acts) as prof, record_function("lab::generate"):
             out = model.generate(ids, **kwargs)
     new = out.shape[1] - ids.shape[1]
     runs.write_with(ctx.path("profile") / "generate_trace.json", prof.export_chrome_trace)
@@ -110,7 +113,7 @@ def profile_generate(model, prompt, cfg: Config, ctx: Run) -> dict:
 
 
 def report(s: dict) -> str:
-    lines = [f"# lab profile train: {s['model']} ({s['method']}) on {s['device']}", "",
+    lines = [f"# lab profile train: {s['model']} ({s['method']}) on {s['device']}", "", f"Hardware: {s['hardware']}.", "",
              f"{s['profiled_steps']} profiled training steps of {s['micro_batch_size']} x {s['block_size']} tokens; "
              f"trainable {s.get('trainable_params', '?')} of {s.get('total_params', '?')} parameters; peak memory "
              f"{s['peak_memory_mb']} MB. Traces: `profile/trace.json`, `profile/generate_trace.json` (ui.perfetto.dev).", "",

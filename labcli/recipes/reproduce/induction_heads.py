@@ -62,9 +62,8 @@ def check(cfg: Config) -> list[str]:
 def run(cfg: Config, ctx: Run) -> None:
     from labcli.errors import UserError
 
-    for problem in check(cfg):
-        what, hint = problem.rsplit(" (hint: ", 1)
-        raise UserError(what, hint.rstrip(")"))
+    if problems := check(cfg):
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     if cfg.run:
         analyse_run(cfg, ctx)
     else:

@@ -131,15 +131,14 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli import runs
     from labcli.data import e2e_synth
     from labcli.data.newari import read_all
-    from labcli.data.text import collate_lm, lm_blocks
+    from labcli.data.text import collate_lm, lm_blocks, padded_collate
     from labcli.engine.trainer import train
     from labcli.errors import UserError
     from labcli.models.peft_prep import parameter_report
     from labcli.models.tokenizer import train_tokenizer
 
-    for problem in check(cfg):
-        what, hint = problem.rsplit(" (hint: ", 1)
-        raise UserError(what, hint.rstrip(")"))
+    if problems := check(cfg):
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     runs.seed_everything(cfg.seed)
     split = e2e_synth.generate(cfg.train_mrs, cfg.dev_mrs, cfg.test_mrs, cfg.references, cfg.seed)
     train_mrs, scored_mrs = split.train, (split.test if cfg.bleu_on == "test" else split.dev)
@@ -160,7 +159,7 @@ def run(cfg: Config, ctx: Run) -> None:
     base = pre.model.eval()
     train_set = e2e_synth.finetune_examples(train_mrs, tokenizer)
     dev_set = e2e_synth.finetune_examples(split.dev, tokenizer)
-    collate = e2e_synth.collate(tokenizer.pad_token_id)
+    collate = padded_collate(tokenizer.pad_token_id)
     rows, merge_diff = [], None
     for arm in cfg.arms:
         model = with_method(base, arm, cfg.lora_alpha, cfg.seed)

@@ -102,9 +102,8 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.models.moe import TinyLM
     from labcli.models.tokenizer import train_tokenizer
 
-    for problem in check(cfg):
-        what, hint = problem.rsplit(" (hint: ", 1)
-        raise UserError(what, hint.rstrip(")"))
+    if problems := check(cfg):
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     runs.seed_everything(cfg.seed)
     english = sorted({r.en for r in read_all()})
     tokenizer = train_tokenizer(english, cfg.model.vocab_size)

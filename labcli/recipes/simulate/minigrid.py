@@ -47,13 +47,9 @@ def validate(cfg: Config) -> None:
         raise UserError(f"ppo.minibatch_size {cfg.ppo.minibatch_size} exceeds the rollout ({cfg.ppo.num_envs}x{cfg.ppo.num_steps})", "lower ppo.minibatch_size")
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`."""
-    try:
-        validate(cfg)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+def check(cfg: Config) -> None:
+    """What `run` would refuse (`lab check` reports the UserError raised)."""
+    validate(cfg)
 
 
 def plan(cfg: Config) -> str:

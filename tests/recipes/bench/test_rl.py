@@ -81,20 +81,6 @@ def test_bad_input_is_one_error(tmp_path, monkeypatch, args, needle):
     assert needle in lab_error(tmp_path, monkeypatch, *args)
 
 
-def test_a_kept_cell_counts_only_with_the_same_settings(tmp_path):
-    from labcli.recipes.bench import rl
-    from labcli.runs import Run
-
-    cfg = rl.Config()
-    ctx = Run(tmp_path / "bench", "bench", "rl", cfg)
-    settings = rl.cell_settings(cfg)
-    ctx.sub("lab-seed0").write_summary({"implementation": "lab", "seed": 0, "settings": settings})
-    assert rl.finished_row(ctx, ("lab", 0), settings) == {"implementation": "lab", "seed": 0}
-    assert rl.finished_row(ctx, ("lab", 1), settings) is None
-    other = rl.cell_settings(rl.Config(frames=40_000))
-    assert rl.finished_row(ctx, ("lab", 0), other) is None
-
-
 def test_plan_says_up_front_how_long_the_default_takes():
     from labcli.recipes.bench import rl
 
