@@ -191,9 +191,11 @@ def launch(
     image: str = typer.Option("python:3.11", "--image", help="k8s: a container image with lab installed."),
     partition: str = typer.Option("", "--partition", help="slurm: the partition."),
     cpu: bool = typer.Option(False, "--cpu", help="Ask for no GPUs (CPU processes)."),
+    pytorchjob: bool = typer.Option(False, "--pytorchjob", help="k8s: a Kubeflow Training Operator v1 PyTorchJob "
+                                                                "instead of a Trainer v2 TrainJob."),
 ) -> None:
-    """Write a cluster job file (sbatch script, Kubeflow TrainJob, Ray Train entry point) that runs
-    `lab VERB RECIPE ...` on NODES x GPUS processes under torchrun with c10d rendezvous."""
+    """Write a cluster job file (sbatch script, Kubeflow TrainJob or --pytorchjob PyTorchJob, Ray Train
+    entry point) that runs `lab VERB RECIPE ...` on NODES x GPUS processes under torchrun with c10d rendezvous."""
     from labcli.engine.launchers import Job, write_job
     from labcli.launch import flags_to_overrides
 
@@ -201,7 +203,10 @@ def launch(
     _, found = registry.load(verb, recipe, None, overrides)
     if nodes * gpus_per_node > 1 and not found.supports("nproc"):
         raise UserError(f"`lab {verb} {recipe}` runs in one process", "launch it with --nodes 1 --gpus-per-node 1")
-    job = Job(verb, found.name, overrides, nodes, gpus_per_node, run_dir, image=image, partition=partition, use_gpu=not cpu)
+    if pytorchjob and kind != "k8s":
+        raise UserError(f"--pytorchjob is a Kubernetes manifest, not a {kind} job", "use `lab launch k8s ... --pytorchjob`")
+    job = Job(verb, found.name, overrides, nodes, gpus_per_node, run_dir, image=image, partition=partition, use_gpu=not cpu,
+              pytorchjob=pytorchjob)
     path = write_job(kind, job, out)
     typer.echo(f"wrote {path}: lab {verb} {found.name} on {nodes}x{gpus_per_node} processes ({kind})")
 

@@ -12,6 +12,7 @@ replaced the same way (`replace_dir`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -167,7 +168,14 @@ VERSIONED = ("torch", "transformers", "peft", "bitsandbytes", "trl")
 
 
 def provenance() -> dict:
-    """lab's git commit (and whether the tree had uncommitted changes) and the key library versions."""
+    """lab's git commit (and whether the tree had uncommitted changes) and the key library versions,
+    read once per process: the first Run reads it when it starts, so a run that writes config.yaml
+    late still names the code it started with."""
+    return json.loads(json.dumps(_provenance()))
+
+
+@functools.lru_cache(maxsize=1)
+def _provenance() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     repo = Path(__file__).resolve().parents[1]
@@ -236,6 +244,7 @@ class Run:
         self.root, self.verb, self.recipe, self.cfg = Path(dir), verb, recipe, cfg
         self.resume_from = resume_from  # a checkpoint folder to continue from, or None
         self._created = (self.root / "config.yaml").exists()
+        provenance()  # the commit and versions at the start of the run (cached), not when config.yaml is written
 
     def sub(self, name: str, *, recipe: str | None = None, cfg: Any = None, resume_from: Path | None = None) -> "Run":
         """A run inside this one (one cell of a bench, one method of `--method all`): RUN/NAME/."""

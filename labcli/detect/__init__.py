@@ -3,5 +3,6 @@
 vision (MNIST CNN, training, FGSM/PGD/CW attacks, model file), backdoor (BadNets and its detectors), privacy
 (membership attacks, DP-SGD), voice / voice_fakes (audio features, detectors, synthetic fakes), image (patches,
 decoder fakes, spectral features, detectors), deepfake_store (saved detectors, what `lab serve detector` scores
-with), common (ROC metrics, plots, progress). Data sets live in labcli/data/<name>/.
+with), federated (Flower simulation: client splits, client rounds, strategies, attacks), explain (exact Shapley
+values, deletion curves, LIME stability), common (ROC metrics, plots, progress). Data sets live in labcli/data/<name>/.
 """

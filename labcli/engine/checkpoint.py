@@ -6,17 +6,28 @@ the resolved config. Everything but the weights is loaded with `weights_only=Tru
 (a LoRA/QLoRA base) are not stored: they are rebuilt from the model name, as at the start.
 A loop without an LR scheduler (the RL agents) passes `scheduler=None`; its own state (env
 frames, replay buffer, env replay records) goes in `extra`, plain data and tensors only.
+
+Under FSDP with several processes the weights and optimizer state are not gathered: each rank
+writes its own shards with torch.distributed.checkpoint (DCP) into `step-N/sharded/` (one
+`__R_0.distcp` file per rank plus `.metadata`), so no process ever holds the whole model, and a
+resume loads each rank's slice in place (DCP reshards when the process count changed). The
+Hugging Face 70B FSDP write-up hit exactly this: a full state dict gathered on rank 0 does not fit.
+`python -m torch.distributed.checkpoint.format_utils dcp_to_torch step-N/sharded out.pt`
+turns one into a single file.
 """
 
 from __future__ import annotations
 
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -49,6 +60,19 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return keep
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True when the parameters are DTensor shards over several processes (FSDP2)."""
+    _, size = world()
+    return size > 1 and any(type(p).__name__ == "DTensor" for p in model.parameters())
+
+
+def sharded_state(model: torch.nn.Module, optimizer) -> dict:
+    """This rank's shards of the trainable weights and of the optimizer state, for DCP."""
+    trainable = {n.removeprefix("module.") for n, p in model.named_parameters() if p.requires_grad}
+    weights = {n: t for n, t in get_model_state_dict(model).items() if n.removeprefix("module.") in trainable}
+    return {"model": weights, "optimizer": get_optimizer_state_dict(model, optimizer)}
+
+
 def rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
@@ -79,16 +103,22 @@ def save(folder: Path, step: int, model, optimizer, scheduler, extra: dict, conf
     rank, _ = world()
     final = Path(folder) / f"step-{step:08d}"
     tmp = Path(folder) / f".tmp-step-{step:08d}"
-    weights = trainable_state(model)
-    optim = get_optimizer_state_dict(model, optimizer, options=FULL)
+    sharded = is_sharded(model)
+    weights = optim = None
+    if not sharded:
+        weights = trainable_state(model)
+        optim = get_optimizer_state_dict(model, optimizer, options=FULL)
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    if sharded:  # every rank writes its own shards; the temp folder is shared (a shared filesystem across nodes)
+        dcp.save(sharded_state(model, optimizer), checkpoint_id=tmp / "sharded")
     if rank == 0:
-        save_file(weights, str(tmp / "model.safetensors"))
-        torch.save(optim, tmp / "optimizer.pt")
+        if not sharded:
+            save_file(weights, str(tmp / "model.safetensors"))
+            torch.save(optim, tmp / "optimizer.pt")
         scheduler_state = scheduler.state_dict() if scheduler is not None else None
         torch.save({"step": step, "scheduler": scheduler_state, **extra}, tmp / "state.pt")
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
@@ -107,23 +137,34 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
     """Restore a checkpoint into live objects (`scheduler` may be None); returns the saved extra state (step, ...)."""
     folder = Path(folder)
     rank, _ = world()
+    saved_sharded = (folder / "sharded").is_dir()  # loads into any layout: DCP reshards
+    files = ("sharded/.metadata", "state.pt") if saved_sharded else ("model.safetensors", "optimizer.pt", "state.pt")
     try:
-        weights = load_file(str(folder / "model.safetensors"))
-        optim = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+        if saved_sharded:
+            shards = sharded_state(model, optimizer)
+            grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
+            with warnings.catch_warnings():  # one process without a group is meant: DCP warns that it assumes so
+                warnings.simplefilter("ignore", UserWarning)
+                dcp.load(shards, checkpoint_id=folder / "sharded", no_dist=not grouped)  # fills each rank's slices in place
+        else:
+            weights = load_file(str(folder / "model.safetensors"))
+            optim = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
         state = torch.load(folder / "state.pt", weights_only=True, map_location="cpu")
         rng_file = folder / f"rng-rank{rank}.pt"
         rng = torch.load(rng_file if rng_file.exists() else folder / "rng-rank0.pt", weights_only=True)
-    except FileNotFoundError as exc:  # safetensors' error names no file: find the missing one
-        missing = next((n for n in ("model.safetensors", "optimizer.pt", "state.pt") if not (folder / n).exists()),
-                       Path(str(exc.filename)).name)
-        raise UserError(f"checkpoint {folder} is incomplete: {missing} missing",
-                        "resume from another checkpoint or start fresh without --resume") from None
-    except Exception as exc:  # truncated or corrupted files
+    except (Exception, CheckpointException) as exc:  # DCP's exception is a BaseException
+        missing = next((n for n in files if not (folder / n).exists()), None)
+        if missing:  # safetensors' and DCP's errors name no file: find the missing one
+            raise UserError(f"checkpoint {folder} is incomplete: {missing} missing",
+                            "resume from another checkpoint or start fresh without --resume") from None
         raise UserError(f"checkpoint {folder} is corrupt ({type(exc).__name__}: {str(exc)[:80]})",
                         "delete it to fall back to the previous one, or start fresh") from None
-    options = StateDictOptions(full_state_dict=True, strict=False)
-    set_model_state_dict(model, weights, options=options)
-    set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
+    if saved_sharded:
+        set_model_state_dict(model, shards["model"], options=StateDictOptions(strict=False))
+        set_optimizer_state_dict(model, optimizer, shards["optimizer"])
+    else:
+        set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
     scheduler_state = state.pop("scheduler")
     if scheduler is not None:
         scheduler.load_state_dict(scheduler_state)

@@ -56,11 +56,28 @@ def block_classes(model: torch.nn.Module) -> tuple[type, ...]:
     return tuple(found)
 
 
-def wrap(model: torch.nn.Module, strategy: str, device: torch.device, cpu_offload: bool = False) -> torch.nn.Module:
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is true on at least one process."""
+    return bool(all_reduce_sum([float(flag)], device)[0])
+
+
+def on_meta(model: torch.nn.Module) -> bool:
+    """Built without weights (the meta device): the non-zero ranks under FSDP's rank-0 loading."""
+    return any(p.is_meta for p in model.parameters())
+
+
+def wrap(model: torch.nn.Module, strategy: str, device: torch.device, cpu_offload: bool = False,
+         from_rank0: bool = False) -> torch.nn.Module:
     """Return the model to train: as is, in DDP, or sharded per block then at the root (FSDP2).
 
     `cpu_offload` (FSDP2's CPUOffloadPolicy): shards, gradients and the optimizer step live in CPU
-    RAM, each block is copied to the device to be all-gathered (pinned memory only with CUDA)."""
+    RAM, each block is copied to the device to be all-gathered (pinned memory only with CUDA).
+    `from_rank0` (FSDP): only rank 0 holds the weights (in CPU RAM); the other ranks built the model
+    on the meta device. After sharding, each rank allocates its shards only and receives them from
+    rank 0, so a node holds one copy of the model instead of one per process."""
+    if from_rank0 and strategy != "fsdp":
+        raise UserError(f"a model built without weights (rank-0 loading) with strategy={strategy}",
+                        "loading on rank 0 only works with train.strategy=fsdp and several processes")
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -70,12 +87,26 @@ def wrap(model: torch.nn.Module, strategy: str, device: torch.device, cpu_offloa
         from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
         kwargs = {"offload_policy": CPUOffloadPolicy(pin_memory=device.type == "cuda")} if cpu_offload else {}
+        full = model.state_dict() if from_rank0 and not on_meta(model) else {}  # rank 0's whole weights, kept aside
         blocks = block_classes(model)
         for module in model.modules():
             if blocks and isinstance(module, blocks):
                 fully_shard(module, **kwargs)
         fully_shard(model, **kwargs)
+        if from_rank0:
+            broadcast_from_rank0(model, full, torch.device("cpu") if cpu_offload else device)
     return model
+
+
+def broadcast_from_rank0(model: torch.nn.Module, full: dict, device: torch.device) -> None:
+    """Fill every rank's FSDP2 shards (and the unsharded buffers) from rank 0's whole state dict."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if on_meta(model):
+        model.to_empty(device=device)  # allocates this rank's shards only
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    for buffer in model.buffers():  # non-persistent buffers (rotary frequencies) are in no state dict
+        dist.broadcast(buffer.data, src=0)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -21,8 +21,14 @@ def save_final_model(model, tokenizer, method: str, folder: Path, adapter_folder
     if rank == 0:
         if adapter_folder is not None and method != "full":
             embeddings_trained = model.get_input_embeddings().weight.requires_grad
-            runs.replace_dir(adapter_folder, lambda tmp: model.save_pretrained(str(tmp), save_embedding_layers=embeddings_trained))
-        plain = model if sharded else merged_for_export(model, method)
+            # Under FSDP the module holds shards: PEFT saves from the gathered state instead.
+            extra = {"state_dict": state} if sharded else {}
+            runs.replace_dir(adapter_folder, lambda tmp: model.save_pretrained(
+                str(tmp), save_embedding_layers=embeddings_trained, **extra))
+        if sharded and method == "lora":
+            plain, state = model.get_base_model(), merged_lora_state(model, state)
+        else:
+            plain = model if sharded else merged_for_export(model, method)
 
         def write(tmp: Path) -> None:
             plain.save_pretrained(str(tmp), state_dict=state) if sharded else plain.save_pretrained(str(tmp))
@@ -31,3 +37,20 @@ def save_final_model(model, tokenizer, method: str, folder: Path, adapter_folder
         runs.replace_dir(folder, write)
     barrier()
     return Path(folder)
+
+
+def merged_lora_state(model, state: dict) -> dict:
+    """The plain model's state from a LoRA model's gathered state: W + scale * B @ A per adapted layer."""
+    merged = {}
+    for key, tensor in state.items():
+        if ".lora_" in key:
+            continue
+        name = key.removeprefix("base_model.model.")
+        if key.endswith(".base_layer.weight"):
+            layer = key.removesuffix(".base_layer.weight")
+            module = model.get_submodule(layer)
+            for adapter in module.active_adapters:
+                a, b = state[f"{layer}.lora_A.{adapter}.weight"], state[f"{layer}.lora_B.{adapter}.weight"]
+                tensor = tensor + module.scaling[adapter] * (b.float() @ a.float()).to(tensor.dtype)
+        merged[name.replace(".base_layer.", ".")] = tensor
+    return merged

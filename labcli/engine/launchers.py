@@ -6,7 +6,9 @@
   through torchrun's c10d rendezvous (`--rdzv-backend c10d --rdzv-endpoint HEAD:PORT --rdzv-id JOB`);
 - k8s: a Kubeflow Trainer `TrainJob` (trainer.kubeflow.org/v1alpha1) on the `torch-distributed`
   runtime, whose pods run `torchrun` (the runtime sets its node count, rank and rendezvous through
-  the PET_* variables torchrun reads);
+  the PET_* variables torchrun reads); with `--pytorchjob`, a Kubeflow Training Operator
+  `PyTorchJob` (kubeflow.org/v1) instead: one Worker pod per node, an elastic policy with c10d
+  rendezvous at worker 0 (the operator passes it to torchrun as PET_RDZV_*, PET_NNODES);
 - ray: a Python entry point: Ray Train's `TorchTrainer` starts one worker per process (Ray Train 2.x
   reserves no CPU for its driver, so 2 workers of 1 CPU run on a 2-core machine; it forms the
   process group itself, a c10d TCP store at worker 0, and sets RANK/LOCAL_RANK/WORLD_SIZE), and each
@@ -15,7 +17,7 @@
 Every rank runs the exact same `lab VERB RECIPE ... --output RUN_DIR` line (RUN_DIR must be on a
 shared filesystem for multi-node runs: every rank writes its RNG state there, rank 0 the rest).
 `validate_*` check the files structurally without a cluster (bash's parser and sbatch's options;
-the TrainJob's typed API models; the Ray script compiles); the Ray file also runs for real here.
+the TrainJob's and PyTorchJob's typed API models; the Ray script compiles); the Ray file also runs for real here.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Job:
     port: int = 29500  # rendezvous port on the first node
     cpus_per_task: int = 0  # slurm/ray: CPUs per process (0: leave to the cluster)
     use_gpu: bool = True  # ray: ask for GPUs; k8s/slurm: request nvidia.com/gpu / --gpus-per-node
+    pytorchjob: bool = False  # k8s: a Kubeflow Training Operator v1 PyTorchJob instead of a TrainJob
     env: dict = field(default_factory=dict)
 
     @property
@@ -102,6 +105,24 @@ def k8s(job: Job) -> dict:
         trainer["resourcesPerNode"] = {"limits": {"nvidia.com/gpu": str(job.gpus_per_node)}}
     return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
             "metadata": {"name": job.job_name}, "spec": {"runtimeRef": {"name": "torch-distributed"}, "trainer": trainer}}
+
+
+def pytorchjob(job: Job) -> dict:
+    """A Kubeflow Training Operator v1 PyTorchJob: Worker pods only, elastic policy with c10d rendezvous."""
+    run_dir = job.run_dir or f"/workspace/runs/{job.verb}-{job.recipe}"
+    container = {"name": "pytorch",  # the operator finds its container by this name
+                 "image": job.image, "command": ["torchrun", "-m", "labcli", *job.lab_args(run_dir)],
+                 "env": [{"name": "LAB_EXPECTED_WORLD_SIZE", "value": str(job.nodes * job.gpus_per_node)},
+                         *({"name": k, "value": str(v)} for k, v in job.env.items())]}
+    if job.use_gpu:
+        container["resources"] = {"limits": {"nvidia.com/gpu": str(job.gpus_per_node)}}
+    worker = {"replicas": job.nodes, "restartPolicy": "OnFailure", "template": {"spec": {"containers": [container]}}}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": job.job_name},
+            "spec": {"nprocPerNode": str(job.gpus_per_node),
+                     "elasticPolicy": {"rdzvBackend": "c10d", "minReplicas": job.nodes, "maxReplicas": job.nodes,
+                                       "maxRestarts": 3},
+                     "runPolicy": {"cleanPodPolicy": "Running"},  # stop what still runs at the end, keep logs
+                     "pytorchReplicaSpecs": {"Worker": worker}}}
 
 
 RAY_TEMPLATE = '''"""Ray Train entry point written by `lab launch ray`: {n} worker(s) run `lab {verb} {recipe}`.
@@ -176,8 +197,8 @@ def write_job(kind: str, job: Job, out: Path | None = None) -> Path:
     elif kind == "k8s":
         import yaml
 
-        manifest = k8s(job)
-        validate_k8s(manifest)
+        manifest = pytorchjob(job) if job.pytorchjob else k8s(job)
+        (validate_pytorchjob if job.pytorchjob else validate_k8s)(manifest)
         text = yaml.safe_dump(manifest, sort_keys=False)
     else:
         text = ray(job, str(path))
@@ -217,6 +238,19 @@ def validate_k8s(manifest: dict) -> None:
     model = TrainerV1alpha1TrainJob.from_dict(json.loads(json.dumps(manifest)))
     if model.to_dict() != manifest:
         raise ValueError(f"TrainJob fields unknown to the schema: {model.to_dict()} != {manifest}")
+
+
+def validate_pytorchjob(manifest: dict) -> None:
+    """The manifest round-trips through the Training Operator's typed models (kubeflow-training,
+    with the Kubernetes pod template models) unchanged: every key known, every value of its type."""
+    try:
+        from kubeflow.training.api_client import ApiClient
+    except ImportError:
+        raise UserError("validating a PyTorchJob needs kubeflow-training", "pip install 'labcli[cluster]'") from None
+    client = ApiClient()
+    model = client._ApiClient__deserialize(json.loads(json.dumps(manifest)), "KubeflowOrgV1PyTorchJob")
+    if client.sanitize_for_serialization(model) != manifest:
+        raise ValueError(f"PyTorchJob fields unknown to the schema: {client.sanitize_for_serialization(model)} != {manifest}")
 
 
 def validate_python(text: str) -> None:

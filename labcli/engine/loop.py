@@ -123,8 +123,11 @@ def fit(
     if seed is not None:
         torch.manual_seed(seed)
     reset_peak_memory(device)
-    model.to(device)
-    wrapped = distributed.wrap(model, strategy, device, cpu_offload=getattr(cfg, "fsdp_cpu_offload", False))
+    from_rank0 = distributed.any_rank(distributed.on_meta(model), device)  # FSDP's rank-0 loading
+    if not from_rank0:  # else FSDP moves each rank's shards to the device
+        model.to(device)
+    wrapped = distributed.wrap(model, strategy, device, cpu_offload=getattr(cfg, "fsdp_cpu_offload", False),
+                               from_rank0=from_rank0)
     params = [p for p in wrapped.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from labcli.engine import distributed
 from labcli.engine.loop import Loop, LoopConfig, fit, phase
@@ -30,11 +30,35 @@ class TrainConfig(LoopConfig):
     micro_batch_size: int = Field(8, ge=1, description="Examples per forward pass per process")
     activation_checkpointing: bool = Field(False, description="Recompute activations in backward")
     compile: bool = Field(False, description="torch.compile the model")
-    strategy: Literal["auto", "single", "ddp", "fsdp"] = Field("auto", description="auto: ddp under torchrun")
+    strategy: Literal["auto", "single", "ddp", "fsdp", "deepspeed"] = Field(
+        "auto", description="auto: ddp under torchrun; deepspeed is refused with the nearest FSDP2 equivalent")
     fsdp_cpu_offload: bool = Field(False, description="FSDP2: keep sharded parameters, gradients and the optimizer "
                                                       "step in CPU RAM (CPUOffloadPolicy); the GPU holds gathered blocks")
+    fsdp_load_on_rank0: bool = Field(False, description="FSDP: only rank 0 reads the weights; the other ranks build the "
+                                                        "model on the meta device and receive their shards from rank 0")
     eval_batches: int = Field(20, ge=1, description="Batches per evaluation")
     early_stopping_patience: int = Field(0, ge=0, description="Stop after N evals without improvement (0: off)")
+
+    @field_validator("strategy")
+    @classmethod
+    def _refuse_deepspeed(cls, value: str) -> str:
+        if value == "deepspeed":
+            raise UserError(*DEEPSPEED_REFUSAL)
+        return value
+
+
+DEEPSPEED_REFUSAL = (
+    "train.strategy=deepspeed is not an engine strategy yet: DeepSpeed's engine owns backward, the optimizer "
+    "step and checkpoints, and lab's loop does not hand them over",
+    "use train.strategy=fsdp (FSDP2 full shard = ZeRO-3's sharding of parameters, gradients and optimizer state; "
+    "add train.fsdp_cpu_offload=true for ZeRO-Offload), and plan DeepSpeed with "
+    "`lab profile memory --strategy deepspeed-zero3`")
+
+
+def builds_on_meta(cfg: TrainConfig) -> bool:
+    """Whether this process should build its model without weights (FSDP's rank-0 loading, rank > 0)."""
+    rank, size = distributed.world()
+    return cfg.fsdp_load_on_rank0 and cfg.strategy == "fsdp" and size > 1 and rank > 0
 
 
 @dataclass

@@ -68,9 +68,9 @@ def peak_memory_kind(device: torch.device) -> str:
     return "CUDA max allocated" if device.type == "cuda" else "process peak RSS (VmHWM)"
 
 
-def hardware_line(device: torch.device | None = None) -> str:
+def hardware_line(device: torch.device | str | None = None) -> str:
     """'CPU <model>, N cores, T torch threads (torch X)' or the GPU's name."""
-    device = device or torch.device("cpu")
+    device = torch.device(device or "cpu")
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
     name = platform.processor() or platform.machine()

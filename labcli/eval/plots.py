@@ -99,3 +99,25 @@ def heatmaps(panels: dict[str, list[list[float]]], path: Path, title: str = "", 
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save(fig, path)
+
+
+def image_grids(panels: dict[str, "object"], path: Path, title: str = "", row_labels: list[str] | None = None) -> Path:
+    """One panel per entry ({panel title: images [rows, cols, H, W] in [0, 1]}), each a grid of
+    greyscale images side by side, e.g. samples per class (rows) for several guidance scales."""
+    plt = _pyplot()
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (name, images) in zip(axes[0], panels.items()):
+        a = np.asarray(images, dtype=float)
+        rows, cols, h, w = a.shape
+        ax.imshow(a.transpose(0, 2, 1, 3).reshape(rows * h, cols * w), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        if row_labels is not None and len(row_labels) == rows:
+            ax.set_yticks([h * (r + 0.5) for r in range(rows)], row_labels, fontsize=7)
+        else:
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save(fig, path)

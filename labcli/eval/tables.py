@@ -7,6 +7,7 @@ Floats print with 4 significant digits (one decimal from 1000 up), None as "-".
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 
@@ -42,8 +43,9 @@ def markdown_table(rows: Sequence, columns: Sequence[str] | None = None) -> str:
     if not rows:
         return "_(no rows)_\n"
     columns, cells = _cells(rows, columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    cell = lambda text: re.sub(r"(?<!\\)\|", r"\\|", text).replace("\n", " ")  # noqa: E731  a bare pipe would end the cell
+    lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in cells]
     return "\n".join(lines) + "\n"
 
 

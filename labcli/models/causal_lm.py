@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from labcli.config import RecipeConfig, read_user_text
-from labcli.engine.trainer import TrainConfig
+from labcli.engine.trainer import TrainConfig, builds_on_meta
 from labcli.errors import UserError
 from labcli.models.peft_prep import LoraSettings, Method
 
@@ -54,7 +54,7 @@ def prepare(cfg: CausalLMConfig):
     texts = read_texts(cfg.data)
     loaded = load_model(cfg.model, "causal-lm", quantize_4bit=cfg.method == "qlora", tokenizer_texts=lambda: texts,
                         vocab_size=cfg.vocab_size, dropout=cfg.dropout, seed=cfg.seed, attention=cfg.attention,
-                        kernels=cfg.kernels)
+                        kernels=cfg.kernels, meta=builds_on_meta(cfg.train))
     model, params = prepare_for_method(loaded.model, cfg.method, cfg.lora, "causal-lm", seed=cfg.seed)
     blocks = lm_blocks(texts, loaded.tokenizer, cfg.block_size)
     n_eval = max(1, int(len(blocks) * cfg.eval_fraction))

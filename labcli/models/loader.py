@@ -50,12 +50,15 @@ def load_model(
     seed: int = 0,
     attention: str | None = None,
     kernels: str = "none",
+    meta: bool = False,
 ) -> LoadedModel:
     """The one way lab loads models. `tiny-*` presets train their tokenizer on `tokenizer_texts()`.
 
     `attention`: None (transformers' choice), "sdpa", "eager", or "lab-flash" (lab's Triton
     FlashAttention-2, labcli.kernels.flash_attention). `kernels`: "none", or "lab-nf4" to run a
-    4-bit model's Linear4bit layers through lab's Triton NF4 kernels (labcli.kernels.nf4)."""
+    4-bit model's Linear4bit layers through lab's Triton NF4 kernels (labcli.kernels.nf4). `meta`:
+    build the architecture on the meta device without reading weights (FSDP's rank-0 loading: the
+    weights arrive from rank 0 when the model is sharded, labcli.engine.distributed.wrap)."""
     from transformers import AutoTokenizer
 
     from labcli.models import presets
@@ -85,7 +88,7 @@ def load_model(
         kwargs["attn_implementation"] = implementation
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = auto.from_pretrained(source, **kwargs)
+        model = _on_meta(auto, source, quantize_4bit, kwargs) if meta else auto.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         if os.environ.get("HF_HUB_OFFLINE") == "1" and not Path(source).exists():
             raise UserError(f"model '{name}' is not in the local cache and lab is offline",
@@ -103,6 +106,18 @@ def load_model(
 
         info["kernels"] = f"lab-nf4 ({use_lab_nf4(model)} Linear4bit layers)"
     return LoadedModel(model, tokenizer, source, task, info)
+
+
+def _on_meta(auto, source: str, quantize_4bit: bool, kwargs: dict):
+    """The architecture without weights, in the dtype from_pretrained would give (the config's)."""
+    import torch
+    from transformers import AutoConfig
+
+    if quantize_4bit:
+        raise UserError("loading on rank 0 cannot build a 4-bit (QLoRA) model without weights",
+                        "set train.fsdp_load_on_rank0=false, or use method=full or lora")
+    with torch.device("meta"):
+        return auto.from_config(AutoConfig.from_pretrained(source), **kwargs)
 
 
 ATTENTION = ("sdpa", "eager", "lab-flash")

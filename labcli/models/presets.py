@@ -68,7 +68,13 @@ def materialize(name: str, tokenizer, overrides: dict, dropout: float, seed: int
     key = json.dumps([name, cfg.to_dict(), seed, tokenizer.backend_tokenizer.to_str()], sort_keys=True, default=str)
     folder = lab_home() / "presets" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):  # several ranks may start with an empty cache
+    # Under an initialized process group (Ray Train forms it before `lab` starts) transformers'
+    # save_pretrained writes weights only on rank 0: rank 0 builds, the others wait for it.
+    grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if grouped and torch.distributed.get_rank() != 0:
+        torch.distributed.barrier()
+        return folder
+    with FileLock(str(folder) + ".lock"):  # several ranks or jobs may start with an empty cache
         if not (folder / "config.json").exists():
             torch.manual_seed(seed)
             model = auto_class(task).from_config(cfg)
@@ -78,6 +84,8 @@ def materialize(name: str, tokenizer, overrides: dict, dropout: float, seed: int
                 tokenizer.save_pretrained(tmp)
 
             runs.replace_dir(folder, write)
+    if grouped:
+        torch.distributed.barrier()
     return folder
 
 

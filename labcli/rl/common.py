@@ -29,18 +29,26 @@ def check_env_id(env_id: str) -> None:
         raise UserError(f"unknown MiniGrid env '{env_id}'", f"{hint}e.g. MiniGrid-Empty-5x5-v0, MiniGrid-DoorKey-5x5-v0")
 
 
+def is_minigrid(env_id: str) -> bool:
+    return env_id.startswith(("MiniGrid-", "BabyAI-"))
+
+
 def make_env(env_id: str, seed: int, render: bool = False):
-    """One MiniGrid env seen through its 7x7x3 egocentric image (object, colour, state per cell)."""
+    """One MiniGrid env seen through its 7x7x3 egocentric image (object, colour, state per cell);
+    any other gymnasium env id (e.g. CartPole-v1) as it is."""
 
     def thunk():
         import gymnasium as gym
         import minigrid  # noqa: F401
-        from minigrid.wrappers import ImgObsWrapper
 
         from labcli.rl.envstate import Replayable
 
         env = gym.make(env_id, render_mode="rgb_array" if render else None)
-        env = Replayable(gym.wrappers.RecordEpisodeStatistics(ImgObsWrapper(env)))
+        if is_minigrid(env_id):
+            from minigrid.wrappers import ImgObsWrapper
+
+            env = ImgObsWrapper(env)
+        env = Replayable(gym.wrappers.RecordEpisodeStatistics(env))
         env.action_space.seed(seed)
         return env
 
@@ -78,6 +86,23 @@ class ImageEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs.float().permute(0, 3, 1, 2))
+
+
+class VectorEncoder(nn.Module):
+    """An MLP (64 tanh units, two layers, CleanRL's classic-control trunk) for vector observations."""
+
+    def __init__(self, obs_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh())
+        self.out_dim = 64
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.float())
+
+
+def encoder_for(obs_shape: tuple | None) -> nn.Module:
+    """The CNN for MiniGrid's HxWx3 image (and when the shape is unknown), the MLP for a vector."""
+    return VectorEncoder(int(obs_shape[0])) if obs_shape is not None and len(obs_shape) == 1 else ImageEncoder()
 
 
 def save_agent(path: Path, algo: str, env_id: str, network: nn.Module, n_actions: int) -> None:

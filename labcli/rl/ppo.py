@@ -15,7 +15,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from labcli.config import Section
-from labcli.rl.common import ImageEncoder, finished_episodes, make_vector_env
+from labcli.rl.common import encoder_for, finished_episodes, make_vector_env
 from labcli.rl.envstate import restore_vector, vector_state
 from labcli.rl.loop import RunLog
 from labcli.runs import seed_everything
@@ -43,11 +43,12 @@ class PPOArgs(Section):
 
 
 class Agent(nn.Module):
-    """Shared CNN trunk; separate actor and critic heads (64 tanh units each)."""
+    """Shared trunk (the CNN for MiniGrid images, an MLP for vector observations such as CartPole's);
+    separate actor and critic heads (64 tanh units each)."""
 
-    def __init__(self, n_actions: int):
+    def __init__(self, n_actions: int, obs_shape: tuple | None = None):
         super().__init__()
-        self.encoder = ImageEncoder()
+        self.encoder = encoder_for(obs_shape)
         self.actor = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, n_actions))
         self.critic = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
 
@@ -87,13 +88,14 @@ def train(env_id: str, total_frames: int, seed: int, args: PPOArgs, agent: Agent
     seed_everything(seed)
     envs = make_vector_env(env_id, args.num_envs, seed)
     n_actions = int(envs.single_action_space.n)
-    agent = agent or Agent(n_actions)
+    agent = agent or Agent(n_actions, envs.single_observation_space.shape)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-8)
     batch_size = args.num_envs * args.num_steps
     num_updates = rollout_frames(total_frames, args) // batch_size
 
     obs_shape = envs.single_observation_space.shape
-    obs_buf = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=torch.uint8)
+    obs_dtype = torch.from_numpy(np.zeros(0, envs.single_observation_space.dtype)).dtype  # uint8 images, float32 vectors
+    obs_buf = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=obs_dtype)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long)
     logprobs, rewards, dones, values = (torch.zeros((args.num_steps, args.num_envs)) for _ in range(4))
 

@@ -97,6 +97,34 @@ def quintic(q0: np.ndarray, q1: np.ndarray, duration: float, t: np.ndarray) -> t
     return q0 + pos * delta, vel * delta, acc * delta
 
 
+def hermite(knots: np.ndarray, tangents: np.ndarray, dt: float, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cubic Hermite interpolation through `knots` (K+1, n) spaced `dt` apart, with velocities `tangents`.
+
+    Returns positions, velocities and accelerations at times `t` (clamped to the knots' span): C1
+    through every knot, so a receding-horizon policy's waypoints become a smooth joint reference.
+    """
+    t = np.clip(np.asarray(t, dtype=float), 0.0, dt * (len(knots) - 1))
+    k = np.minimum((t / dt).astype(int), len(knots) - 2)
+    s = (t / dt - k)[:, None]
+    p0, p1, m0, m1 = knots[k], knots[k + 1], tangents[k] * dt, tangents[k + 1] * dt
+    s2, s3 = s * s, s * s * s
+    pos = (2 * s3 - 3 * s2 + 1) * p0 + (s3 - 2 * s2 + s) * m0 + (-2 * s3 + 3 * s2) * p1 + (s3 - s2) * m1
+    vel = ((6 * s2 - 6 * s) * p0 + (3 * s2 - 4 * s + 1) * m0 + (-6 * s2 + 6 * s) * p1 + (3 * s2 - 2 * s) * m1) / dt
+    acc = ((12 * s - 6) * p0 + (6 * s - 4) * m0 + (-12 * s + 6) * p1 + (6 * s - 2) * m1) / dt**2
+    return pos, vel, acc
+
+
+def central_tangents(knots: np.ndarray, dt: float, v_first: np.ndarray | None = None, v_last: np.ndarray | None = None) -> np.ndarray:
+    """Catmull-Rom velocities (q[k+1] - q[k-1]) / 2dt; the ends get `v_first` / `v_last` (default zero)."""
+    m = np.zeros_like(knots)
+    m[1:-1] = (knots[2:] - knots[:-2]) / (2 * dt)
+    if v_first is not None:
+        m[0] = v_first
+    if v_last is not None:
+        m[-1] = v_last
+    return m
+
+
 def quintic_duration(q0: np.ndarray, q1: np.ndarray, qd_max: np.ndarray, speed: float, minimum: float = 0.5) -> float:
     """Shortest duration whose peak velocity (1.875 Δq / T for minimum jerk) is `speed` × the limit."""
     peak = np.max(1.875 * np.abs(q1 - q0) / (speed * qd_max))
@@ -112,15 +140,18 @@ class IKResult:
 
 
 def solve_ik(arm: Arm, target: np.ndarray, q_start: np.ndarray, damping: float = 0.05, tol: float = 5e-4,
-             max_iters: int = 500, null_gain: float = 0.05, max_step: float = 0.1) -> IKResult:
+             max_iters: int = 500, null_gain: float = 0.05, max_step: float = 0.1,
+             scratch: mujoco.MjData | None = None, rest: np.ndarray | None = None) -> IKResult:
     """Damped least squares on the end-effector site position: Δq = Jᵀ(JJᵀ + λ²I)⁻¹ e.
 
     Solved on a scratch MjData so the simulation state is untouched. A small null-space pull
     towards the home pose keeps redundant arms (the Panda) in a natural posture; joints are
-    clamped to their limits every iteration.
+    clamped to their limits every iteration. `scratch`: a reusable MjData of the same model (for
+    many short solves, e.g. along a path); `rest`: the posture the null space pulls towards
+    (default: home).
     """
     model = arm.model
-    scratch = mujoco.MjData(model)
+    scratch = mujoco.MjData(model) if scratch is None else scratch
     q = q_start.copy()
     jac_pos = np.zeros((3, model.nv))
     eye = np.eye(3)
@@ -139,6 +170,6 @@ def solve_ik(arm: Arm, target: np.ndarray, q_start: np.ndarray, damping: float =
         JJt_inv = np.linalg.inv(J @ J.T + damping**2 * eye)
         dq = J.T @ JJt_inv @ err
         null = np.eye(arm.nq) - J.T @ JJt_inv @ J
-        dq += null @ (null_gain * (arm.home - q))
+        dq += null @ (null_gain * ((arm.home if rest is None else rest) - q))
         q = np.clip(q + dq, arm.q_min, arm.q_max)
     return IKResult(q, err_norm, max_iters, err_norm < tol)

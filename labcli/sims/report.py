@@ -75,11 +75,14 @@ class VideoRecorder:
         self.arm, self.cfg, self.path = arm, video_cfg, Path(path)
         if video_cfg.format == "mp4":
             try:
-                import imageio_ffmpeg  # noqa: F401
+                import imageio_ffmpeg
             except ImportError:
                 from labcli.errors import UserError
 
                 raise UserError("--video with render.format=mp4 needs imageio-ffmpeg", "pip install imageio-ffmpeg, or use render.format=gif") from None
+        from labcli.sims.robots import preload_triton
+
+        preload_triton()
         try:
             self.renderer = mujoco.Renderer(arm.model, video_cfg.height, video_cfg.width)
         except Exception as exc:  # no EGL/OSMesa: say so in one line
@@ -173,3 +176,110 @@ def print_summary(summary: dict) -> None:
     stop = f"e-stop: {summary['estop_reason']}" if summary["estop"] else "no e-stop"
     print(f"{summary['robot']} {summary['controller']}: RMS error {summary['rms_error_rad']:.2e} rad, "
           f"max {summary['max_error_rad']:.2e} rad, RTF {fmt(summary['real_time_factor'], 3)}x, {stop}")
+
+
+# ----------------------------------------------------------------------------- policies on scenes (simulate *-dit)
+
+MODE_COLOURS = {"left": "tab:blue", "right": "tab:orange", "none": "0.6", "direct": "0.3"}
+
+
+def draw_scene(ax, scene) -> None:
+    """Top-down: objects in their colours, the obstacle in grey, the start."""
+    from matplotlib.patches import Circle, Rectangle
+
+    from labcli.sims.scene import COLOURS
+
+    for thing in scene.objects:
+        ax.add_patch(Circle(thing.pos[:2], thing.size[0], color=COLOURS[thing.colour], alpha=0.8))
+    for o in scene.obstacles:
+        if o.kind == "wall":
+            c, s = np.cos(o.yaw), np.sin(o.yaw)
+            # Rectangle rotates about its anchor: the corner at -(a, b) in the wall's frame
+            corner = np.array(o.pos[:2]) - np.array([c * o.size[0] - s * o.size[1], s * o.size[0] + c * o.size[1]])
+            ax.add_patch(Rectangle(corner, 2 * o.size[0], 2 * o.size[1], angle=np.degrees(o.yaw), color="0.35"))
+        else:
+            ax.add_patch(Circle(o.pos[:2], o.size[0], color="0.35"))
+    ax.plot(*scene.start[:2], "ko", ms=4)
+
+
+def plot_paths(path: Path, tasks: list, samples: list[list[dict]], mlp: list[dict], plans: list[list]) -> Path:
+    """End-effector paths seen from above, one panel per blocked scene: the DiT's samples coloured by the
+    side they took, the MLP's path, the expert's two plans (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from labcli.eval.plots import save
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.8), squeeze=False)
+    for ax, task, runs_, mlp_run, found in zip(axes[0], tasks, samples, mlp, plans):
+        draw_scene(ax, task.scene)
+        for plan in found:
+            ax.plot(plan.ee[:, 0], plan.ee[:, 1], "k--", lw=1)
+        for r in runs_:
+            ax.plot(r["ee_path"][:, 0], r["ee_path"][:, 1], color=MODE_COLOURS.get(r["mode"], "0.6"), lw=0.8, alpha=0.7)
+        ax.plot(mlp_run["ee_path"][:, 0], mlp_run["ee_path"][:, 1], color="tab:red", lw=2)
+        ax.plot(*task.grounding.goal[:2], "k*", ms=10)
+        ax.set_aspect("equal")
+        ax.set_title(task.instruction[:40], fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.suptitle("end-effector paths (top view): DiT samples (blue: left, orange: right), MLP-BC (red), expert (dashed)", fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_losses(path: Path, metrics: dict[str, list[dict]]) -> Path:
+    """Training (line) and validation (markers) loss per policy, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from labcli.eval.plots import save
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, (name, records) in enumerate(metrics.items()):
+        train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+        val = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+        if train:
+            ax.plot(*zip(*train), color=f"C{i}", label=f"{name} train")
+        if val:
+            ax.plot(*zip(*val), "o", color=f"C{i}", label=f"{name} validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MSE (DiT: noise, MLP: chunk)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def policy_video(path: Path, sarm, task, start: np.ndarray, image, ex, actors: dict, fps: int = 10, size: tuple[int, int] = (320, 240)) -> Path:
+    """One GIF: each actor's episode on the same task in turn, titled in the corner."""
+    from types import SimpleNamespace
+
+    from PIL import Image, ImageDraw
+
+    from labcli.sims.rollout import Episode
+
+    settings = SimpleNamespace(format="gif", fps=fps, width=size[0], height=size[1])
+    frames = []
+    for name, act in actors.items():
+        episode = Episode(sarm, task, start, ex, image)
+        recorder = VideoRecorder(sarm.arm, settings, path)
+        recorder.camera.lookat[:] = [*task.grounding.goal[:2], 0.2]
+        recorder.camera.distance, recorder.camera.elevation = 1.6, -35.0
+        episode.on_frame, episode.frame_every = recorder.capture, max(1, int(round(1.0 / (fps * ex.dt))))
+        while not episode.done:
+            episode.advance(act([episode])[0])
+        recorder.renderer.close()
+        for frame in recorder.frames:
+            img = Image.fromarray(frame)
+            ImageDraw.Draw(img).text((6, 6), f"{name}: {task.instruction}", fill=(255, 255, 255))
+            frames.append(img)
+
+    def write(tmp: str) -> None:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+
+    runs.write_with(path, write)
+    return Path(path)

@@ -8,15 +8,11 @@ and a floor is added so that collisions with the ground can be detected.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mujoco  # MUJOCO_GL is set by labcli/sims/__init__.py
 import numpy as np
-
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
-
-import mujoco  # noqa: E402
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -103,8 +99,8 @@ class Arm:
         return self.data.site_xpos[self.ee_site_id].copy()
 
 
-def build_model(name: str, timestep: float) -> tuple[mujoco.MjModel, ArmSpec]:
-    """Compile the torque-controlled variant of arm `name` with the given physics timestep."""
+def build_spec(name: str, timestep: float) -> tuple[mujoco.MjSpec, ArmSpec]:
+    """The torque-controlled variant of arm `name` as an editable spec (scenes add geoms to it)."""
     arm = ARMS[name]
     spec = mujoco.MjSpec.from_file(str(arm.xml))
     for body in spec.bodies:
@@ -125,11 +121,22 @@ def build_model(name: str, timestep: float) -> tuple[mujoco.MjModel, ArmSpec]:
     spec.worldbody.add_light(name="top", pos=[0, 0, 3], dir=[0, 0, -1])
     spec.add_exclude(bodyname1="world", bodyname2=arm.base_body)
     spec.option.timestep = timestep
+    return spec, arm
+
+
+def build_model(name: str, timestep: float) -> tuple[mujoco.MjModel, ArmSpec]:
+    """Compile the torque-controlled variant of arm `name` with the given physics timestep."""
+    spec, arm = build_spec(name, timestep)
     return spec.compile(), arm
 
 
 def load_arm(name: str, timestep: float = 0.001) -> Arm:
     model, arm = build_model(name, timestep)
+    return arm_from_model(model, arm)
+
+
+def arm_from_model(model: mujoco.MjModel, arm: ArmSpec) -> Arm:
+    """Wrap a compiled arm model (plain, or with a scene added) with its limits, at the home pose."""
     data = mujoco.MjData(model)
     joint_names = [model.joint(i).name for i in range(model.njnt)]
     result = Arm(
@@ -148,6 +155,16 @@ def load_arm(name: str, timestep: float = 0.001) -> Arm:
     )
     result.reset()
     return result
+
+
+def preload_triton() -> None:
+    """Import Triton (when installed) before the first EGL context. Triton bundles its own LLVM; when
+    Mesa's software renderer (llvmpipe, which links another LLVM) is loaded first, a later
+    `import triton` (torch._dynamo does it, and diffusers imports torch._dynamo) segfaults."""
+    try:
+        import triton
+    except Exception:  # not installed, or no usable backend: nothing to clash with
+        pass
 
 
 def mass_matrix(model: mujoco.MjModel, data: mujoco.MjData, out: np.ndarray) -> np.ndarray:

@@ -3,6 +3,11 @@
 Phrases are separated by commas, semicolons or `then`. Each phrase is one of PHRASES; anything
 else is rejected with the list of accepted phrases. `--llm MODEL` can turn free text into this
 language first (see `text_to_task`); its answer goes through the same parser.
+
+With a scene (`--scene N`), a phrase outside the grammar is an instruction about the scene's
+objects ('move above the red cube, avoiding the wall'), grounded by labcli.sims.grounding into a
+`goal` step (an end-effector position the expert planner reaches around obstacles); a clause that
+starts with 'avoiding' / 'while' / 'without' belongs to the phrase before it.
 """
 
 from __future__ import annotations
@@ -36,21 +41,41 @@ def accepted() -> str:
     return "; ".join(help_text for _, help_text in PHRASES.values())
 
 
-def parse_task(text: str, n_joints: int | None = None) -> list[Step]:
-    """Parse a task string into steps, or raise UserError naming the phrase that is not understood."""
+CLAUSE = re.compile(r"^(?:avoiding|avoid|while|without|steering)\b")
+
+
+def parse_task(text: str, n_joints: int | None = None, scene=None, grounder=None) -> list[Step]:
+    """Parse a task string into steps, or raise UserError naming the phrase that is not understood.
+
+    `scene`: phrases outside the grammar are grounded in it (`grounder(phrase, scene)`, default
+    labcli.sims.grounding.ground) into `goal` steps whose args are the goal's x y z."""
     phrases = [p.strip() for p in re.split(r"\s*(?:,|;|\bthen\b|\band\b)\s*", text.strip().lower()) if p.strip()]
     if not phrases:
         raise UserError("empty --task", f"accepted phrases: {accepted()}")
+    if scene is not None:
+        merged: list[str] = []
+        for phrase in phrases:
+            if merged and CLAUSE.match(phrase):
+                merged[-1] += ", " + phrase
+            else:
+                merged.append(phrase)
+        phrases = merged
     steps = []
     for phrase in phrases:
         word, _, rest = phrase.partition(" ")
         rest = rest.strip()
+        match = re.fullmatch(PHRASES[word][0], rest) if word in PHRASES else None
+        if match is None and scene is not None:
+            if grounder is None:
+                from labcli.sims.grounding import ground as grounder
+            steps.append(Step("goal", tuple(float(x) for x in grounder(phrase, scene).goal), phrase))
+            continue
         if word not in PHRASES:
-            raise UserError(f"unknown task phrase '{phrase}'", f"accepted phrases: {accepted()}")
+            raise UserError(f"unknown task phrase '{phrase}'", f"accepted phrases: {accepted()}; with --scene N, name the scene's objects")
         pattern, help_text = PHRASES[word]
-        match = re.fullmatch(pattern, rest)
         if match is None:
-            raise UserError(f"task phrase '{phrase}' has bad arguments", f"write it as: {help_text}")
+            raise UserError(f"task phrase '{phrase}' has bad arguments", f"write it as: {help_text}" +
+                            ("" if re.search(r"\d", rest) or not rest else "; with --scene N, name the scene's objects"))
         args = tuple(float(x) for g in match.groups() if g for x in g.split())
         if word == "move" and n_joints is not None and len(args) != n_joints:
             raise UserError(f"'{phrase}' gives {len(args)} joint angles, the arm has {n_joints}", f"write {n_joints} numbers after move")

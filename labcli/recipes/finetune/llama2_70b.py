@@ -2,7 +2,8 @@
 
 Both recipes (`llama2-70b-qlora`, `llama2-70b-fsdp`) train a causal LM on plain text with the same
 code path as `finetune tiny-lm`, configured for 70B: FSDP2 full shard per block, activation
-checkpointing, FSDP2 CPU offload, lab's paged AdamW (labcli/optim), or NF4 QLoRA. Before loading
+checkpointing, FSDP2 CPU offload, lab's paged AdamW (labcli/optim), loading on rank 0 only and
+sharded checkpoints (torch.distributed.checkpoint), or NF4 QLoRA. Before loading
 anything the run prints its memory plan (`labcli.engine.memory_plan`) for the 70B architecture
 (`plan_model`, a shipped config) on `plan_nodes` x `plan_gpus_per_node` GPUs, and says whether it
 fits. The examples need the hub model (gated: accept Meta's licence, `LAB_ONLINE=1`) and GPUs;
@@ -42,6 +43,7 @@ def memory_plan(cfg: Config):
                 micro_batch=t.micro_batch_size, grad_accum=max(1, t.batch_size // (t.micro_batch_size * world)),
                 activation_checkpointing="full" if t.activation_checkpointing else "none",
                 offload="params" if t.fsdp_cpu_offload else "none",
+                loading="rank0" if t.fsdp_load_on_rank0 else "every-rank",
                 optimizer=t.optimizer if t.optimizer in ("adamw", "lab-paged-adamw", "sgd") else "adamw")
 
 

@@ -4,6 +4,11 @@ A task (`home, then reach 0.5 0.1 0.4, then wave`) becomes joint waypoints (DLS 
 targets), joined by minimum-jerk trajectories and tracked at the control rate by a joint PID
 (anti-windup, gravity/Coriolis feed-forward) or computed-torque control. Every step is logged;
 the run folder gets steps.csv, summary.json, report.md, plots and, with --video, a GIF/MP4.
+
+`--scene N` puts the arm at a seeded table with named objects and an obstacle (labcli/sims/scene.py);
+the task may then say 'move above the red cube, avoiding the wall': the grounded parser (or, with
+--lm, a language model whose JSON answer is validated against the scene) turns it into a goal, and
+the expert planner reaches it around the obstacle. Contacts with the scene trip the e-stop.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ class Config(RecipeConfig):
     feedforward: bool = Field(True, description="add gravity/Coriolis feed-forward (MuJoCo qfrc_bias) to the PID")
     task: str = Field("home, then reach 0.5 0.1 0.4, then wave, then home", description="what to do, in the task language (`home, reach X Y Z, move Q.., joint N A, wave [N], hold S`, joined by `then`)")
     llm: str | None = Field(None, description="a local causal-LM folder that turns a free-text --task into the task language")
+    scene: int | None = Field(None, ge=0, description="seed of a tabletop scene (table, objects, obstacle); the task may then name its objects, e.g. 'move above the red cube, avoiding the wall'")
+    lm: str | None = Field(None, description="with --scene: a causal LM (folder or cached hub id) or an OpenAI-compatible endpoint (http://host:port/v1) proposes each goal as JSON, validated against the scene")
+    lm_model: str = Field("default", description="the model name sent to an --lm endpoint")
     start: list[float] | None = Field(None, description="initial joint angles, rad (default: home)")
     rate: float = Field(1000.0, description="control rate, Hz (also the physics rate)")
     speed: float = Field(0.5, description="peak trajectory speed as a share of each joint's velocity limit")
@@ -83,21 +91,41 @@ def run(cfg: Config, ctx) -> None:
 
     check_config(cfg)
     dt = 1.0 / cfg.rate
-    arm = load_arm(cfg.robot, dt)
+    scene, planner = None, None
+    if cfg.scene is not None:
+        from labcli.sims.demos import generate_task
+        from labcli.sims.planner import Planner
+        from labcli.sims.scene import load_scene_arm
+
+        sarm = load_scene_arm(cfg.robot, dt)
+        scene = generate_task(cfg.robot, cfg.scene).scene
+        sarm.apply(scene)
+        arm, planner = sarm.arm, Planner(sarm, dt=0.1)
+        print(f"scene {cfg.scene}: {scene.describe()}")
+    else:
+        arm = load_arm(cfg.robot, dt)
     if cfg.start is not None and len(cfg.start) != arm.nq:
         raise UserError(f"--start has {len(cfg.start)} angles, the {cfg.robot} has {arm.nq} joints", f"give {arm.nq} numbers in rad, e.g. start=[{', '.join(f'{v:g}' for v in arm.home)}]")
-    q_start = np.array(cfg.start, dtype=float) if cfg.start else arm.home.copy()
-    kp, ki, kd = gains_for(cfg, arm)
+    if cfg.start:
+        q_start = np.array(cfg.start, dtype=float)
+    elif scene is not None:
+        q_start = planner.start_configuration(np.array(scene.start))  # above the table, where the scene's tasks start
+    else:
+        q_start = arm.home.copy()
+    kp, ki, kd = gains_for(cfg, arm, planner.sarm.layout.kd if planner else None)
     task = cfg.task
     if cfg.llm:
         task = text_to_task(cfg.task, cfg.llm)
         print(f"llm: '{cfg.task}' -> '{task}'")
         try:
-            steps = parse_task(task, arm.nq)
+            steps = parse_task(task, arm.nq, scene)
         except UserError as exc:
             raise UserError(f"--llm {cfg.llm} turned the request into '{task}', which is not a valid task ({exc.what})", exc.hint) from None
     else:
-        steps = parse_task(task, arm.nq)
+        steps = parse_task(task, arm.nq, scene, lm_grounder(cfg) if scene is not None else None)
+    for step in steps:
+        if step.kind == "goal":
+            print(f"grounded: '{step.text}' -> goal {np.round(step.args, 3).tolist()} m")
     controller_kind = "computed_torque" if cfg.computed_torque else "pid"
 
     tuning_rows = None
@@ -108,7 +136,7 @@ def run(cfg: Config, ctx) -> None:
         report.print_tuning(tuning_rows)
 
     arm.reset(q_start)
-    segments = plan_segments(arm, steps, q_start, cfg.speed)
+    segments = plan_segments(arm, steps, q_start, cfg.speed, planner)
     reference = Reference(q_start, segments, cfg.interpolation)
     controller = make_controller(arm, controller_kind, dt, kp, ki, kd, cfg.gains.wn, cfg.feedforward)
     safety = make_safety(cfg, arm)
@@ -124,7 +152,7 @@ def run(cfg: Config, ctx) -> None:
     summary = metrics(result, reference, arm.joint_names, arm.tau_max, dt)
     summary.update({
         "robot": cfg.robot, "controller": controller_kind, "feedforward": cfg.feedforward, "rate_hz": cfg.rate,
-        "task": task, "plan": [{"phrase": s.label, "goal": np.round(s.q_goal, 4).tolist(), "duration_s": round(s.duration, 3)} for s in segments],
+        "task": task, "scene": scene.describe() if scene is not None else None, "plan": [{"phrase": s.label, "goal": np.round(s.q_goal, 4).tolist(), "duration_s": round(s.duration, 3)} for s in segments],
         "gains": {"kp": list(kp), "ki": list(ki), "kd": list(kd)} if controller_kind == "pid" else {"wn": cfg.gains.wn},
         "estop": result.estop_reason is not None, "estop_reason": result.estop_reason, "estop_time_s": result.estop_time,
         "safety_events": result.events, "steps": len(result.t),
@@ -146,23 +174,26 @@ def run(cfg: Config, ctx) -> None:
     report.print_summary(summary)
 
 
-def check(cfg: Config) -> list[str]:
-    """For `lab check`: the settings, and the task (unless --llm writes it at run time)."""
+def check(cfg: Config) -> None:
+    """For `lab check`: the settings, and the task (unless --llm / --lm write it at run time); raises UserError."""
     from labcli.sims.tasks import parse_task
 
-    try:
-        check_config(cfg)
-        if not cfg.llm:
-            parse_task(cfg.task, 7 if cfg.robot == "franka" else 6)
-    except UserError as exc:
-        return [str(exc)]
-    return []
+    check_config(cfg)
+    if not cfg.llm and not cfg.lm:
+        scene = None
+        if cfg.scene is not None:
+            from labcli.sims.demos import generate_task
+
+            scene = generate_task(cfg.robot, cfg.scene).scene
+        parse_task(cfg.task, 7 if cfg.robot == "franka" else 6, scene)
 
 
 def plan(cfg: Config) -> str:
     """For `lab check`: what the run will do."""
     controller = "computed-torque control" if cfg.computed_torque else "PID" + (" with feed-forward" if cfg.feedforward else "")
     task = f"a task written by {cfg.llm} from '{cfg.task}'" if cfg.llm else f"'{cfg.task}'"
+    if cfg.scene is not None:
+        task += f" in scene {cfg.scene}" + (f", goals proposed by {cfg.lm}" if cfg.lm else "")
     extras = [x for x, on in (("a gain search first", cfg.tune), (f"a {cfg.render.format} video", cfg.video)) if on]
     return f"{cfg.robot}, {controller} at {cfg.rate:g} Hz: {task}" + (f"; {' and '.join(extras)}" if extras else "")
 
@@ -174,15 +205,33 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"--rate {cfg.rate} Hz is outside 100..20000", "use the default 1000 (Franka FCI runs at 1 kHz)")
     if not 0 < cfg.speed <= 1:
         raise UserError(f"--speed {cfg.speed} must be in (0, 1]", "it is a share of the joint velocity limits, e.g. 0.5")
+    if cfg.lm and cfg.scene is None:
+        raise UserError("--lm grounds instructions in a scene", "add --scene N (a seed), or use --llm to write the task language")
     if cfg.steps < 0 or cfg.log_every < 1:
         raise UserError("steps must be >= 0 and log_every >= 1", "e.g. steps=100 log_every=10")
 
 
-def gains_for(cfg: Config, arm) -> tuple[list[float], list[float], list[float]]:
+def lm_grounder(cfg: Config):
+    """--lm: each scene phrase goes to the language model; its JSON is validated against the scene."""
+    if not cfg.lm:
+        return None
+    from labcli.sims.grounding import lm_propose
+
+    def grounder(phrase, scene):
+        grounding, answer = lm_propose(phrase, scene, cfg.lm, cfg.lm_model)
+        print(f"lm: '{phrase}' -> {' '.join(answer.split())[:120]} -> {grounding.describe()}")
+        return grounding
+
+    return grounder
+
+
+def gains_for(cfg: Config, arm, scene_kd=None) -> tuple[list[float], list[float], list[float]]:
+    """The configured gains, else the arm's (with a scene: its layout's Kd, see labcli/sims/scene.py)."""
     out = []
     for name in ("kp", "ki", "kd"):
         values = getattr(cfg.gains, name)
-        values = list(getattr(arm.spec, name)) if values is None else values
+        default = scene_kd if name == "kd" and scene_kd is not None else getattr(arm.spec, name)
+        values = list(default) if values is None else values
         if len(values) != arm.nq:
             raise UserError(f"gains.{name} has {len(values)} values, the {cfg.robot} has {arm.nq} joints",
                             f"give {arm.nq} numbers, e.g. gains.{name}=[{', '.join(str(v) for v in getattr(arm.spec, name))}]")

@@ -81,3 +81,19 @@ def test_llm_answer_is_the_task_it_parses_to(tmp_path):
     assert [(s.kind, s.args) for s in reach] == [("reach", (0.5, 0.1, 0.4))]
     with pytest.raises(UserError, match="no such model folder"):
         text_to_task("go home", str(tmp_path / "missing"))
+
+
+def test_scene_phrases_are_grounded_and_the_grammar_still_works():
+    from labcli.sims.demos import generate_task
+
+    scene = generate_task("franka", 5).scene
+    name = scene.objects[0].name
+    steps = parse_task(f"home, then move above the {name}, avoiding the {scene.obstacles[0].kind}, then reach 0.5 0.1 0.4", 7, scene)
+    assert [s.kind for s in steps] == ["home", "goal", "reach"]
+    assert steps[1].text == f"move above the {name}, avoiding the {scene.obstacles[0].kind}"
+    assert steps[1].args[:2] == pytest.approx(scene.objects[0].pos[:2]) and steps[2].args == (0.5, 0.1, 0.4)
+    with pytest.raises(UserError, match="could not ground 'the purple banana'|could not ground 'banana'"):
+        parse_task("move above the purple banana", 7, scene)
+    with pytest.raises(UserError, match="has bad arguments") as err:
+        parse_task(f"move above the {name}", 7)  # no scene: today's grammar only
+    assert "with --scene N" in err.value.hint

@@ -28,7 +28,8 @@ def test_the_printed_70b_plan_fits(recipe):
 
 @pytest.mark.slow
 def test_fsdp_recipe_runs_on_a_tiny_llama_with_two_processes(run_lab, tmp_path):
-    """FSDP2 full shard + activation checkpointing + CPU offload + lab's paged AdamW, 2 processes."""
+    """FSDP2 full shard + activation checkpointing + CPU offload + lab's paged AdamW + rank-0 loading
+    (rank 1 builds the Llama on the meta device), sharded checkpoints, 2 processes."""
     out = tmp_path / "fsdp"
     proc = run_lab("finetune", "llama2-70b-fsdp", *TINY, "train.batch_size=4", "train.micro_batch_size=2",
                    "train.save_every=2", "--nproc", "2", "--output", str(out))
@@ -36,6 +37,8 @@ def test_fsdp_recipe_runs_on_a_tiny_llama_with_two_processes(run_lab, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 3 and s["final_loss"] < 7.0
     assert (out / "checkpoints" / "step-00000003" / "COMPLETE").exists() and (out / "model" / "config.json").exists()
+    shards = out / "checkpoints" / "step-00000003" / "sharded"  # each rank wrote its own (DCP)
+    assert (shards / "__0_0.distcp").exists() and (shards / "__1_0.distcp").exists()
 
 
 @pytest.mark.slow

@@ -49,3 +49,21 @@ def test_bad_input_is_a_user_error_and_leaves_no_run_folder(args, needle, tmp_pa
     result = CliRunner().invoke(app, ["simulate", "franka", *args])
     assert isinstance(result.exception, UserError) and needle in str(result.exception), result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_lm_needs_a_scene(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_RUNS", str(tmp_path / "runs"))
+    result = CliRunner().invoke(app, ["simulate", "franka", "--lm", "http://127.0.0.1:9/v1"])
+    assert isinstance(result.exception, UserError) and "add --scene N" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_cli_scene_instruction_goes_around_the_obstacle(run_lab, tmp_path):
+    from labcli.sims.demos import generate_task
+
+    seed, task = next((s, t) for s, t in ((s, generate_task("franka", s)) for s in range(20)) if t.blocked)
+    run = tmp_path / "run"
+    proc = run_lab("simulate", "franka", "--scene", str(seed), "--task", task.instruction, "settle=0.3", "--output", str(run))
+    summary = json.loads((run / "summary.json").read_text())
+    assert "grounded:" in proc.stdout and summary["scene"] == task.scene.describe()
+    assert not summary["estop"] and summary["plan"][0]["phrase"].endswith(("(left)", "(right)"))

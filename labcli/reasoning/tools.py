@@ -1,0 +1,255 @@
+"""Tools for language models: a registry, Toolformer's call format and filter, a ReAct loop.
+
+- `Tool` / `registry()`: named functions from text to text; `calculator` evaluates + - * / on
+  numbers (Python's ast, nothing else is evaluated), `Retriever` returns the shipped passage
+  closest to a query (TF-IDF cosine, numpy).
+- Toolformer (Schick et al. 2023): an API call is written `[Calculator(3 * 4) -> 12]` inside the
+  text (the paper's arrow is "→"; ASCII "->" keeps byte-level tokenizers small) ; `find_calls`
+  parses, `execute` fills in results. A sampled call at position i is kept when
+  min(L(no call), L(call without result)) - L(call with result) >= τ, each L the loss of the
+  tokens after i weighted by w_t ∝ max(0, 1 - 0.2 t) (`call_weights`, `call_losses`, `keep_call`);
+  `generate_with_tools` runs a call when decoding reaches its arrow and inserts the result.
+- `react`: Thought / Action: tool[input] / Observation turns until `Final Answer:`, with any
+  text generator and the same registry (the agent API other recipes use).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from labcli.errors import UserError
+
+ARROW = "->"
+CALL = re.compile(r"\[(\w+)\(([^()\[\]]*)\)(?:\s*" + re.escape(ARROW) + r"\s*([^\]]*))?\]")
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    fn: Callable[[str], str]
+
+    def __call__(self, arg: str) -> str:
+        return self.fn(arg)
+
+
+# ---- calculator ------------------------------------------------------------------------------
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def _evaluate(node: ast.AST) -> float:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        return _BINARY[type(node.op)](_evaluate(node.left), _evaluate(node.right))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _evaluate(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    raise ValueError("only numbers and + - * / ( ) are allowed")
+
+
+def calculator(expr: str) -> str:
+    """Evaluate an arithmetic expression; the result as text (whole numbers without '.0', else 2
+    decimals, as the paper's calculator rounds). Anything else -> 'error: ...' (a tool never raises)."""
+    try:
+        value = _evaluate(ast.parse(expr.strip(), mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError) as exc:
+        return f"error: {exc.__class__.__name__}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "error: overflow"
+    if float(value) == int(value):
+        return str(int(value))
+    return f"{value:.2f}"
+
+
+# ---- retrieval -------------------------------------------------------------------------------
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+class Retriever:
+    """TF-IDF (log-scaled idf, L2-normalised rows) over passages; `search(q, k)` returns the top k."""
+
+    def __init__(self, passages: list[str]):
+        if not passages:
+            raise UserError("the retrieval tool has no passages", "give it at least one passage of text")
+        self.passages = passages
+        vocab = sorted({w for p in passages for w in _words(p)})
+        self.index = {w: i for i, w in enumerate(vocab)}
+        counts = np.zeros((len(passages), len(vocab)))
+        for row, passage in enumerate(passages):
+            for w in _words(passage):
+                counts[row, self.index[w]] += 1
+        self.idf = np.log((1 + len(passages)) / (1 + (counts > 0).sum(0))) + 1
+        self.matrix = self._normalise(counts * self.idf)
+
+    @staticmethod
+    def _normalise(m: np.ndarray) -> np.ndarray:
+        return m / np.maximum(np.linalg.norm(m, axis=-1, keepdims=True), 1e-12)
+
+    def search(self, query: str, k: int = 1) -> list[str]:
+        q = np.zeros(len(self.index))
+        for w in _words(query):
+            if w in self.index:
+                q[self.index[w]] += 1
+        scores = self.matrix @ self._normalise(q * self.idf)
+        return [self.passages[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+    def tool(self) -> Tool:
+        return Tool("Search", "the passage most relevant to a query", lambda q: self.search(q, 1)[0])
+
+
+def registry(passages: list[str] | None = None) -> dict[str, Tool]:
+    """The tools by name: Calculator, and Search when passages are given."""
+    tools = {"Calculator": Tool("Calculator", "evaluates + - * / on numbers", calculator)}
+    if passages:
+        tools["Search"] = Retriever(passages).tool()
+    return tools
+
+
+# ---- Toolformer ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Call:
+    tool: str
+    arg: str
+    result: str | None
+    start: int  # character span of the whole "[...]" in the text
+    end: int
+
+    def text(self, with_result: bool = True) -> str:
+        return format_call(self.tool, self.arg, self.result if with_result else None)
+
+
+def format_call(tool: str, arg: str, result: str | None = None) -> str:
+    return f"[{tool}({arg})" + (f" {ARROW} {result}]" if result is not None else "]")
+
+
+def find_calls(text: str) -> list[Call]:
+    return [Call(m.group(1), m.group(2), m.group(3).strip() if m.group(3) is not None else None, m.start(), m.end())
+            for m in CALL.finditer(text)]
+
+
+def execute(text: str, tools: dict[str, Tool]) -> str:
+    """Fill in the result of every call without one (unknown tools are left as they are)."""
+    out, last = [], 0
+    for call in find_calls(text):
+        out.append(text[last:call.start])
+        if call.result is None and call.tool in tools:
+            out.append(format_call(call.tool, call.arg, tools[call.tool](call.arg)))
+        else:
+            out.append(text[call.start:call.end])
+        last = call.end
+    return "".join(out) + text[last:]
+
+
+def strip_calls(text: str) -> str:
+    """The text with every call removed (what the model sees without tools)."""
+    return CALL.sub("", text)
+
+
+def call_weights(n: int, decay: float = 0.2) -> np.ndarray:
+    """w_t = max(0, 1 - decay * t) for t = 0..n-1, normalised to sum 1 (Toolformer eq. 1)."""
+    w = np.maximum(0.0, 1.0 - decay * np.arange(n))
+    return w / w.sum() if w.sum() > 0 else w
+
+
+def weighted_loss(token_nll: np.ndarray, decay: float = 0.2) -> float:
+    """Σ_t w_t · NLL of the t-th token after the call position."""
+    token_nll = np.asarray(token_nll, dtype=float)
+    return float((call_weights(len(token_nll), decay) * token_nll).sum())
+
+
+def continuation_nll(model, tokenizer, prefix: str, text: str, position: int) -> np.ndarray:
+    """NLL of each token of text[position:] when the model reads prefix + text (one forward pass).
+    Toolformer prepends the call z to the text (L_i(z) in eq. 1); the text before and after the
+    position is tokenised separately so that every variant scores the same tokens."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = [tokenizer(part, add_special_tokens=False)["input_ids"] for part in (prefix, text[:position], text[position:])]
+    seq = torch.tensor([ids[0] + ids[1] + ids[2]], device=next(model.parameters()).device)
+    start = len(ids[0]) + len(ids[1])
+    if start == 0:
+        raise ValueError("continuation_nll needs at least one token before the scored ones")
+    with torch.no_grad():
+        logits = model(input_ids=seq).logits[0, start - 1:-1].float()
+    return F.cross_entropy(logits, seq[0, start:], reduction="none").cpu().numpy()
+
+
+def call_losses(model, tokenizer, text: str, position: int, call: Call | tuple[str, str, str],
+                decay: float = 0.2, bos: str = "") -> tuple[float, float, float]:
+    """(L(no call), L(call without result), L(call with result)) of the tokens after `position`,
+    weighted by call_weights: the three numbers `keep_call` compares."""
+    tool, arg, result = (call.tool, call.arg, call.result) if isinstance(call, Call) else call
+    variants = [bos, bos + format_call(tool, arg) + " ", bos + format_call(tool, arg, result) + " "]
+    return tuple(weighted_loss(continuation_nll(model, tokenizer, z, text, position), decay) for z in variants)
+
+
+def keep_call(loss_without: float, loss_call_no_result: float, loss_with_result: float, tau: float = 1.0) -> bool:
+    """Toolformer's filter: L- - L+ >= τ, with L- the smaller of "no call" and "call without result"."""
+    return min(loss_without, loss_call_no_result) - loss_with_result >= tau
+
+
+OPEN_CALL = re.compile(r"\[(\w+)\(([^()\[\]]*)\)\s*" + re.escape(ARROW) + r"\s*$")
+
+
+def generate_with_tools(next_text: Callable[[str], str], prompt: str, tools: dict[str, Tool], max_calls: int = 8) -> str:
+    """Toolformer's decoding: `next_text(text)` continues the text and stops after writing the arrow
+    of a call (or at its end); when the text ends in an open call `[Tool(arg) ->`, the tool runs and
+    ` result]` is appended before decoding goes on. Returns the completion (without the prompt)."""
+    text = prompt
+    for _ in range(max_calls + 1):
+        text += next_text(text)
+        call = OPEN_CALL.search(text)
+        if call is None:
+            break
+        tool = tools.get(call.group(1))
+        result = tool(call.group(2)) if tool else f"error: unknown tool {call.group(1)}"
+        text = text[:call.start()] + format_call(call.group(1), call.group(2), result)
+    return text[len(prompt):]
+
+
+# ---- ReAct -----------------------------------------------------------------------------------
+
+ACTION = re.compile(r"Action:\s*(\w+)\[(.*?)\]")
+FINAL = re.compile(r"Final Answer:\s*(.*)")
+
+
+@dataclass
+class Trace:
+    prompt: str
+    answer: str | None
+    steps: list[tuple[str, str, str]]  # (tool, input, observation)
+
+
+def react(generate: Callable[[str], str], tools: dict[str, Tool], question: str, max_turns: int = 5) -> Trace:
+    """ReAct (Yao et al. 2023): the model writes Thought/Action; each `Action: Tool[input]` is run and
+    its `Observation:` appended; stops at `Final Answer:` or after max_turns. `generate(prompt)`
+    returns the model's next chunk of text (stopping at "Observation:" is its choice)."""
+    names = ", ".join(f"{t.name} ({t.description})" for t in tools.values())
+    prompt = f"Tools: {names}.\nQuestion: {question}\n"
+    steps: list[tuple[str, str, str]] = []
+    for _ in range(max_turns):
+        chunk = generate(prompt).split("Observation:")[0]
+        prompt += chunk
+        final = FINAL.search(chunk)
+        action = ACTION.search(chunk)
+        if final and (not action or final.start() < action.start()):
+            return Trace(prompt, final.group(1).strip(), steps)
+        if not action:
+            return Trace(prompt, None, steps)
+        tool, arg = action.group(1), action.group(2)
+        observation = tools[tool](arg) if tool in tools else f"error: unknown tool {tool} (tools: {', '.join(tools)})"
+        steps.append((tool, arg, observation))
+        prompt += ("" if prompt.endswith("\n") else "\n") + f"Observation: {observation}\n"
+    return Trace(prompt, None, steps)
