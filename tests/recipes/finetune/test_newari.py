@@ -42,9 +42,13 @@ def test_method_all_runs_each_method_and_compares(run_lab, tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_only_rescores_a_run(run_lab, tmp_path):
+def test_profiled_run_then_eval_only_rescores_it(run_lab, tmp_path):
+    """One real run serves both: --profile writes a trace and top ops; --eval-only re-scores its model."""
     src = tmp_path / "src"
-    run_lab("finetune", "newari", "--method", "full", *FAST, "--output", str(src))
+    run_lab("finetune", "newari", "--method", "full", "--profile", *FAST, "train.max_steps=6", "eval.beams=[1]",
+            "--output", str(src))
+    assert (src / "profile" / "trace.json").stat().st_size > 0
+    assert "Top ops" in (src / "profile" / "top_ops.md").read_text()
     out = tmp_path / "rescored"
     stdout = run_lab("finetune", "newari", "--eval-only", "--run", str(src), "eval.max_examples=12", "eval.beams=[1]",
                      "--output", str(out)).stdout
@@ -53,15 +57,6 @@ def test_eval_only_rescores_a_run(run_lab, tmp_path):
     first = json.loads((src / "summary.json").read_text())
     assert s["rescored_run"] == str(src)
     assert s["chrf++"] == first["scores"]["greedy"]["by_domain"]["all"]["chrf++"]
-
-
-@pytest.mark.slow
-def test_profile_writes_trace_and_top_ops(run_lab, tmp_path):
-    out = tmp_path / "prof"
-    run_lab("finetune", "newari", "--method", "full", "--profile", *FAST, "train.max_steps=6",
-            "eval.beams=[1]", "--output", str(out))
-    assert (out / "profile" / "trace.json").stat().st_size > 0
-    assert "Top ops" in (out / "profile" / "top_ops.md").read_text()
 
 
 @pytest.mark.parametrize("content,message", [
