@@ -6,6 +6,8 @@ r + γ (1 - done) max_a' Q_target(s', a'), hard target updates every `target_eve
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from pydantic import Field
@@ -96,15 +98,19 @@ def epsilon_at(step: int, total: int, args: DQNArgs) -> float:
 
 
 def train(env_id: str, total_frames: int, seed: int, args: DQNArgs, q_network: QNetwork | None = None, *,
-          run=None, checkpoint_every: int = 0, progress: bool = False) -> QNetwork:
+          run=None, checkpoint_every: int = 0, progress: bool = False, make_envs=None) -> QNetwork:
     """Train for `total_frames` env steps. With a `run`: metrics, checkpoints every `checkpoint_every`
-    frames and at the end (the replay buffer included), and exact resume (see labcli/rl/loop.py)."""
+    frames and at the end (the replay buffer included), and exact resume (see labcli/rl/loop.py).
+
+    `make_envs(num_envs, seed)` replaces the MiniGrid env (`env_id` then only names the run): any
+    same-step-autoreset vector env with uint8 observations, with `q_network` (any module mapping a
+    batch of them to Q-values, with `greedy`) built for them."""
     seed_everything(seed)
     rng = np.random.default_rng(seed)
-    envs = make_vector_env(env_id, 1, seed)
+    envs = make_envs(1, seed) if make_envs else make_vector_env(env_id, 1, seed)
     n_actions = int(envs.single_action_space.n)
     q_network = q_network or QNetwork(n_actions)
-    target = QNetwork(n_actions)
+    target = QNetwork(n_actions) if type(q_network) is QNetwork else copy.deepcopy(q_network)
     target.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
     buffer = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape)

@@ -78,15 +78,17 @@ def rollout_frames(total_frames: int, args: PPOArgs) -> int:
 
 
 def train(env_id: str, total_frames: int, seed: int, args: PPOArgs, agent: Agent | None = None, *,
-          run=None, checkpoint_every: int = 0, progress: bool = False) -> Agent:
+          run=None, checkpoint_every: int = 0, progress: bool = False, make_envs=None) -> Agent:
     """Train for at least `total_frames` env steps (all envs together), whole rollouts only.
 
     With a `run` (labcli.runs.Run), episodes and update statistics go to its metrics.jsonl, a
     checkpoint is written every `checkpoint_every` frames (rounded up to a whole rollout) and at the
     end, and run.resume_from continues exactly where that checkpoint left off (see labcli/rl/loop.py).
+    `make_envs(num_envs, seed)` replaces the MiniGrid env (`env_id` then only names the run): any
+    same-step-autoreset vector env with uint8 observations, with `agent` built for them.
     """
     seed_everything(seed)
-    envs = make_vector_env(env_id, args.num_envs, seed)
+    envs = make_envs(args.num_envs, seed) if make_envs else make_vector_env(env_id, args.num_envs, seed)
     n_actions = int(envs.single_action_space.n)
     agent = agent or Agent(n_actions, envs.single_observation_space.shape)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-8)

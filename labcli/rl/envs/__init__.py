@@ -1,0 +1,1 @@
+"""Environments for the planning agents: TextWorld games (textworld.py) and BabyAI missions (babyai.py)."""
