@@ -2,6 +2,10 @@
 
 Splits are deterministic: a hash of the lower-cased English side picks train/dev/test (80/10/10),
 so one English string (and all its alternative translations) never crosses splits.
+
+How the task uses them (`task_splits`): word lists (the lexicon) and resources (UI strings) are
+training data; the test is the held-out SENTENCE pairs; held-out lexicon words are a separate
+"unseen single words" diagnostic (a word never seen in training can only be guessed).
 """
 
 from __future__ import annotations
@@ -91,3 +95,34 @@ def split(pairs: list[Pair]) -> dict[str, list[Pair]]:
     for p in pairs:
         out[split_of(p.en)].append(p)
     return out
+
+
+LEXICON_DOMAINS = ("lexicon",)
+RESOURCE_DOMAINS = ("software_ui",)
+
+
+@dataclass
+class TaskSplits:
+    train: list[Pair]  # train split of everything, plus all of the resource domains
+    dev: list[Pair]  # held-out sentence pairs for tuning and eval loss
+    test: list[Pair]  # held-out sentence pairs: the headline test
+    dev_words: list[Pair]  # held-out lexicon entries (dev), a diagnostic
+    test_words: list[Pair]  # held-out lexicon entries (test): the "unseen single words" diagnostic
+
+
+def task_splits(pairs: list[Pair], lexicon_domains=LEXICON_DOMAINS, resource_domains=RESOURCE_DOMAINS) -> TaskSplits:
+    """Split by the English hash, then route: resources all to training, held-out lexicon words to
+    their own diagnostic sets, held-out sentences to dev/test. Held out means unseen: a held-out
+    pair whose English occurs in training (a UI string that is also a lexicon word) is dropped, and
+    so is a held-out sentence whose Newari is a training target (one Newari sentence given for two
+    English wordings). Word glosses may repeat (synonyms share them)."""
+    parts = split(pairs)
+    train = parts["train"] + [p for name in ("dev", "test") for p in parts[name] if p.domain in resource_domains]
+    seen_en, seen_new = {p.en.lower().strip() for p in train}, {p.new for p in train}
+
+    def held(name: str, words: bool) -> list[Pair]:
+        return [p for p in parts[name] if p.domain not in resource_domains and (p.domain in lexicon_domains) == words
+                and p.en.lower().strip() not in seen_en and (words or p.new not in seen_new)]
+
+    return TaskSplits(train=train, dev=held("dev", False), test=held("test", False),
+                      dev_words=held("dev", True), test_words=held("test", True))

@@ -58,3 +58,16 @@ def test_analyse_counts_rates_and_worst():
 def test_length_buckets():
     assert [length_bucket(s) for s in ("a", "a b", "a b c d", " ".join("x" * 20))] == [
         "1 word", "2-3 words", "4-7 words", "16+ words"]
+
+
+def test_dictionary_baseline_word_by_word_on_hand_made_input():
+    from labcli.eval.translation_baseline import WordByWord, transliterate
+
+    lexicon = [("water", "लः"), ("water", "जल"), ("thank you", "सुभाय्"), ("I", "जि"), ("drink", "त्वने")]
+    baseline = WordByWord(lexicon)
+    # the longest phrase wins, the first gloss of a word wins, "." becomes the danda, names are transliterated
+    assert baseline.translate_one("Thank you, I drink water.") == "सुभाय् , जि त्वने लः ।"
+    assert baseline.translate_one("Alex drinks water?") == f"{transliterate('Alex')} {transliterate('drinks')} लः ?"
+    assert transliterate("Alex") == "अलेक्स" and transliterate("2023") == "२०२३"
+    assert WordByWord(lexicon, fallback="copy").translate_one("Alex drinks") == "Alex drinks"
+    assert baseline.coverage(["I drink water", "Alex"]) == 3 / 4
