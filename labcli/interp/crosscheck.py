@@ -2,34 +2,45 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 from labcli.interp.heads import attention_patterns, logits_of, zero_heads_hooks
 
 
+def nnsight():
+    """nnsight without its import-time side effect: by default it mounts `.save` on every Python
+    object, which broke jericho (TextWorld) later in the same process. lab's config (nnsight.yaml)
+    turns that off; values are saved with nnsight.save(value)."""
+    os.environ.setdefault("NNSIGHT_CONFIG", str(Path(__file__).with_name("nnsight.yaml")))
+    import nnsight as module
+
+    return module
+
+
 @torch.no_grad()
 def nnsight_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
     """[layer, batch, head, query, key], read through nnsight from the same hook-point modules."""
-    from nnsight import NNsight
-
-    wrapped = NNsight(model)
+    nn = nnsight()
+    wrapped = nn.NNsight(model)
     saved = []
     with wrapped.trace(tokens):  # nnsight runs this block's code itself: a plain loop, no comprehension
         for layer in range(model.cfg.n_layers):
-            saved.append(wrapped.blocks[layer].attn.hook_pattern.output.save())
+            saved.append(nn.save(wrapped.blocks[layer].attn.hook_pattern.output))
     return torch.stack([torch.as_tensor(s) for s in saved])
 
 
 @torch.no_grad()
 def nnsight_ablated_logits(model, tokens: torch.Tensor, heads: list[tuple[int, int]]) -> torch.Tensor:
     """Logits with the heads' outputs set to zero by an nnsight intervention."""
-    from nnsight import NNsight
-
-    wrapped = NNsight(model)
+    nn = nnsight()
+    wrapped = nn.NNsight(model)
     with wrapped.trace(tokens):
         for layer, head in heads:
             wrapped.blocks[layer].attn.hook_z.output[:, :, head] = 0.0
-        out = wrapped.output.save()
+        out = nn.save(wrapped.output)
     return logits_of(out)
 
 

@@ -90,3 +90,12 @@ def test_joint_head_patch_matches_transformer_lens_for_one_head_and_restores_all
     every = [(layer, head) for layer in range(2) for head in range(2)]
     # every head's output clean: the residual at the query (the clean token's embedding) is the clean run's
     assert abs(patching.patch_heads_together(m, batch["input_ids"], bad["input_ids"], every, metric) - 1.0) < 1e-4
+
+
+def test_nnsight_is_imported_without_mounting_save_on_every_object():
+    """nnsight's default mounts `.save` on every Python object, which broke TextWorld's jericho later
+    in the same process ('method' object has no attribute 'argtypes'); lab's config turns it off."""
+    from labcli.interp.crosscheck import nnsight
+
+    nnsight()
+    assert not hasattr(object(), "save")
