@@ -53,11 +53,17 @@ def documents() -> list[Path]:
     return sorted([*DOCS.glob("results*.md"), *DOCS.glob("results/*.md")])
 
 
+HAND_TABLE = re.compile(r"^\|.*\|\n\|[-| :]+\|$", re.M)  # a markdown table's header and rule
+
+
 def check(write: bool = False) -> list[str]:
-    """Every block whose markdown differs from its data (rewritten in place with write=True)."""
+    """Every block whose markdown differs from its data (rewritten in place with write=True), and
+    every table written by hand outside a block (it has no data file to come from)."""
     stale = []
     for doc in documents():
         text = doc.read_text(encoding="utf-8")
+        if HAND_TABLE.search(BLOCK.sub("", text)):
+            stale.append(f"{doc.relative_to(DOCS.parent)}: a table outside a <!-- table: --> block (no data file)")
 
         def replace(match: re.Match) -> str:
             spec = yaml.safe_load(match["spec"])

@@ -19,3 +19,11 @@ def test_a_hand_edited_table_is_caught(tmp_path, monkeypatch):
     doc.write_text(doc.read_text().replace("| 1.5 |", "| 1.6 |"))
     stale = results.check()
     assert len(stale) == 1 and stale[0].endswith("results/x.md: table from data/x.json")
+
+
+def test_a_table_written_by_hand_is_caught(tmp_path, monkeypatch):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "x.md").write_text("# x\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    monkeypatch.setattr(results, "DOCS", tmp_path)
+    (problem,) = results.check()
+    assert problem.endswith("results/x.md: a table outside a <!-- table: --> block (no data file)")
