@@ -32,10 +32,9 @@ demo: install
 
 # The whole suite (what CI runs). Tests run one torch thread each (tests/conftest.py), so two
 # pytest-xdist workers use both cores of a 2-core machine; a file stays on one worker (its module
-# fixtures are built once) and the serving tests share one (tests/conftest.py: SHARED_GROUPS).
-# Set PYTEST_WORKERS=1 for one process.
+# fixtures are built once). Set PYTEST_WORKERS=1 for one process.
 PYTEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 test: install
 	$(PYTEST) tests
 

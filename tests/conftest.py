@@ -26,21 +26,10 @@ def pytest_configure(config):
     set_threads()
 
 
-# Serving tests build the same default runs (cached in the worker's LAB_HOME): one worker runs them all.
-SHARED_GROUPS = {"tests/recipes/serve/": "serving", "tests/lib/serving/": "serving", "tests/recipes/bench/test_serve.py": "serving"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs two workers with --dist loadgroup: a test file stays on one worker (its module
-    fixtures are built once), and the files in SHARED_GROUPS share one worker. No CUDA: gpu tests skip."""
+    """No CUDA: gpu tests skip."""
     import torch
 
-    for item in items:
-        path = Path(item.fspath).relative_to(ROOT).as_posix()
-        if not any(True for _ in item.iter_markers("xdist_group")):
-            group = next((g for prefix, g in SHARED_GROUPS.items() if path.startswith(prefix)), path)
-            item.add_marker(pytest.mark.xdist_group(group))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
