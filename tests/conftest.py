@@ -38,6 +38,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def keep_main_module():
+    """Streamlit's AppTest swaps `sys.modules["__main__"]` for the app it ran and leaves it there; a later
+    `torch.multiprocessing.spawn` in the same pytest worker would then re-run that app in each child
+    (spawn re-imports `__main__.__file__`). Put the real one back after every test."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="session")
 def lab_home(tmp_path_factory) -> Path:
     """One LAB_HOME for the whole session so tokenizers and presets are cached across tests."""
