@@ -6,10 +6,11 @@ onnxruntime, dynamic batching), starts Triton, waits until ready, sends a smoke 
 and gRPC and compares it with eager, then serves until Ctrl-C (or detaches). Ports: --port HTTP,
 port+1 gRPC, port+2 metrics, port+3 Triton's own HTTP when lab's front is on (--gateway).
 
-lab's HTTP front (gateway.py, on by default) checks each KServe v2 body against the model's declared
-inputs before Triton sees it and answers malformed ones with 400: Triton 2.51 answers many of them
-with 500 and one (a huge free dimension) aborts it. --gateway false puts Triton's own HTTP on --port
-(more requests/s on tiny models, see docs/results/serve.md; malformed bodies may then crash it).
+lab's HTTP front (gateway.py, off by default, --gateway turns it on) checks each KServe v2 body
+against the model's declared inputs before Triton sees it and answers malformed ones with 400:
+Triton 2.51 answers unparsable JSON and many malformed tensors with 500, and one (a huge free
+dimension) aborts it. It is off by default because it cost more than 10 % of direct throughput at
+32 clients (docs/results/serve.md); turn it on when untrusted clients reach the port.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ from labcli.serving.triton import (
 class Config(ModelServerSettings):
     launcher: Literal["local", "docker"] = Field("local", description="local: bundled tritonserver; docker: NGC container")
     dry_run: bool = Field(False, description="docker launcher: print the command without running it")
-    gateway: bool = Field(True, description="HTTP through lab's front, which answers malformed KServe v2 bodies with 400 (Triton "
-                          "2.51 answers some with 500, one aborts it); false: Triton's own HTTP on --port (faster, docs/results/serve.md)")
+    gateway: bool = Field(False, description="HTTP through lab's front, which answers malformed KServe v2 bodies with 400 (Triton "
+                          "2.51 answers unparsable JSON and some tensors with 500, one aborts it); off: Triton's own HTTP on --port "
+                          "(the front costs ~40 % of requests/s at 32 clients on tiny models, docs/results/serve.md)")
     setup: bool = Field(False, description="Create the Triton environment first (labcli/serving/setup_triton_env.sh)")
     dynamic_batching: bool = Field(True, description="Let Triton group concurrent requests into one batch")
     max_batch_size: int = Field(16, ge=1, le=1024, description="Largest batch Triton forms (and accepts) per model")
