@@ -139,11 +139,11 @@ def run(cfg: Config, ctx) -> None:
                 sub = ctx.sub(f"{agent}-{level}-r{r}")
                 make_envs = ba.vector_envs(level, view)
                 if algo == "ppo":
-                    net = ppo.train(f"{agent} {level} r{r}", cfg.frames, seed, cfg.ppo, ba.ActorCritic(ba.ENCODERS[view]()),
+                    net = ppo.train(f"{agent} {level} r{r}", cfg.frames, seed, cfg.ppo, ppo.Agent(7, encoder=ba.ENCODERS[view]()),
                                     run=sub, progress=True, make_envs=make_envs)
                     act = net.sample
                 else:
-                    net = dqn.train(f"{agent} {level} r{r}", cfg.frames, seed, cfg.dqn, ba.QNet(ba.ENCODERS[view]()),
+                    net = dqn.train(f"{agent} {level} r{r}", cfg.frames, seed, cfg.dqn, dqn.QNetwork(7, encoder=ba.ENCODERS[view]()),
                                     run=sub, progress=True, make_envs=make_envs)
                     act = net.greedy
                 net.eval()
@@ -161,7 +161,7 @@ def run(cfg: Config, ctx) -> None:
             seed_everything(cfg.seed + r)
             sub = ctx.sub(f"executor-r{r}")
             executor = ppo.train(f"executor r{r}", cfg.frames * len(cfg.levels), cfg.seed + r, cfg.ppo,
-                                 ba.ActorCritic(ba.SubgoalEncoder()), run=sub, progress=True,
+                                 ppo.Agent(7, encoder=ba.SubgoalEncoder()), run=sub, progress=True,
                                  make_envs=ba.vector_envs(list(cfg.levels), "subgoal", cfg.shaping.scale, cfg.ppo.gamma,
                                                           cfg.shaping.progress))
             executors.append(executor.eval())
