@@ -16,7 +16,7 @@ from typing import Callable, Literal, Sequence
 import torch
 from pydantic import Field, model_validator
 
-from labcli.engine import distributed
+from labcli.engine import distributed, zero
 from labcli.engine.loop import Loop, LoopConfig, fit, phase
 from labcli.errors import UserError
 from labcli.runs import Run
@@ -60,6 +60,7 @@ class TrainConfig(LoopConfig):
             raise UserError(f"train.optimizer={self.optimizer} with train.strategy=deepspeed: ZeRO replaces the "
                             "parameters with flat fp32 partitions, which paged/8-bit optimizers do not support",
                             "use train.optimizer=adamw or sgd (ZeRO shards their state)")
+        zero.check_installed()  # here, so `lab check` and the launcher say it before any process starts
         return self
 
 

@@ -16,6 +16,7 @@ moments in the optimizer (what `lab profile memory --strategy deepspeed-zero2|3`
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 
@@ -24,6 +25,12 @@ import torch
 from labcli.errors import UserError
 
 INSTALL = "pip install --no-build-isolation deepspeed==0.19.8 (after torch; `make install` does it)"
+
+
+def check_installed() -> None:
+    """A one-line error when DeepSpeed is missing (without importing it: that takes seconds)."""
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UserError("train.strategy=deepspeed needs DeepSpeed, which is not installed", INSTALL)
 
 
 def import_deepspeed(device: torch.device):

@@ -141,8 +141,17 @@ def test_missing_deepspeed_names_the_install_command(monkeypatch):
     assert "pip install --no-build-isolation deepspeed==" in info.value.hint
 
 
+def test_missing_deepspeed_is_caught_with_the_config(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    with pytest.raises(UserError, match="needs DeepSpeed, which is not installed") as info:
+        TrainConfig(strategy="deepspeed", zero_stage=3)
+    assert "--no-build-isolation" in info.value.hint
+    TrainConfig(strategy="ddp")  # the other strategies do not need it
+
+
 def test_one_process_is_refused_before_deepspeed_loads():
-    model = Net(0)
-    with pytest.raises(UserError, match="runs under several processes"):
-        zero.initialize(model, torch.optim.SGD(model.parameters(), lr=0.1), TrainConfig(strategy="deepspeed"),
-                        torch.device("cpu"))
+    with pytest.raises(UserError, match="runs under several processes"):  # (an optimizer is never reached)
+        zero.initialize(Net(0), None, TrainConfig.model_construct(strategy="deepspeed"), torch.device("cpu"))
