@@ -31,7 +31,7 @@ class TrainConfig(LoopConfig):
     activation_checkpointing: bool = Field(False, description="Recompute activations in backward")
     compile: bool = Field(False, description="torch.compile the model")
     strategy: Literal["auto", "single", "ddp", "fsdp", "deepspeed"] = Field(
-        "auto", description="auto: ddp under torchrun; deepspeed: DeepSpeed ZeRO (train.zero_stage), several processes")
+        "auto", description="auto: ddp under torchrun; deepspeed: DeepSpeed ZeRO (train.zero_stage)")
     fsdp_cpu_offload: bool = Field(False, description="FSDP2: keep sharded parameters, gradients and the optimizer "
                                                       "step in CPU RAM (CPUOffloadPolicy); the GPU holds gathered blocks")
     fsdp_load_on_rank0: bool = Field(False, description="FSDP: only rank 0 reads the weights; the other ranks build the "

@@ -75,12 +75,14 @@ def ds_config(cfg, world_size: int) -> dict:
 def initialize(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg, device: torch.device):
     """The DeepSpeed engine around `model` (its `.optimizer` is ZeRO's wrapper of `optimizer`).
 
-    Every process calls it after `distributed.init` (DeepSpeed adopts the existing process group)."""
+    Every process calls it after `distributed.init` (DeepSpeed adopts the existing process group); a
+    single process gets a process group of one, which stays until the process ends (`lab` closes it)."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        raise UserError("train.strategy=deepspeed runs under several processes (ZeRO shards across them)",
-                        "add --nproc 2 (or more); in one process use train.strategy=single")
+    if not dist.is_initialized():  # one process outside torchrun (ZeRO-Offload on one GPU): a group of one,
+        os.environ.setdefault("LOCAL_RANK", "0")  # which DeepSpeed asserts; left for the launcher to close
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0,
+                                world_size=1)
     if any(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters()):
         raise UserError("train.strategy=deepspeed with a bitsandbytes-quantized model (QLoRA) is not supported here",
                         "use train.strategy=ddp or fsdp for QLoRA, or method=lora with deepspeed")
