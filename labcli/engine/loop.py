@@ -130,8 +130,9 @@ def fit(
 
     `seed`: reseed torch first (None: keep the caller's RNG stream). `eval_at_start`: evaluate
     before step 1 of a fresh run (logged as step 0). `strategy`: single, ddp or fsdp (auto: ddp
-    under torchrun; deepspeed only with a TrainConfig). `callbacks`: objects with optional `before_step(i)` / `after_step(i)`, i
-    counting this process's steps from 1 (e.g. labcli.eval.profiler.StepProfiler)."""
+    under torchrun), or deepspeed (with a TrainConfig: it reads the batch split and ZeRO keys).
+    `callbacks`: objects with optional `before_step(i)` / `after_step(i)`, i counting this
+    process's steps from 1 (e.g. labcli.eval.profiler.StepProfiler)."""
     distributed.init(device)
     rank, _ = distributed.world()
     strategy = distributed.resolve_strategy(strategy)

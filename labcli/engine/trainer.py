@@ -44,7 +44,7 @@ class TrainConfig(LoopConfig):
     early_stopping_patience: int = Field(0, ge=0, description="Stop after N evals without improvement (0: off)")
 
     @model_validator(mode="after")
-    def _deepspeed_combinations(self) -> "TrainConfig":
+    def _deepspeed_combinations(self) -> TrainConfig:
         if self.strategy != "deepspeed":
             if self.deepspeed_offload:
                 raise UserError(f"train.deepspeed_offload=true with train.strategy={self.strategy}",

@@ -79,13 +79,13 @@ def initialize(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg, de
     single process gets a process group of one, which stays until the process ends (`lab` closes it)."""
     import torch.distributed as dist
 
+    if any(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters()):
+        raise UserError("train.strategy=deepspeed with a bitsandbytes-quantized model (QLoRA) is not supported here",
+                        "use train.strategy=ddp or fsdp for QLoRA, or method=lora with deepspeed")
     if not dist.is_initialized():  # one process outside torchrun (ZeRO-Offload on one GPU): a group of one,
         os.environ.setdefault("LOCAL_RANK", "0")  # which DeepSpeed asserts; left for the launcher to close
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0,
                                 world_size=1)
-    if any(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters()):
-        raise UserError("train.strategy=deepspeed with a bitsandbytes-quantized model (QLoRA) is not supported here",
-                        "use train.strategy=ddp or fsdp for QLoRA, or method=lora with deepspeed")
     deepspeed = import_deepspeed(device)
     deepspeed.init_distributed(dist_backend=dist.get_backend())
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config(cfg, dist.get_world_size()))
