@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks, run once on a lent GPU machine (docs/gpu-results.md holds what they printed).
-#   bash labcli/devtools/gpu_check.sh OUT_DIR [SECONDS]
+#   bash labcli/devtools/gpu_check.sh OUT_DIR [SECONDS]      (ONLY="step names" runs just those)
 # From the repository root. Wheels for packages the machine lacks may wait in .whl/ (installed into
 # /tmp/site first). Every step has its own time limit and the whole stays inside SECONDS (default
 # 500), so the log and the run folders (OUT_DIR/log.txt, OUT_DIR/runs.tgz) always come back.
@@ -26,6 +26,7 @@ LAB="python3 -m labcli"
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit that keeps 20 s for packing up
   local name=$1 limit=$2; shift 2
+  if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then return; fi
   local left=$(( DEADLINE - $(date +%s) - 20 ))
   if (( left < 15 )); then echo "=== $name: SKIPPED (no time left)"; return; fi
   (( limit > left )) && limit=$left
@@ -47,7 +48,7 @@ except Exception as exc: print(\"deepspeed: not importable:\", exc)
 step pytest-gpu 200 python3 -m pytest -q -m gpu -p no:cacheprovider --timeout 180 \
   tests/lib/kernels tests/lib/optim/test_paged_adamw.py tests/recipes/bench/test_kernels.py
 
-step bench-kernels 120 $LAB bench kernels --output $RUNS/bench-kernels
+step bench-kernels 120 $LAB bench kernels ${KERNELS_ARGS:-} --output $RUNS/bench-kernels
 
 step deepspeed-zero3-nccl 90 bash -c "$LAB finetune tiny-lm vocab_size=500 train.max_steps=20 train.batch_size=8 \
   train.micro_batch_size=4 train.strategy=single --output $RUNS/tiny-lm-single && \

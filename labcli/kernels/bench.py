@@ -230,14 +230,16 @@ def memory_rows(seq_lens, dim: int, block: int, device) -> list[dict]:
     rows, last = [], {}
     for n in sorted(seq_lens):
         g = torch.Generator().manual_seed(n)
-        q, k, v = (torch.randn(1, 1, n, dim, generator=g).to(device) for _ in range(3))
+        # fp16 on CUDA (SDPA's flash backend has no fp32 kernel), fp32 on the CPU
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        q, k, v = (torch.randn(1, 1, n, dim, generator=g).to(device, dtype) for _ in range(3))
         for impl, fn in impls.items():
             with torch.no_grad():
                 peak = peak_bytes(lambda: fn(q, k, v), device)
             before = last.get(impl)
             # bytes added per extra token since the previous N: constant when linear, doubling when quadratic
             marginal = (peak - before[1]) / (n - before[0]) if before else None
-            rows.append({"n": n, "impl": impl, "device": device.type, "peak_bytes": peak,
+            rows.append({"n": n, "impl": impl, "device": device.type, "dtype": str(dtype).removeprefix("torch."), "peak_bytes": peak,
                          "bytes_per_token": peak / n, "bytes_per_token2": peak / n ** 2,
                          "marginal_bytes_per_token": marginal})
             last[impl] = (n, peak)

@@ -40,7 +40,7 @@ class Config(RecipeConfig):
     nf4_batches: list[int] | None = Field(None, description="Rows of x for the decode matmul, each <= 16 "
                                                             "(None: 1, 16 interpreted; 1, 2, 4, 8, 16 on CUDA)")
     memory_seq_lens: list[int] = Field([512, 1024, 2048, 4096, 8192], description="N of the memory table")
-    memory_head_dim: int = Field(64, ge=8, description="Head dim of the memory table (batch 1, 1 head, fp32)")
+    memory_head_dim: int = Field(64, ge=8, description="Head dim of the memory table (batch 1, 1 head; fp16 on CUDA, fp32 on the CPU)")
     memory_block: int = Field(128, ge=16, description="Tile size of the tiled reference in the memory table")
     compile_arch: int = Field(90, ge=0, description="Without a GPU: compile every kernel for this sm_XX "
                                                     "(80 A100, 90 H100/H200; 0 skips)")
@@ -237,7 +237,7 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     rows = [[str(r["n"]), r["impl"], f"{r['peak_bytes'] / 2**20:.2f}", _num(r["marginal_bytes_per_token"], ".0f"),
              f"{r['bytes_per_token2']:.2f}", _num(growth.get(r["impl"]), ".2f") if r["n"] == mem[-1]["n"] else ""]
             for r in mem]
-    out.append((f"Peak memory of one attention forward (batch 1, 1 head, fp32; {summary['memory_how']}). "
+    out.append((f"Peak memory of one attention forward (batch 1, 1 head, {mem[0].get('dtype', 'float32')}; {summary['memory_how']}). "
                 "Linear growth: bytes added per token since the previous N stay constant; quadratic: "
                 "bytes / N² stay constant", ["N", "impl", "peak MB", "Δbytes / ΔN", "bytes / N²",
                                              "growth exponent (last two N)"], rows))
@@ -361,7 +361,7 @@ def plot(ctx: Run, summary: dict) -> list:
     ax.set_yscale("log")
     ax.set_xlabel("sequence length N")
     ax.set_ylabel("peak MB during one forward")
-    ax.set_title("peak memory of one attention forward (fp32, 1 head)")
+    ax.set_title(f"peak memory of one attention forward ({mem[0].get('dtype', 'float32')}, 1 head)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     out.append(save(fig, ctx.path("memory.png")))

@@ -231,8 +231,10 @@ def run_cell(cfg: Config, ctx: Run) -> dict:
     if name == "lab-paged-adamw":
         p = cell["paging"]
         cell["note"] = (f"{p['pages']} pages of {p['page_bytes'] // 1024} KB in a {cell['state_where']}, "
-                        f"{p['page_outs']} written out; at most {cell['state_in_ram_bytes'] / 2**20:.2f} of "
-                        f"{p['budget_bytes'] / 2**20:.2f} MB in RAM (measured)")
+                        f"{p['page_outs']} written out; " + (
+                            f"at most {cell['state_in_ram_bytes'] / 2**20:.2f} of {p['budget_bytes'] / 2**20:.2f} MB in "
+                            "RAM (measured)" if cell["state_in_ram_bytes"] is not None else
+                            f"at most {p['budget_bytes'] / 2**20:.2f} MB of device slots (the rest in pinned host memory)"))
     return cell
 
 
