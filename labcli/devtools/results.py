@@ -50,7 +50,7 @@ def render(spec: dict, folder: Path) -> str:
 
 
 def documents() -> list[Path]:
-    return sorted([*DOCS.glob("results*.md"), *DOCS.glob("results/*.md")])
+    return sorted([*DOCS.glob("*results*.md"), *DOCS.glob("results/*.md")])
 
 
 HAND_TABLE = re.compile(r"^\|.*\|\n\|[-| :]+\|$", re.M)  # a markdown table's header and rule
