@@ -71,7 +71,7 @@ def test_an_arm_inside_the_obstacle_is_a_contact_and_a_clear_one_is_not(franka):
     flange = min(mujoco.mj_geomDistance(arm.model, arm.data, sarm.obstacle_slots[0], g, 0.1, fromto)
                  for g in range(arm.model.ngeom) if arm.model.geom_bodyid[g] > 0 and arm.model.geom_contype[g])
     assert depths and min(depths) < 0 and flange < 0  # the contact list agrees with the exact distance query
-    assert "world touches panda_link" in (SafetyMonitor(arm).collision() or "")
+    assert "obstacle0 touches panda_link" in (SafetyMonitor(arm).collision() or "")
     assert obstacle_contacts(sarm, q0) == [] and SafetyMonitor(arm).collision() is None
 
 
