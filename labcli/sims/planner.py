@@ -5,9 +5,10 @@ line when no obstacle is near it, and otherwise a quadratic Bézier through a vi
 obstacle: on its left or its right as seen along the direction of travel, both valid, which is
 what makes the demonstrations multimodal. The path is timed with a minimum-jerk profile at a peak
 end-effector speed, sampled every `dt`, solved by warm-started damped-least-squares IK, and
-checked kinematically: every waypoint and the midpoints between them must be collision-free with a
-clearance margin (arm vs table, objects, obstacles and itself), within the joint limits and under
-a share of the velocity limits. The torque controller then tracks the joint waypoints.
+checked kinematically: at every waypoint and `substeps - 1` joint-space points between each two, no
+link of the arm may come within `margin` of the table, an object or the obstacle, nor touch another
+link (MuJoCo's contact query); every waypoint within the joint limits and under a share of the
+velocity limits. The torque controller then tracks the joint waypoints.
 """
 
 from __future__ import annotations
