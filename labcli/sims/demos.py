@@ -1,6 +1,6 @@
 """Tasks (a scene plus an instruction) from a seed, and expert demonstrations saved as a data set.
 
-`generate_task(arm, seed)` draws a scene where the instruction's goal lies 0.3-0.45 m from the
+`generate_task(arm, seed)` draws a scene where the instruction's goal lies 0.35-0.5 m from the
 start; in a share of the tasks (`blocked_share`) an obstacle stands across the straight path, so
 the expert must go around it, on either side. Instructions come from two template sets: `train`
 phrasings and `heldout` phrasings (other verbs, synonyms, other ways to say 'avoid') used only for
@@ -80,7 +80,7 @@ def generate_task(arm: str, seed: int, blocked_share: float = 0.7, templates: st
     for _ in range(1000):
         start = np.array([rng.uniform(u0, u1), rng.uniform(-vmax, vmax)])
         relation = str(rng.choice(list(RELATION_WEIGHTS), p=list(RELATION_WEIGHTS.values())))
-        angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0.3, 0.45)
+        angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0.35, 0.5)
         goal = start + dist * np.array([np.cos(angle), np.sin(angle)])
         if not (u0 <= goal[0] <= u1 and abs(goal[1]) <= vmax):
             continue

@@ -81,7 +81,21 @@ def summarise(results: list[dict]) -> dict:
         "blocked_collision_pct": pct(r["collision"] for r in blocked),
         "left_pct": pct(r["mode"] == "left" for r in blocked),
         "right_pct": pct(r["mode"] == "right" for r in blocked),
+        "collided_with": collision_partners(results),
     }
+
+
+def collision_partners(results: list[dict]) -> dict[str, int]:
+    """Episodes per thing the arm first touched: obstacle, object, table, floor or self (another link)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        reason = r.get("estop_reason") or ""
+        if reason.startswith("collision: "):
+            a, b = reason.removeprefix("collision: ").split(" (depth")[0].split(" touches ")
+            scene = [n.rstrip("0123456789") for n in (a, b) if n.rstrip("0123456789") in ("obstacle", "object", "table", "floor")]
+            key = scene[0] if scene else "self"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def pairwise_distance(paths: list[np.ndarray]) -> float:

@@ -5,9 +5,10 @@ line when no obstacle is near it, and otherwise a quadratic Bézier through a vi
 obstacle: on its left or its right as seen along the direction of travel, both valid, which is
 what makes the demonstrations multimodal. The path is timed with a minimum-jerk profile at a peak
 end-effector speed, sampled every `dt`, solved by warm-started damped-least-squares IK, and
-checked kinematically: every waypoint and the midpoints between them must be collision-free with a
-clearance margin (arm vs table, objects, obstacles and itself), within the joint limits and under
-a share of the velocity limits. The torque controller then tracks the joint waypoints.
+checked kinematically: at every waypoint and `substeps - 1` joint-space points between each two, no
+link of the arm may come within `margin` of the table, an object or the obstacle, nor touch another
+link (MuJoCo's contact query); every waypoint within the joint limits and under a share of the
+velocity limits. The torque controller then tracks the joint waypoints.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class Planner:
     """Plans expert paths in one SceneArm's current scene (a private model copy with clearance margins)."""
 
     def __init__(self, sarm: SceneArm, dt: float = 0.1, speed: float = 0.3, hold: float = 1.0,
-                 clearance: float = 0.1, margin: float = 0.02, max_joint_speed: float = 0.6):
-        self.sarm, self.dt, self.speed, self.hold = sarm, dt, speed, hold
+                 clearance: float = 0.12, margin: float = 0.01, max_joint_speed: float = 0.6, substeps: int = 4):
+        self.sarm, self.dt, self.speed, self.hold, self.substeps = sarm, dt, speed, hold, substeps
         self.clearance, self.max_joint_speed = clearance, max_joint_speed
         # a copy whose scene geoms report contacts `margin` early: waypoints keep that much clearance
         self.model = copy.deepcopy(sarm.arm.model)
@@ -170,14 +171,23 @@ class Planner:
             raise PlanError(f"{arm.joint_names[j]} would move at {speed[:, j].max():.2f} rad/s")
         if (q < arm.q_min + 0.05).any() or (q > arm.q_max - 0.05).any():
             raise PlanError("a waypoint is within 0.05 rad of a joint limit")
-        mids = (q[1:] + q[:-1]) / 2
-        for config in np.concatenate([q, mids]):
-            hit = self.contact(config)
-            if hit:
-                raise PlanError(hit)
+        hit = self.path_contact(q)
+        if hit:
+            raise PlanError(hit)
         hold = np.repeat(q[-1:], int(round(self.hold / self.dt)), axis=0)
         full = np.concatenate([q, hold])
         return Plan(full, np.concatenate([points, np.repeat(points[-1:], len(hold), axis=0)]), self.dt, mode, len(q))
+
+    def path_contact(self, q: np.ndarray) -> str | None:
+        """The first contact of the whole arm (every link, within the margin) along the joint path `q` (K, nq),
+        checked at the waypoints and `substeps - 1` joint-space interpolations between each two."""
+        w = np.arange(self.substeps)[:, None, None] / self.substeps
+        configs = ((1 - w) * q[None, :-1] + w * q[None, 1:]).transpose(1, 0, 2).reshape(-1, q.shape[1])
+        for config in np.concatenate([configs, q[-1:]]):
+            hit = self.contact(config)
+            if hit:
+                return hit
+        return None
 
     def contact(self, q: np.ndarray) -> str | None:
         """The first contact (within the clearance margin) of the arm at configuration q, or None."""

@@ -86,9 +86,8 @@ class SafetyMonitor:
         if data.ncon == 0:
             return None
         for contact in data.contact[: data.ncon]:
-            b1, b2 = model.geom_bodyid[contact.geom1], model.geom_bodyid[contact.geom2]
             if contact.dist < 0:
-                return f"{model.body(b1).name or 'world/floor'} touches {model.body(b2).name or 'world/floor'} (depth {-contact.dist * 1000:.1f} mm)"
+                return f"{part_name(model, contact.geom1)} touches {part_name(model, contact.geom2)} (depth {-contact.dist * 1000:.1f} mm)"
         return None
 
     def trip(self, t: float, kind: str, detail: str) -> bool:
@@ -96,3 +95,11 @@ class SafetyMonitor:
         self.estop_time = t
         self.events.append(SafetyEvent(t, kind, detail, True))
         return True
+
+
+def part_name(model, geom: int) -> str:
+    """A link's body name; for the world body's geoms (floor, table, a scene's object or obstacle slot) the geom's name."""
+    body = model.geom_bodyid[geom]
+    if body == 0:
+        return model.geom(geom).name or "floor"
+    return model.body(body).name

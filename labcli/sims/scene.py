@@ -40,6 +40,7 @@ SHAPE_SIZES: dict[tuple[str, str], tuple[float, ...]] = {
 SCENE_GROUP = 2  # geom group of the floor, table, objects and obstacles (the arm's meshes are group 0)
 MAX_OBJECTS = 5
 MAX_OBSTACLES = 1
+OBSTACLE_RISE = (0.01, 0.03)  # m of obstacle above the travel height (see random_obstacle)
 GEOM_TYPES = {"cube": mujoco.mjtGeom.mjGEOM_BOX, "wall": mujoco.mjtGeom.mjGEOM_BOX, "ball": mujoco.mjtGeom.mjGEOM_SPHERE,
               "cylinder": mujoco.mjtGeom.mjGEOM_CYLINDER, "bowl": mujoco.mjtGeom.mjGEOM_CYLINDER,
               "pillar": mujoco.mjtGeom.mjGEOM_CYLINDER}
@@ -258,6 +259,12 @@ def load_scene_arm(name: str, timestep: float = 0.001) -> SceneArm:
         spec.worldbody.add_geom(name=slot, type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.01, 0.01, 0.01],
                                 pos=[3 + k, 3, -5], quat=yaw_quat(0.3 + k), group=SCENE_GROUP)
     model = spec.compile()
+    # MuJoCo's mid-phase culls geom pairs with a per-body bounding-volume hierarchy built at compile
+    # time; the world body's was built around the hidden slots and never sees a scene written later,
+    # so it dropped every contact with objects and obstacles. Without it each body pair's geoms are
+    # tested directly (bounding spheres, then the narrow phase): exact for any slot contents, and
+    # cheap here (each arm link has one collision geom, the world body 8).
+    model.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_MIDPHASE)
     slots = [model.geom(n).id for n in names]
     for gid in slots:
         hide_geom(model, gid)
@@ -287,14 +294,19 @@ def random_object(rng: np.random.Generator, layout: Layout, taken: set, u: float
 
 
 def random_obstacle(rng: np.random.Generator, layout: Layout, centre_uv: np.ndarray, across_uv: np.ndarray) -> Thing:
-    """A wall (long side along `across_uv`) or a pillar standing on the table, rising 0.1-0.15 m above the travel height."""
+    """A wall (long side along `across_uv`) or a pillar standing on the table, its top 1-3 cm above the travel height.
+
+    Low enough that the arm's wrist and forearm (the Panda's link 5-6 hang 5-10 cm above its flange)
+    pass over it while the end effector goes around it, high enough that an end effector travelling
+    straight through it at the travel height touches it (1-3 cm deep). Taller obstacles (10-15 cm
+    above, before) left no contact-free way around for the Panda on most scenes."""
     kind = str(rng.choice(OBSTACLES))
-    top = layout.travel_z + float(rng.uniform(0.1, 0.15))
+    top = layout.travel_z + float(rng.uniform(OBSTACLE_RISE[0], OBSTACLE_RISE[1]))
     half_h = (top - layout.table_top) / 2
     xy = front_to_world(layout, *centre_uv)
     pos = (float(xy[0]), float(xy[1]), layout.table_top + half_h)
     if kind == "wall":
         across = front_to_world(layout, *across_uv)
         yaw = float(np.arctan2(across[1], across[0]))
-        return Thing("wall", pos, (float(rng.uniform(0.06, 0.09)), 0.015, half_h), yaw)
-    return Thing("pillar", pos, (float(rng.uniform(0.035, 0.05)), half_h))
+        return Thing("wall", pos, (float(rng.uniform(0.04, 0.06)), 0.015, half_h), yaw)
+    return Thing("pillar", pos, (float(rng.uniform(0.03, 0.045)), half_h))

@@ -11,7 +11,7 @@ from labcli.cli import app
 from labcli.errors import UserError
 
 TINY = ["data.scenes=16", "data.image_size=16", "train.max_steps=6", "mlp_train.max_steps=6", "train.eval_every=3",
-        "eval.tasks=3", "eval.max_time=4", "eval.full_chunk_rows=true", "eval.diversity_scenes=1", "eval.diversity_samples=2", "eval.parallel=3",
+        "eval.tasks=3", "eval.max_time=6", "eval.full_chunk_rows=true", "eval.diversity_scenes=1", "eval.diversity_samples=2", "eval.parallel=3",
         "eval.partial=[no_camera]", "eval.guidance_scales=[1]", "policy.width=32", "policy.depth=1"]
 
 
