@@ -36,7 +36,7 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur (kernel radius 2 sigma, at least 1), reflect padding; keeps the shape."""
-    radius = max(1, int(round(2 * sigma)))
+    radius = max(1, round(2 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()

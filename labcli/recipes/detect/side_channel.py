@@ -20,7 +20,6 @@ from labcli.config import RecipeConfig
 from labcli.data import mnist5k
 from labcli.detect import common
 from labcli.detect import sidechannel as sc
-from labcli.errors import UserError
 from labcli.eval.measure import hardware_line
 from labcli.eval.tables import markdown_table
 from labcli.runs import seed_everything
@@ -60,8 +59,7 @@ def run(cfg: Config, ctx) -> None:
         bar.advance(task)
     ee, ct = m["early exit"], m["constant time"]
     if not (np.array_equal(ee["pred"], ct["pred"]) and np.array_equal(ee["exit"], ct["exit"])):
-        raise UserError("the constant-time server answered differently from the early-exit one",
-                        "a bug in EarlyExitMLP.infer: report it")
+        raise RuntimeError("the constant-time server answered differently from the early-exit one (a bug in EarlyExitMLP.infer)")
     exit_, pred = ee["exit"], ee["pred"]
     exits = len(model.blocks)
 

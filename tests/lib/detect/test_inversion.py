@@ -39,10 +39,10 @@ def test_nearest_mean_hits_count_exactly():
 def test_inversion_raises_the_class_probability_and_stays_in_the_box():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
-    start = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    start = lambda: torch.Generator().manual_seed(1)
     before = inv.invert(model, [0, 1, 2], prior=inv.Prior(), steps=0, lr=0.1, shape=(1, 4, 4), generator=start())
     after = inv.invert(model, [0, 1, 2], prior=inv.Prior(tv=0.1, l2=0.01, blur_every=2), steps=30, lr=0.1, shape=(1, 4, 4), generator=start())
-    p = lambda x: model(x).softmax(1)[torch.arange(3), torch.arange(3)]  # noqa: E731
+    p = lambda x: model(x).softmax(1)[torch.arange(3), torch.arange(3)]
     assert (p(after) > p(before)).all()
     assert after.min() >= 0 and after.max() <= 1
     # the weights are left as they were: trainable, unchanged
