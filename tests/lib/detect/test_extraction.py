@@ -44,14 +44,14 @@ def test_top1_and_rounding_remove_information(victim):
 
 
 def test_budget_per_token_refuses_with_429_and_counts(victim):
-    with ex.VictimServer(victim, budget_per_token=150) as server:
-        X, labels, _ = ex.Attacker(server.port, "a", batch=100).query(images(300))
-        assert len(X) == len(labels) == 100  # the second request (100 more) would pass 150: refused, attacker stops
-        assert server.counts == {"a": 100} and server.refused == 100
-        other = ex.Attacker(server.port, "b", batch=50)
-        assert len(other.query(images(150))[0]) == 150  # the budget is per token
+    with ex.VictimServer(victim, budget_per_token=15) as server:
+        X, labels, _ = ex.Attacker(server.port, "a", batch=10).query(images(30))
+        assert len(X) == len(labels) == 10  # the second request (10 more) would pass 15: refused, attacker stops
+        assert server.counts == {"a": 10} and server.refused == 10
+        other = ex.Attacker(server.port, "b", batch=5)
+        assert len(other.query(images(15))[0]) == 15  # the budget is per token
         status, body = other.post(images(1))
-        assert status == 429 and "150" in body["error"]
+        assert status == 429 and "15 images per token" in body["error"]
 
 
 def test_bad_requests_get_4xx(victim):
