@@ -10,7 +10,7 @@ import pytest
 @pytest.mark.slow
 def test_inversion_tiny_run(run_lab, tmp_path):
     out = tmp_path / "inv"
-    stdout = run_lab("detect", "inversion", "--output", str(out), "target_size=300", "epochs=2", "steps=30", "restarts=2",
+    stdout = run_lab("detect", "inversion", "--output", str(out), "target_size=200", "epochs=1", "steps=15", "restarts=2",
                      "priors=[none,tv+l2+blur]", "dp.epsilons=[8]", "dp.epochs=1").stdout
     s = json.loads((out / "summary.json").read_text())
     assert {(r["target"], r["prior"]) for r in s["rows"]} == {

@@ -11,12 +11,12 @@ import pytest
 def test_side_channel_tiny_run(run_lab, tmp_path):
     out = tmp_path / "sc"
     stdout = run_lab("detect", "side-channel", "--output", str(out), "train_size=300", "epochs=2", "width=32", "depth=1",
-                     "threshold=0.5", "queries=60", "repeats=2", "splits=3").stdout
+                     "threshold=0.5", "queries=40", "repeats=2", "splits=3").stdout
     s = json.loads((out / "summary.json").read_text())
     structure = s["structure"]
-    assert structure["blocks run per query, constant time"] == [0, 0, 60]  # every query ran all three blocks
+    assert structure["blocks run per query, constant time"] == [0, 0, 40]  # every query ran all three blocks
     early = structure["blocks run per query, early exit"]
-    assert sum(early) == 60 and early == [round(e["share of queries"] * 60) for e in s["per_exit"]]
+    assert sum(early) == 40 and early == [round(e["share of queries"] * 40) for e in s["per_exit"]]
     assert {(r["server"], r["secret"]) for r in s["attacks"]} == {
         (m, k) for m in ("early exit", "constant time") for k in ("exit taken", "predicted class")}
     for r in s["attacks"]:
