@@ -1,7 +1,8 @@
 """`lab detect inversion`: model inversion (Fredrikson et al. 2015) against MNIST-5k CNNs, and DP-SGD as a defence.
 
 The 4,000 pool images are split in two halves: the attacked targets train on the first, the evaluators on the second
-(disjoint). Targets, all the same SmallCNN: Adam (the standard model), and with DP-SGD (Opacus) the no-noise control
+(disjoint). Targets, all the same SmallCNN: untrained (the control: what the scoring gives a model that learnt
+nothing), Adam (the standard model), and with DP-SGD (Opacus) the no-noise control
 plus each target epsilon. For every target and prior, the attacker reconstructs one image per class by gradient ascent
 on log p(class | x) (labcli/detect/inversion.py), `restarts` times from seeded starts. Success is measured only with
 things the attack never touched: the nearest class mean of the 1,000 test images (Euclidean, pixel space), a CNN and a
@@ -70,7 +71,10 @@ def prior(cfg: Config, name: str) -> inv.Prior:
 
 
 def targets(cfg: Config, X, y, bar):
-    """Yield (name, model, DP record or None): the Adam CNN, then the DP-SGD control and one per epsilon."""
+    """Yield (name, model, DP record or None): an untrained CNN (the scoring's floor: what an attack on a model that
+    learnt nothing scores), the Adam CNN, then the DP-SGD control and one per epsilon."""
+    torch.manual_seed(cfg.seed)
+    yield "untrained (control)", SmallCNN().eval(), None
     torch.manual_seed(cfg.seed)
     task = bar.add_task("standard target (Adam)", total=1)
     yield "Adam", train_model(SmallCNN(), X, y, epochs=cfg.epochs, seed=cfg.seed), None
@@ -166,7 +170,7 @@ def run(cfg: Config, ctx) -> None:
                        "claim (>= 8 of 10, every restart)": {f"{r['target']} / {r['prior']}": r[">= 8 of 10 in every restart"] for r in rows}})
     ctx.write_report(
         f"# Model inversion on MNIST-5k CNNs\n\nEvery target is the same SmallCNN (conv16-conv32-fc128) trained on the "
-        f"same {n} pool images: `Adam` ({cfg.epochs} epochs), and with DP-SGD (Opacus, clip {cfg.dp.max_grad_norm:g}, "
+        f"same {n} pool images: `Adam` ({cfg.epochs} epochs), `untrained (control)` (random weights, the floor of the scoring), and with DP-SGD (Opacus, clip {cfg.dp.max_grad_norm:g}, "
         f"{cfg.dp.epochs} epochs, batch {cfg.dp.batch_size}, lr {cfg.dp.lr:g}) without noise (the control) and at each target "
         f"epsilon (delta {cfg.dp.delta:g}). The attacker maximises log p(class | x) - prior by Adam on the pixels "
         f"({cfg.steps} steps, lr {cfg.lr:g}, start 0.1 grey + seeded noise, {cfg.restarts} restarts); priors: TV weight "

@@ -14,7 +14,7 @@ def test_inversion_tiny_run(run_lab, tmp_path):
                      "priors=[none,tv+l2+blur]", "dp.epsilons=[8]", "dp.epochs=1").stdout
     s = json.loads((out / "summary.json").read_text())
     assert {(r["target"], r["prior"]) for r in s["rows"]} == {
-        (t, p) for t in ("Adam", "DP-SGD, no noise", "DP-SGD eps=8") for p in ("none", "tv+l2+blur")}
+        (t, p) for t in ("untrained (control)", "Adam", "DP-SGD, no noise", "DP-SGD eps=8") for p in ("none", "tv+l2+blur")}
     for r in s["rows"]:
         lo, hi = map(int, r["nearest-mean hits min-max"].split("-"))
         assert 0 <= lo <= r["nearest-mean hits (mean of restarts)"] <= hi <= 10
