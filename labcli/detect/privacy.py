@@ -62,24 +62,25 @@ def lira_offline(target_conf: np.ndarray, shadow_conf: np.ndarray) -> np.ndarray
 
 
 def train_dp(X, y, *, epsilon: float | None, delta: float, max_grad_norm: float, epochs: int, lr: float,
-             batch_size: int, accountant: str, seed: int):
+             batch_size: int, accountant: str, seed: int, net=DPNet):
     """DP-SGD with Opacus at a target epsilon; returns (model, privacy record). epsilon=None: the same recipe (Poisson
-    sampling, per-sample clipping) with no noise, the control that shows what the noise itself buys."""
+    sampling, per-sample clipping) with no noise, the control that shows what the noise itself buys. `net` builds the
+    network (DPNet by default; any module without batch norm)."""
     import warnings
 
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.manual_seed(seed)
-    model = DPNet()
+    model = net()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
-    engine = PrivacyEngine(accountant=accountant)
     args = dict(module=model, optimizer=opt, data_loader=loader, max_grad_norm=max_grad_norm,
                 noise_generator=torch.Generator().manual_seed(seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Opacus warns about secure RNG and full backward hooks
+        engine = PrivacyEngine(accountant=accountant)
         if epsilon is None:
             model, opt, loader = engine.make_private(noise_multiplier=0.0, **args)
         else:
