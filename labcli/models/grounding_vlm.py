@@ -1,7 +1,7 @@
 """A small grounding model on synthetic scenes: Kosmos-2's output (a box as two location cells on a
 32 x 32 grid) from an image and a referring expression, at a size that trains on a CPU in minutes.
 
-Scenes are 64 x 64 RGB canvases with a few shapes (circle, square, triangle) in four colours and two
+Scenes are 32 x 32 RGB canvases (one pixel per grid cell) with a few shapes (circle, square, triangle) in four colours and two
 sizes; an expression names one object by size, colour and shape ("the small red circle"), unique in
 its scene. The model: a CNN turns the image into 8 x 8 feature tokens, the expression's words are
 embedded, a transformer encoder reads both, and four heads read the first text token to predict the
@@ -20,8 +20,8 @@ from torch import nn
 
 SHAPES = ["circle", "square", "triangle"]
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
-SIZES = {"small": (8, 12), "large": (16, 22)}
-SIDE, GRID = 64, 32
+SIZES = {"small": (5, 7), "large": (10, 13)}
+SIDE, GRID = 32, 32
 VOCAB = ["<pad>", "the"] + list(SIZES) + list(COLOURS) + SHAPES
 
 
@@ -94,9 +94,9 @@ class GroundingModel(nn.Module):
     def __init__(self, width: int = 64, layers: int = 2, heads: int = 4, use_image: bool = True, grid: int = GRID):
         super().__init__()
         self.use_image, self.grid = use_image, grid
-        self.cnn = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                 nn.Conv2d(64, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))  # 64 -> 8 x 8
+        self.cnn = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(32, width, 3, padding=1), nn.ReLU())  # 32 x 32 -> 8 x 8 tokens
         self.image_pos = nn.Parameter(torch.zeros(64, width))
         self.words = nn.Embedding(len(VOCAB), width)
         self.text_pos = nn.Parameter(torch.zeros(8, width))

@@ -22,12 +22,12 @@ HELD_OUT = [("red", "circle"), ("blue", "square"), ("yellow", "triangle")]
 
 
 class Config(RecipeConfig):
-    train_scenes: int = Field(6000, ge=10, description="Generated training scenes")
+    train_scenes: int = Field(5000, ge=10, description="Generated training scenes")
     test_scenes: int = Field(300, ge=1, description="Held-out scenes per test set")
     objects: int = Field(3, ge=1, le=5, description="Shapes per scene")
     width: int = Field(64, ge=8, description="Width of the grounding model")
     layers: int = Field(2, ge=1, description="Transformer layers of the grounding model")
-    train: TrainConfig = TrainConfig(max_steps=1500, batch_size=64, micro_batch_size=64, lr=2e-3, warmup_steps=50,
+    train: TrainConfig = TrainConfig(max_steps=1000, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=50,
                                      weight_decay=0.01, eval_batches=2)
     iou_bar: float = Field(0.5, description="A box counts as right at IoU >= this")
     accuracy_bar: float = Field(0.8, description="The issue's bar for grounding accuracy")
@@ -209,7 +209,7 @@ def claims_for(cfg: Config, exact: dict, rows: list[dict]):
 def scale_gap(cfg: Config) -> str:
     return ("Kosmos-2 is a 1.6B-parameter multimodal LM trained on GRIT (91M image-text pairs with 115M grounded "
             f"boxes) that writes location tokens autoregressively; here a {cfg.layers}x{cfg.width} encoder over 8x8 CNN "
-            "features of 64x64 synthetic scenes with four classification heads (the rows and columns of the two "
+            "features of 32x32 synthetic scenes with four classification heads (the rows and columns of the two "
             "location cells, the 1024 tokens factorised), trained from scratch on one kind of expression "
             "(size colour shape; no relations). The tiny Kosmos-2 is random weights: it checks the architecture runs, "
             "not what it knows. One seed.")
