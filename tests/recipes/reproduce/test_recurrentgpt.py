@@ -42,5 +42,5 @@ def test_tiny_run_writes_the_claims_table(run_lab, tmp_path):
             "train.batch_size=4", "train.micro_batch_size=4", "width=16", "heads=2", "layers=1", "context=48",
             "stories=1", "steps=3", "facts=2")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["questions"] == 2 and len(summary["claims"]) == 2 and summary["mean_text_tokens"] > 0
+    assert summary["questions"] == 2 and len(summary["claims"]) == 3 and summary["mean_text_tokens"] > 0
     assert "## A generated text" in (tmp_path / "r" / "report.md").read_text()
