@@ -3,7 +3,7 @@
 
 Scenes are 32 x 32 RGB canvases (one pixel per grid cell) with a few shapes (circle, square, triangle) in four colours and two
 sizes; an expression names one object by size, colour and shape ("the small red circle"), unique in
-its scene. The model: a CNN turns the image into 8 x 8 feature tokens, the expression's words are
+its scene. The model: a CNN over the image and two coordinate channels (CoordConv) makes 8 x 8 feature tokens, the expression's words are
 embedded, a transformer encoder reads both, and four heads read the first text token to predict the
 row and column of the upper-left and lower-right cells (32 classes each: the two location tokens,
 factorised). With `use_image=False` the image tokens are left out: the language-only baseline.
@@ -94,7 +94,8 @@ class GroundingModel(nn.Module):
     def __init__(self, width: int = 64, layers: int = 2, heads: int = 4, use_image: bool = True, grid: int = GRID):
         super().__init__()
         self.use_image, self.grid = use_image, grid
-        self.cnn = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        # two extra input channels hold each pixel's x and y (CoordConv): the features know where they are
+        self.cnn = nn.Sequential(nn.Conv2d(5, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                                  nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                                  nn.Conv2d(32, width, 3, padding=1), nn.ReLU())  # 32 x 32 -> 8 x 8 tokens
         self.image_pos = nn.Parameter(torch.zeros(64, width))
@@ -110,7 +111,11 @@ class GroundingModel(nn.Module):
         """Logits [N, 4, grid]: row/column of the upper-left cell, row/column of the lower-right cell."""
         tokens = self.words(words) + self.text_pos[:words.shape[1]]
         if self.use_image:
-            image = self.cnn(images).flatten(2).transpose(1, 2) + self.image_pos
+            n, _, h, w = images.shape
+            ys, xs = torch.meshgrid(torch.linspace(0, 1, h, device=images.device), torch.linspace(0, 1, w, device=images.device),
+                                    indexing="ij")
+            coords = torch.stack([xs, ys])[None].expand(n, 2, h, w)
+            image = self.cnn(torch.cat([images, coords], 1)).flatten(2).transpose(1, 2) + self.image_pos
             tokens = torch.cat([tokens, image], 1)
         return self.heads(self.encoder(tokens)[:, 0]).view(-1, 4, self.grid)
 

@@ -27,7 +27,7 @@ class Config(RecipeConfig):
     objects: int = Field(3, ge=1, le=5, description="Shapes per scene")
     width: int = Field(64, ge=8, description="Width of the grounding model")
     layers: int = Field(2, ge=1, description="Transformer layers of the grounding model")
-    train: TrainConfig = TrainConfig(max_steps=1000, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=50,
+    train: TrainConfig = TrainConfig(max_steps=2000, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=50,
                                      weight_decay=0.01, eval_batches=2)
     iou_bar: float = Field(0.5, description="A box counts as right at IoU >= this")
     accuracy_bar: float = Field(0.8, description="The issue's bar for grounding accuracy")
