@@ -187,7 +187,7 @@ def claims_for(cfg: Config, exact: dict, rows: list[dict]):
     lo = [by[("language only", t)]["accuracy"] for t in ("held-out scenes", "held-out combinations")]
     return [
         Claim("a box is two location tokens on a 32x32 grid; decoding moves a coordinate by less than one cell",
-              "section 2.1: 32x32 bins, 1024 <patch_index> tokens, upper-left and lower-right cells",
+              "section 2.1: 32x32 bins, 1024 location tokens, upper-left and lower-right cells",
               f"{exact['boxes_round_tripped']:,} random boxes", f"max error {exact['round_trip_max_error']:.4f} (1/32 = 0.03125)",
               verdict(exact["round_trip_max_error"], 1 / 32, above=False)),
         Claim("lab's encoding and decoding equal Kosmos-2's own", "transformers' Kosmos-2 processor post-processing "
@@ -197,7 +197,7 @@ def claims_for(cfg: Config, exact: dict, rows: list[dict]):
               f"logits {exact['tiny_kosmos2_logits']}", "holds" if exact["crafted_agree"] == exact["crafted_strings"]
               and exact["tiny_kosmos2_finite"] else "does not hold"),
         Claim(f"grounding: the referred object's box at IoU >= {cfg.iou_bar:g}, also for unseen attribute combinations",
-              "Table 2: Flickr30k Entities R@1 78.7 (phrase grounding), RefCOCO 57.4 (zero-shot); the issue's bar "
+              "Tables 2-3, zero-shot: Flickr30k Entities R@1 78.7 (phrase grounding), RefCOCO 57.4; the issue's bar "
               f">= {cfg.accuracy_bar:g} on held-out scenes and combinations, above a language-only baseline",
               f"{cfg.test_scenes} held-out scenes each; {cfg.layers}x{cfg.width} model, {cfg.train_scenes} training "
               f"scenes, {cfg.train.max_steps} steps; held-out combinations {', '.join(' '.join(h) for h in HELD_OUT)}",
