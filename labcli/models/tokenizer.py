@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -61,3 +62,34 @@ def default_corpus() -> list[str]:
 
     rows = read_all()
     return [r.en for r in rows] + [r.new for r in rows]
+
+
+def char_tokenizer(texts: Iterable[str]):
+    """A character-level PreTrainedTokenizerFast over the characters of `texts` (plus the four
+    specials): every character is one token, so digits are never merged (arithmetic stays learnable
+    and the same number is the same tokens wherever it appears). Unseen characters map to <unk>."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted({c for text in texts for c in text})
+    vocab = {token: i for i, token in enumerate(SPECIALS + chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), "isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+def word_tokenizer(texts: Iterable[str]):
+    """A word-level PreTrainedTokenizerFast over the words and punctuation marks of `texts` (split by
+    `\\w+|[^\\w\\s]`), decoded with single spaces: for generated corpora with a closed vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for text in texts for w in re.findall(r"\w+|[^\w\s]", text)})
+    vocab = {token: i for i, token in enumerate(SPECIALS + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")

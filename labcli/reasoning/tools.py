@@ -200,6 +200,45 @@ def keep_call(loss_without: float, loss_call_no_result: float, loss_with_result:
     return min(loss_without, loss_call_no_result) - loss_with_result >= tau
 
 
+
+def call_losses_batch(model, tokenizer, text: str, position: int, calls: list[tuple[str, str, str]],
+                      decay: float = 0.2, bos: str = "", inline: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
+    """`call_losses` for several calls at one position in one padded forward pass: (L(no call),
+    L(call without result) per call, L(call with result) per call). Only the tokens with a non-zero
+    weight are fed after the position, which leaves every weighted loss unchanged. `inline`: the call
+    is written at the position (where finetuning and decoding put it) instead of prepended to the text."""
+    import torch
+    import torch.nn.functional as F
+
+    def ids(part: str) -> list[int]:
+        return tokenizer(part, add_special_tokens=False)["input_ids"]
+
+    before, after = ids(text[:position]), ids(text[position:])
+    after = after[:max(1, int(np.count_nonzero(call_weights(len(after), decay))))]
+    zs = [""] + [format_call(t, a) + " " for t, a, _ in calls] + [format_call(t, a, r) + " " for t, a, r in calls]
+    if inline:
+        seqs = [ids(bos) + ids(text[:position] + z) + after for z in zs]
+    else:
+        seqs = [ids(bos + z) + before + after for z in zs]
+    if len(seqs[0]) == len(after):
+        raise ValueError("call_losses_batch needs at least one token before the scored ones")
+    width = max(map(len, seqs))
+    device = next(model.parameters()).device
+    batch = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+    with torch.no_grad():
+        logits = model(input_ids=batch, attention_mask=mask).logits.float()
+    n = len(after)
+    target = torch.tensor(after, device=device)
+    losses = []
+    for row, s in enumerate(seqs):
+        start = len(s) - n
+        nll = F.cross_entropy(logits[row, start - 1:start - 1 + n], target, reduction="none").cpu().numpy()
+        losses.append(weighted_loss(nll, decay))
+    losses = np.array(losses)
+    return float(losses[0]), losses[1:1 + len(calls)], losses[1 + len(calls):]
+
+
 OPEN_CALL = re.compile(r"\[(\w+)\(([^()\[\]]*)\)\s*" + re.escape(ARROW) + r"\s*$")
 
 
@@ -253,3 +292,57 @@ def react(generate: Callable[[str], str], tools: dict[str, Tool], question: str,
         steps.append((tool, arg, observation))
         prompt += ("" if prompt.endswith("\n") else "\n") + f"Observation: {observation}\n"
     return Trace(prompt, None, steps)
+
+
+def generate_with_tools_batch(model, tokenizer, prompts: list[str], tools: dict[str, Tool] | None, *,
+                              max_new_tokens: int, max_calls: int = 8) -> tuple[list[str], list[int]]:
+    """Greedy Toolformer decoding of many prompts at once (KV-cached): when a row's completion ends in
+    an open call `[Tool(arg) ->`, the tool runs and the tokens of ` result]` are fed as that row's next
+    tokens before the model decodes on. `tools=None` decodes the same model with no tool: it writes
+    the result itself. Returns (completions, calls executed per row)."""
+    import torch
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    was_training = model.training
+    model.eval()
+    mask = torch.cat([enc["attention_mask"], enc["attention_mask"].new_ones(len(prompts), max_new_tokens)], 1)
+    plen = enc["input_ids"].shape[1]
+    position = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], position_ids=position,
+                       cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        generated: list[list[int]] = [[] for _ in prompts]
+        forced: list[list[int]] = [[] for _ in prompts]
+        calls = [0] * len(prompts)
+        done = [False] * len(prompts)
+        for t in range(max_new_tokens):
+            token = logits.argmax(-1).tolist()
+            for row in range(len(prompts)):
+                if done[row]:
+                    token[row] = pad
+                    continue
+                if forced[row]:
+                    token[row] = forced[row].pop(0)
+                generated[row].append(token[row])
+                if token[row] == eos:
+                    done[row] = True
+                elif tools is not None and not forced[row] and calls[row] < max_calls:
+                    text = tokenizer.decode(generated[row], skip_special_tokens=True)
+                    call = OPEN_CALL.search(text) if text.rstrip().endswith(ARROW) else None
+                    if call:
+                        tool = tools.get(call.group(1))
+                        result = tool(call.group(2)) if tool else f"error: unknown tool {call.group(1)}"
+                        forced[row] = tokenizer(f" {result}]", add_special_tokens=False)["input_ids"]
+                        calls[row] += 1
+            if all(done) or t == max_new_tokens - 1:
+                break
+            step = torch.tensor(token, device=device)[:, None]
+            logits = model(input_ids=step, attention_mask=mask[:, :plen + t + 1], position_ids=position[:, -1:] + 1 + t,
+                           cache=cache, use_cache=True).logits[:, -1]
+    model.train(was_training)
+    return [tokenizer.decode(g, skip_special_tokens=True) for g in generated], calls

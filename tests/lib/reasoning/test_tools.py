@@ -112,3 +112,50 @@ def test_generate_with_tools_inserts_results_when_the_model_writes_the_arrow():
     assert out == "Ava has [Calculator(12 * 7) -> 84] 84 apples and [Calculator(84 + 16) -> 100] so 100 in all."
     assert seen[1].endswith("[Calculator(12 * 7) -> 84]")  # the model continues after the inserted result
     assert len(seen) == 3  # no call open after the third chunk: decoding stops
+
+
+@pytest.mark.slow  # imports transformers: seconds
+def test_batched_call_losses_equal_the_single_ones_and_inline_writes_the_call_at_the_position():
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from labcli.models.tokenizer import char_tokenizer
+
+    text, position = "Ava has 37 apples. 37 + 48 = 85. Answer: 85.", len("Ava has 37 apples. 37 + 48 = ")
+    tok = char_tokenizer([text, "[Calculator(0-+*/9) -> ]"])
+    assert tok(text, add_special_tokens=False)["input_ids"][:3] == [tok.convert_tokens_to_ids(c) for c in "Ava"]
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=16, n_layer=1, n_head=2)).eval()
+    calls = [("Calculator", "37 + 48", "85"), ("Calculator", "37 * 48", "1776")]
+    none, empty, full = tools.call_losses_batch(model, tok, text, position, calls, bos="<s>")
+    for i, call in enumerate(calls):
+        assert np.allclose((none, empty[i], full[i]), tools.call_losses(model, tok, text, position, call, bos="<s>"), atol=1e-5)
+    # inline: the same scores as the prefix computation on the text with the call written in
+    inline_none, _, inline_full = tools.call_losses_batch(model, tok, text, position, calls, bos="<s>", inline=True)
+    written = text[:position] + tools.format_call(*calls[1]) + " " + text[position:]
+    want = tools.call_losses(model, tok, written, position + len(tools.format_call(*calls[1])) + 1, calls[1], bos="<s>")[0]
+    assert inline_full[1] == pytest.approx(want, abs=1e-5) and inline_none == pytest.approx(none, abs=1e-5)
+
+
+@pytest.mark.slow  # trains a one-layer model to write a call: seconds
+def test_batched_tool_decoding_runs_the_tool_when_the_arrow_is_written():
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from labcli.models.tokenizer import char_tokenizer
+
+    prompt, completion = "<s>Q\n", "[Calculator(2 + 3) -> 5] 5.</s>"
+    tok = char_tokenizer(["Q\n[Calculator(2 + 3) -> 5] 5.7"])
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2))
+    ids = torch.tensor([tok(prompt + completion, add_special_tokens=False)["input_ids"]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):  # memorise the one text
+        opt.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+    seven = {"Calculator": tools.Tool("Calculator", "always 7", lambda arg: "7")}
+    texts, calls = tools.generate_with_tools_batch(model, tok, [prompt, prompt], seven, max_new_tokens=40)
+    assert calls == [1, 1] and texts[0].startswith("[Calculator(2 + 3) -> 7]")  # the tool's result, not the memorised 5
+    texts, calls = tools.generate_with_tools_batch(model, tok, [prompt], None, max_new_tokens=40)
+    assert calls == [0] and texts[0] == "[Calculator(2 + 3) -> 5] 5."  # no tool: the model writes the result itself
