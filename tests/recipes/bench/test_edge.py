@@ -8,7 +8,8 @@ import json
 import pytest
 
 TINY = ["archs=[cnn]", "train_size=200", "val_size=100", "test_size=100", "calibration=32", "training.epochs=1",
-        "timing.rounds=2", "timing.iters=10", "timing.warmup=2", "prune.amounts=[0.5]", "prune.ratios=[0.5]"]
+        "timing.rounds=2", "timing.iters=10", "timing.warmup=2", "prune.amounts=[0.5]", "prune.ratios=[0.5]",
+        "distill.temperatures=[4]", "distill.alphas=[0.5,0.9]"]
 
 
 @pytest.mark.slow
