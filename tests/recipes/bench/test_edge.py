@@ -26,7 +26,7 @@ def test_every_variant_of_the_cnn_then_resume_keeps_the_cells(run_lab, lab_main,
     fp32 = rows["fp32"]
     for name, r in rows.items():
         assert (out / "models" / r["file"]).stat().st_size == r["file_bytes"]
-        assert r["p50_ms"] > 0 and r["calls"] == 20
+        assert r["p50_ms"] > 0 and r["cpu_p50_ms"] > 0 and r["calls"] == 20
         if "int8" in name:  # int8 weights, in a file about a quarter of fp32's (fc1 dominates this CNN)
             assert r["int8_weight_tensors"] >= 2 and r["file_bytes"] < 0.35 * fp32["file_bytes"], name
     assert rows["static-int8"]["float_weight_tensors"] == 0 and rows["fp32"]["int8_weight_tensors"] == 0
