@@ -450,14 +450,18 @@ def table_rows(rows: list[dict]) -> list[dict]:
 
 
 def anchors(rows: list[dict]) -> list[dict]:
-    """The issue's anchors, per arch and INT8 variant: ≈ 1/4 the size (ratio ≤ 0.3) and ≤ 1 point accuracy loss."""
+    """The issue's anchors, per arch and INT8 variant: ≈ 1/4 the size (ratio ≤ 0.3) of the fp32 file of the same
+    format (state_dict or .onnx) and ≤ 1 point accuracy loss against fp32."""
+    ok = [r for r in rows if r.get("status") == "ok"]
     out = []
-    for r in rows:
-        if r.get("status") != "ok" or "int8" not in r["variant"] or "+" in r["variant"] or r.get("file_bytes_delta_pct") is None:
+    for r in ok:
+        same = "onnx-fp32" if r["runtime"] == "onnxruntime" else "fp32"
+        ref = next((b for b in ok if b["arch"] == r["arch"] and b["variant"] == same), None)
+        if "int8" not in r["variant"] or "+" in r["variant"] or ref is None or r.get("accuracy_delta_points") is None:
             continue
-        ratio = 1 + r["file_bytes_delta_pct"] / 100
+        ratio = r["file_bytes"] / ref["file_bytes"]
         loss = round(-r["accuracy_delta_points"], 2) + 0.0  # + 0.0: no "-0.0"
-        out.append({"arch": r["arch"], "variant": r["variant"], "size ratio vs fp32": round(ratio, 3),
+        out.append({"arch": r["arch"], "variant": r["variant"], "size ratio vs fp32 (same format)": round(ratio, 3),
                     "≈ 1/4 size (≤ 0.30)": "holds" if ratio <= 0.30 else "does not hold",
                     "accuracy loss (points)": loss, "≤ 1 point": "holds" if loss <= 1.0 else "does not hold"})
     return out
@@ -512,7 +516,7 @@ def report(cfg: Config, ctx: Run, rows: list[dict], info: dict) -> None:
         f"channel-pruned models), the .onnx or .pte file. Parity: against the fp32 eager logits on the test images. "
         f"Accuracy on the test split; pruning amounts/ratios chosen on the validation split. Quantization: "
         f"{info['quantization']}\n\n{markdown_table(shown)}\n\n## Anchors (issue 21)\n\n"
-        f"INT8 ≈ 1/4 the fp32 file and ≤ 1 point accuracy loss:\n\n{markdown_table(anchor)}\n\n"
+        f"INT8 ≈ 1/4 the fp32 file of the same format and ≤ 1 point accuracy loss:\n\n{markdown_table(anchor)}\n\n"
         f"![accuracy vs latency]({picture.name})\n")
 
 
@@ -549,5 +553,5 @@ def run(cfg: Config, ctx: Run) -> None:
     report(cfg, ctx, rows, info)
     print_table(table_rows(rows), COLUMNS, title=f"bench edge ({info['hardware']})")
     for a in anchors(rows):
-        print(f"{a['arch']} {a['variant']}: {a['size ratio vs fp32']:.2f} x the fp32 file ({a['≈ 1/4 size (≤ 0.30)']}), "
+        print(f"{a['arch']} {a['variant']}: {a['size ratio vs fp32 (same format)']:.2f} x the fp32 file ({a['≈ 1/4 size (≤ 0.30)']}), "
               f"accuracy {0.0 - a['accuracy loss (points)']:+.1f} points ({a['≤ 1 point']})")
