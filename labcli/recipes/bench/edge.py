@@ -161,6 +161,13 @@ class Bench:
         self.cfg, self.ctx, self.data = cfg, ctx, data
         self.fp32: dict = {}
         self.reference: dict = {}
+        self.done: dict = {}
+
+    def cell(self, name: str, compute) -> dict:
+        """ctx.cell, once per process: a cell another variant needs (prune-channels) is not computed twice."""
+        if name not in self.done:
+            self.done[name] = self.ctx.cell(name, compute)
+        return self.done[name]
 
     def model_path(self, name: str) -> Path:
         return self.ctx.path(f"models/{name}")
@@ -309,7 +316,7 @@ def build_variant(bench: Bench, arch: str, variant: str) -> dict:
         row.update(chosen=f"ratio {ratio} (validation)", candidates=tried, channels=prune.channel_counts(model))
         return row
     if variant == "prune-channels+static-int8":
-        pruned = bench.ctx.cell(f"{arch}-prune-channels", lambda: guarded(bench, arch, "prune-channels"))
+        pruned = bench.cell(f"{arch}-prune-channels", lambda: guarded(bench, arch, "prune-channels"))
         if pruned.get("status") != "ok":
             raise RuntimeError(f"prune-channels did not run: {pruned.get('note')}")
         model = load_module(bench.model_path(f"{arch}-prune-channels.pt"))
@@ -379,7 +386,7 @@ def students(bench: Bench) -> list[dict]:
 
         name = "student (labels only)" if how == "labels" else f"student (KD from {cfg.distill.teacher} fp32)"
         rows.append({"arch": cfg.distill.teacher, "variant": name,
-                     **bench.ctx.cell(f"student-{how}", lambda fit=fit: guarded_call(fit))})
+                     **bench.cell(f"student-{how}", lambda fit=fit: guarded_call(fit))})
     return rows
 
 
@@ -546,7 +553,7 @@ def run(cfg: Config, ctx: Run) -> None:
                 continue
             print(f"  {arch} / {variant}", flush=True)
             rows.append({"arch": arch, "variant": variant,
-                         **ctx.cell(f"{arch}-{variant}", lambda arch=arch, variant=variant: guarded(bench, arch, variant))})
+                         **bench.cell(f"{arch}-{variant}", lambda arch=arch, variant=variant: guarded(bench, arch, variant))})
     info["fp32_training"] = {arch: bench.trained(arch)[1] for arch in cfg.archs}
     info["load_after"] = os.getloadavg()[0]
     finish_rows(rows)
