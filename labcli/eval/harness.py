@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from labcli import runs
+from labcli.config import Section
 
 TASK_DIR = Path(__file__).parent / "harness_tasks"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -30,18 +34,33 @@ TASKS: dict[str, tuple[str, str]] = {
     "strategyqa": ("lab_strategyqa", "acc"),
 }
 
+TaskName = Literal["gsm8k", "arc_easy", "arc_challenge", "svamp", "strategyqa"]
 
-def build_task_dir(dest: Path) -> Path:
-    """Write the task YAMLs (placeholders filled: package data path, a datasets cache inside `dest`)
-    and their utils.py into `dest`; returns `dest`, an lm_eval include_path."""
+
+class HarnessSettings(Section):
+    """Harness scoring inside a training recipe (`lab finetune instruct`): small limits keep it minutes."""
+
+    tasks: list[TaskName] = Field(["gsm8k", "arc_easy", "arc_challenge", "svamp", "strategyqa"],
+                                  description="lab's local harness tasks to score the trained model on ([]: none)")
+    limit: int | None = Field(50, ge=1, description="First N test documents per task (null: all)")
+    batch_size: int = Field(16, ge=1, description="Requests per forward pass")
+
+
+def build_task_dir(dest: Path, cache: Path | None = None) -> Path:
+    """Write the task YAMLs (placeholders filled: the package's data folder, and `datasets`' Arrow cache
+    of it, by default LAB_HOME/harness-datasets: 14 MB not worth copying into every run) and their
+    utils.py into `dest`; returns `dest`, an lm_eval include_path."""
+    from labcli.paths import lab_home
+
     dest = Path(dest)
+    cache = Path(cache or lab_home() / "harness-datasets").resolve()
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         for src in sorted(TASK_DIR.iterdir()):
             if src.suffix in (".yaml", ".py"):
                 text = src.read_text(encoding="utf-8")
-                text = text.replace("{LAB_DATA}", str(DATA_DIR)).replace("{CACHE}", str(dest.resolve() / ".datasets-cache"))
+                text = text.replace("{LAB_DATA}", str(DATA_DIR)).replace("{CACHE}", str(cache))
                 (tmp / src.name).write_text(text, encoding="utf-8")
 
     runs.replace_dir(dest, write)
@@ -100,3 +119,20 @@ def evaluate(model, tokenizer, task: str, names: list[str], task_dir: Path, *, l
 def columns(result: dict) -> dict:
     """{"harness_gsm8k": score, ...}: one column per task for a recipe's table."""
     return {f"harness_{name}": row["score"] for name, row in result["tasks"].items()}
+
+
+# `lab finetune instruct` as the eval recipes' default model (its own harness scores off: they are what is run)
+DEFAULT_RUN = ["harness.tasks=[]"]
+
+
+def load_scored(run: str = "", model: str = "", device=None, why: str = "no run given: scoring"):
+    """(model, tokenizer, task, source name) of a run folder (its model/), a model folder or tiny-* preset;
+    with neither, the default `lab finetune instruct` run (built once, cached under LAB_HOME)."""
+    from labcli.models import load_model
+    from labcli.serving.source import resolve
+
+    if not run and not model:
+        run = str(runs.prerequisite("finetune", "instruct", DEFAULT_RUN, f"{why} the default instruct run"))
+    source = resolve(run=run, model=model)
+    loaded = load_model(str(source.model_dir), source.task)
+    return loaded.model.to(device or "cpu"), loaded.tokenizer, source.task, run or model

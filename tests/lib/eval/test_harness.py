@@ -9,7 +9,7 @@ from labcli.eval import harness
 
 
 def test_task_dir_fills_the_placeholders(tmp_path):
-    folder = harness.build_task_dir(tmp_path / "tasks")
+    folder = harness.build_task_dir(tmp_path / "tasks", cache=tmp_path / "cache")
     yamls = sorted(folder.glob("*.yaml"))
     assert [y.stem for y in yamls] == sorted(t for t, _ in harness.TASKS.values())
     for yaml in yamls:
@@ -58,6 +58,6 @@ def test_lm_eval_scores_a_tiny_model_on_every_local_task(tmp_path, lab_home):
     assert set(out["tasks"]) == set(harness.TASKS)
     for name, row in out["tasks"].items():
         assert row["n"] == 3 and 0.0 <= row["score"] <= 1.0 and row["metric"] == harness.TASKS[name][1]
-    # the data came from the package, cached inside the task folder (nothing from a hub)
-    assert (tmp_path / "tasks" / ".datasets-cache").is_dir()
+    # the data came from the package, its Arrow cache under LAB_HOME (nothing from a hub)
+    assert (lab_home / "harness-datasets" / "json").is_dir()
     assert set(harness.columns(out)) == {f"harness_{n}" for n in harness.TASKS}
