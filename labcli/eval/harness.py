@@ -42,7 +42,9 @@ class HarnessSettings(Section):
 
     tasks: list[TaskName] = Field(["gsm8k", "arc_easy", "arc_challenge", "svamp", "strategyqa"],
                                   description="lab's local harness tasks to score the trained model on ([]: none)")
-    limit: int | None = Field(50, ge=1, description="First N test documents per task (null: all)")
+    limit: int | None = Field(30, ge=1, description="First N test documents per task (null: all)")
+    max_gen_toks: int | None = Field(128, ge=1, description="Cap on generated tokens for GSM8K / SVAMP (null: the "
+                                     "tasks' own 256 / 128); a cap can only lower their scores")
     batch_size: int = Field(16, ge=1, description="Requests per forward pass")
 
 
@@ -87,10 +89,11 @@ def wrap(model, tokenizer, task: str, batch_size: int = 16, max_length: int | No
 
 
 def evaluate(model, tokenizer, task: str, names: list[str], task_dir: Path, *, limit: int | None = None,
-             batch_size: int = 16, num_fewshot: int | None = None, seed: int = 0) -> dict:
+             batch_size: int = 16, num_fewshot: int | None = None, max_gen_toks: int | None = None, seed: int = 0) -> dict:
     """Score `model` on lab's tasks `names` (keys of TASKS) with lm_eval; `limit` = first N test docs each.
 
-    Returns {"tasks": {name: {"metric", "score", "stderr", "n"}}, "limit", "num_fewshot", "lm_eval"}."""
+    `max_gen_toks` caps generation (generate_until tasks) below the task's own limit.
+    Returns {"tasks": {name: {"metric", "score", "stderr", "n"}}, "limit", "num_fewshot", "max_gen_toks", "lm_eval"}."""
     import lm_eval
     from lm_eval import simple_evaluate
 
@@ -100,8 +103,9 @@ def evaluate(model, tokenizer, task: str, names: list[str], task_dir: Path, *, l
     model.eval()
     try:
         out = simple_evaluate(lm, tasks=[TASKS[n][0] for n in names], task_manager=manager, limit=limit,
-                              num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=1000, random_seed=seed,
-                              numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+                              num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=1000,
+                              gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
+                              random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
     finally:
         model.train(was_training)
     scores = {}
@@ -113,7 +117,8 @@ def evaluate(model, tokenizer, task: str, names: list[str], task_dir: Path, *, l
         scores[name] = {"metric": metric, "score": round(float(row[f"{key},{filt}"]), 4),
                         "stderr": round(float(stderr), 4) if isinstance(stderr, (int, float)) and not math.isnan(stderr) else None,
                         "n": int(out["n-samples"][lm_task]["effective"])}
-    return {"tasks": scores, "limit": limit, "num_fewshot": num_fewshot, "lm_eval": lm_eval.__version__}
+    return {"tasks": scores, "limit": limit, "num_fewshot": num_fewshot, "max_gen_toks": max_gen_toks,
+            "lm_eval": lm_eval.__version__}
 
 
 def columns(result: dict) -> dict:

@@ -17,6 +17,7 @@ class Config(RecipeConfig):
                                   description="lab's local harness tasks")
     limit: int | None = Field(200, ge=1, description="First N test documents per task (null: all)")
     num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples (null: each task's default, 0)")
+    max_gen_toks: int | None = Field(None, ge=1, description="Cap on generated tokens for GSM8K / SVAMP (null: the tasks' own)")
     batch_size: int = Field(16, ge=1, description="Requests per forward pass")
 
 
@@ -27,11 +28,13 @@ def run(cfg: Config, ctx: Run) -> None:
 
     model, tokenizer, task, name = harness.load_scored(cfg.run, cfg.model, pick_device(cfg.device))
     result = harness.evaluate(model, tokenizer, task, cfg.tasks, ctx.path("tasks"), limit=cfg.limit,
-                              batch_size=cfg.batch_size, num_fewshot=cfg.num_fewshot, seed=cfg.seed)
+                              batch_size=cfg.batch_size, num_fewshot=cfg.num_fewshot,
+                              max_gen_toks=cfg.max_gen_toks, seed=cfg.seed)
     rows = [{"task": t, **r} for t, r in result["tasks"].items()]
     columns = ["task", "metric", "score", "stderr", "n"]
+    cap = cfg.max_gen_toks or "the tasks' own"
     ctx.write_summary({"scored": name, "task": task, **harness.columns(result), "harness": result})
     ctx.write_report(f"# lab eval harness: {name}\n\nlm_eval {result['lm_eval']}, limit {cfg.limit}, "
-                     f"few-shot {cfg.num_fewshot or 0}; stderr is lm_eval's (over documents).\n\n"
+                     f"few-shot {cfg.num_fewshot or 0}, generation cap {cap}; stderr is lm_eval's (over documents).\n\n"
                      f"{markdown_table(rows, columns)}\n")
     print_table(rows, columns, title=f"lm-evaluation-harness: {name}")

@@ -52,7 +52,7 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.instruct import judge as J
 
     if problems := check(cfg):
-        raise UserError(*problems[0].rstrip(")").split(" (hint: "))
+        raise UserError(problems[0])
     device = pick_device(cfg.device)
     recs = records(cfg.instructions)
     model, tokenizer, task, name = harness.load_scored(cfg.run, cfg.model, device, why="no run given: judging")

@@ -107,7 +107,7 @@ def score(model, tok, task: str, cfg: Config, ctx: Run) -> dict:
     if not cfg.harness.tasks:
         return {}
     result = harness.evaluate(model, tok, task, cfg.harness.tasks, ctx.path("harness_tasks"), limit=cfg.harness.limit,
-                              batch_size=cfg.harness.batch_size, seed=cfg.seed)
+                              batch_size=cfg.harness.batch_size, max_gen_toks=cfg.harness.max_gen_toks, seed=cfg.seed)
     return {**harness.columns(result), "harness": result}
 
 
@@ -143,5 +143,6 @@ def run_all(cfg: Config, ctx: Run) -> None:
                        "rows": [{c: r.get(c) for c in ["model", *columns]} for r in rows]})
     ctx.write_report(f"# lab finetune instruct --method all: {cfg.model}\n\n{markdown_table(rows, columns)}\n\n"
                      f"harness_*: lm-evaluation-harness scores on lab's local tasks, the first {cfg.harness.limit} test "
-                     "documents each (GSM8K/SVAMP exact match of the last number, ARC/StrategyQA accuracy).\n")
+                     f"documents each, generation capped at {cfg.harness.max_gen_toks} tokens (GSM8K/SVAMP: exact match "
+                     "of the last number; ARC/StrategyQA: accuracy by log-likelihood).\n")
     print_table(rows, columns, title=f"lab finetune instruct: {cfg.model}, {len(METHODS)} methods")
