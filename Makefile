@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
 # Both create .venv and install everything first. torch is pinned and installed before the
-# rest: a loose `torch` would pull a multi-GB CUDA build. The two optional system parts (the
+# rest: a loose `torch` would pull a multi-GB CUDA build (DeepSpeed, whose setup.py imports torch, is
+# built against the installed one: --no-build-isolation). The two optional system parts (the
 # Triton server environment, Debian's audio packages) warn when they cannot be set up; every
 # verb but `lab serve triton` / `lab detect deepfake-voice` works without them.
 PYTHON ?= python3
@@ -20,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[all,test]"
+	$(PIP) install -q --no-build-isolation deepspeed==0.19.8 || echo "warning: DeepSpeed not installed; only train.strategy=deepspeed needs it (see README)"
 	bash labcli/serving/setup_triton_env.sh || echo "warning: no Triton server environment; only 'lab serve triton' needs it (see README)"
 	sh labcli/detect/setup_audio.sh || echo "warning: audio packages not installed; only 'lab detect deepfake-voice' needs them (see README)"
 	sh labcli/serving/setup_browser.sh || echo "warning: chromium not installed; only the browser test of the translation apps needs it"

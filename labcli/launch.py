@@ -91,7 +91,7 @@ def run_verb(args: VerbArgs) -> None:
         ctx.discard_if_empty()  # bad input found inside the recipe: leave nothing behind
         raise
     finally:
-        if in_torchrun:
+        if "torch.distributed" in sys.modules:  # torchrun's group, or DeepSpeed's group of one
             from labcli.engine.distributed import shutdown
 
             shutdown()

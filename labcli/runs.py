@@ -12,6 +12,7 @@ replaced the same way (`replace_dir`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -215,19 +216,44 @@ def prerequisite(verb: str, recipe: str, overrides: list[str], why: str) -> Path
     key = hashlib.sha256(json.dumps([verb, recipe, overrides, text]).encode()).hexdigest()[:12]
     folder = lab_home() / "prerequisites" / f"{verb}-{recipe}-{key}"
     command = " ".join(["lab", verb, recipe, *overrides])
-    if (folder / "summary.json").exists():
-        print(f"{why}: the cached `{command}` run ({folder})", flush=True)
+    with building_lock(folder, f"{why}: another lab process is building `{command}`; waiting for it"):
+        if (folder / "summary.json").exists():
+            print(f"{why}: the cached `{command}` run ({folder})", flush=True)
+            return folder
+        print(f"{why}: building it once with `{command}` (cached in {folder})", flush=True)
+        cmd = [sys.executable, "-m", "labcli", verb, recipe, *overrides, "--output", str(folder)]
+        if latest_checkpoint(folder) is not None:
+            cmd += ["--resume", "auto"]
+        elif folder.exists():
+            shutil.rmtree(folder)
+        if subprocess.call(cmd) != 0 or not (folder / "summary.json").exists():
+            raise UserError(f"building the prerequisite `{command}` failed (its error is above)",
+                            f"fix it and rerun; or run `{command}` yourself and pass its run folder")
         return folder
-    print(f"{why}: building it once with `{command}` (cached in {folder})", flush=True)
-    cmd = [sys.executable, "-m", "labcli", verb, recipe, *overrides, "--output", str(folder)]
-    if latest_checkpoint(folder) is not None:
-        cmd += ["--resume", "auto"]
-    elif folder.exists():
-        shutil.rmtree(folder)
-    if subprocess.call(cmd) != 0 or not (folder / "summary.json").exists():
-        raise UserError(f"building the prerequisite `{command}` failed (its error is above)",
-                        f"fix it and rerun; or run `{command}` yourself and pass its run folder")
-    return folder
+
+
+@contextlib.contextmanager
+def building_lock(folder: Path, waiting: str):
+    """Hold an exclusive lock on FOLDER.lock while checking and building FOLDER, so two lab processes
+    (two `lab serve` commands, two test workers) never build, or delete, the same cached run at
+    once: the second waits (saying so) and then finds the first's result. The OS drops the lock
+    when its holder exits, killed or not. Where fcntl does not exist (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(waiting, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ----------------------------------------------------------------------------- the run

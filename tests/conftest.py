@@ -52,6 +52,13 @@ def keep_main_module():
 def lab_home(tmp_path_factory) -> Path:
     """One LAB_HOME for the whole session so tokenizers and presets are cached across tests."""
     home = Path(os.environ.get("LAB_TEST_HOME", tmp_path_factory.mktemp("lab_home")))
+    if "PYTEST_XDIST_WORKER" in os.environ and "LAB_TEST_HOME" not in os.environ:
+        # The cached prerequisite runs (the default newari and detector runs the serve tests use, ...)
+        # are shared by the xdist workers: runs.prerequisite locks each while it is built, so the
+        # second worker to need one waits for it instead of building it again.
+        shared = tmp_path_factory.getbasetemp().parent / "prerequisites"
+        shared.mkdir(exist_ok=True)
+        (home / "prerequisites").symlink_to(shared, target_is_directory=True)
     os.environ["LAB_HOME"] = str(home)
     return home
 

@@ -119,3 +119,29 @@ def test_a_bench_cell_is_kept_and_reused_only_under_the_same_settings(tmp_path):
     assert changed.cell("a", lambda: calls.append("changed") or {"v": 0}) == {"v": 0} and calls[-1] == "changed"
     fresh = runs.Run(tmp_path / "bench", "bench", "x", cfg)  # not resumed: every cell runs
     assert fresh.kept("a") is None
+
+
+def test_a_second_builder_waits_for_the_first(tmp_path, capsys):
+    """runs.building_lock: while one holder builds a cached run, another (a second `lab serve`, a
+    second test worker) says it waits and gets in only after the first is done."""
+    import threading
+
+    folder, order = tmp_path / "prerequisites" / "finetune-x-123", []
+    inside = threading.Event()
+
+    def second():
+        with runs.building_lock(folder, "waiting for the first"):
+            order.append("second")
+
+    with runs.building_lock(folder, "unused"):
+        order.append("first in")
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        for _ in range(1000):  # until the second has tried (and printed that it waits)
+            if "waiting for the first" in capsys.readouterr().out:
+                inside.set()
+                break
+            waiter.join(0.01)
+        order.append("first out")
+    waiter.join(10)
+    assert inside.is_set() and order == ["first in", "first out", "second"]

@@ -58,14 +58,6 @@ def roc_metrics(y_true, scores) -> dict:
 
 def progress():
     """A rich progress bar (transient, on stderr) for anything that takes more than a few seconds."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from labcli.eval.tables import progress_bar
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True)
+    return progress_bar(transient=True, stderr=True)

@@ -23,6 +23,7 @@ train section extends it with what its step reads.
 Users: `trainer.train()` (SFT, classification, KD: a step over seeded global batches with
 micro-batches, DDP/FSDP2 and gradient accumulation) and `labcli.reasoning.grpo.train()` (GRPO/DAPO:
 a step is one rollout batch and its policy updates). Other modules: `checkpoint` (the checkpoint
-format, also used by the RL agents), `distributed` (process group, DDP/FSDP2 wrapping), `optimizers`,
+format, also used by the RL agents), `distributed` (process group, DDP/FSDP2 wrapping), `zero` (DeepSpeed ZeRO-2/3:
+`train.strategy=deepspeed`), `optimizers`,
 `schedule`, `metrics` (the sinks), `export` (the final `RUN/model/`), `backprop` (memory techniques).
 """

@@ -14,6 +14,11 @@ resume loads each rank's slice in place (DCP reshards when the process count cha
 Hugging Face 70B FSDP write-up hit exactly this: a full state dict gathered on rank 0 does not fit.
 `python -m torch.distributed.checkpoint.format_utils dcp_to_torch step-N/sharded out.pt`
 turns one into a single file.
+
+Under DeepSpeed (`train.strategy=deepspeed`) the weights and the ZeRO-partitioned optimizer state are
+DeepSpeed's own checkpoint in `step-N/deepspeed/` (its save_checkpoint/load_checkpoint: one
+`zero_pp_rank_R_*optim_states.pt` per rank); the schedule, RNG and counters stay lab's.
+`python step-N/zero_to_fp32.py step-N step-N/fp32 --tag deepspeed` (DeepSpeed's script) makes one file.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from labcli import runs
+from labcli.engine import zero
 from labcli.engine.distributed import barrier, world
 from labcli.errors import UserError
 
@@ -106,7 +112,8 @@ def save(folder: Path, step: int, model, optimizer, scheduler, extra: dict, conf
     rank, _ = world()
     final = Path(folder) / f"step-{step:08d}"
     tmp = Path(folder) / f".tmp-step-{step:08d}"
-    sharded = is_sharded(model)
+    deepspeed = zero.is_engine(model)
+    sharded = deepspeed or is_sharded(model)
     weights = optim = None
     if not sharded:
         weights = trainable_state(model)
@@ -116,7 +123,9 @@ def save(folder: Path, step: int, model, optimizer, scheduler, extra: dict, conf
         tmp.mkdir(parents=True)
     barrier()
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
-    if sharded:  # every rank writes its own shards; the temp folder is shared (a shared filesystem across nodes)
+    if deepspeed:  # every rank writes its optimizer partition (ZeRO-3: also its parameter partition)
+        model.save_checkpoint(str(tmp), tag="deepspeed", save_latest=False, exclude_frozen_parameters=True)
+    elif sharded:  # every rank writes its own shards; the temp folder is shared (a shared filesystem across nodes)
         dcp.save(sharded_state(model, optimizer), checkpoint_id=tmp / "sharded")
     if rank == 0:
         if not sharded:
@@ -141,9 +150,20 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
     folder = Path(folder)
     rank, _ = world()
     saved_sharded = (folder / "sharded").is_dir()  # loads into any layout: DCP reshards
-    files = ("sharded/.metadata", "state.pt") if saved_sharded else ("model.safetensors", "optimizer.pt", "state.pt")
+    saved_deepspeed = (folder / "deepspeed").is_dir()
+    if saved_deepspeed != zero.is_engine(model):
+        raise UserError(f"checkpoint {folder} was {'' if saved_deepspeed else 'not '}written under train.strategy=deepspeed",
+                        "resume with the train.strategy it was written with, or start fresh without --resume")
+    files = (("deepspeed", "state.pt") if saved_deepspeed else ("sharded/.metadata", "state.pt") if saved_sharded
+             else ("model.safetensors", "optimizer.pt", "state.pt"))
     try:
-        if saved_sharded:
+        if saved_deepspeed:
+            frozen = any(not p.requires_grad for p in model.parameters())
+            loaded, _ = model.load_checkpoint(str(folder), tag="deepspeed", load_module_strict=not frozen,
+                                              load_lr_scheduler_states=False)
+            if loaded is None:
+                raise FileNotFoundError(f"no DeepSpeed checkpoint in {folder / 'deepspeed'}")
+        elif saved_sharded:
             shards = sharded_state(model, optimizer)
             grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
             with warnings.catch_warnings():  # one process without a group is meant: DCP warns that it assumes so
@@ -165,7 +185,7 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
     if saved_sharded:
         set_model_state_dict(model, shards["model"], options=StateDictOptions(strict=False))
         set_optimizer_state_dict(model, optimizer, shards["optimizer"])
-    else:
+    elif not saved_deepspeed:  # (DeepSpeed restored the weights and the optimizer state above)
         set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
         set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
     scheduler_state = state.pop("scheduler")

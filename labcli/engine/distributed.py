@@ -41,7 +41,7 @@ def resolve_strategy(strategy: str) -> str:
     if strategy in ("ddp", "fsdp") and size == 1:
         return "single"  # one process: nothing to replicate or shard
     if strategy == "single" and size > 1:
-        raise UserError(f"strategy=single with {size} processes", "use train.strategy=ddp or fsdp, or --nproc 1")
+        raise UserError(f"strategy=single with {size} processes", "use train.strategy=ddp, fsdp or deepspeed, or --nproc 1")
     return strategy
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from labcli import runs
+from labcli.engine import zero
 from labcli.engine.checkpoint import FULL
 from labcli.engine.distributed import barrier, world
 
@@ -18,23 +19,24 @@ def save_final_model(model, tokenizer, method: str, folder: Path, adapter_folder
     rank, size = world()
     sharded = size > 1 and any(type(p).__name__ == "DTensor" for p in model.parameters())
     state = get_model_state_dict(model, options=FULL) if sharded else None
-    if rank == 0:
-        if adapter_folder is not None and method != "full":
-            embeddings_trained = model.get_input_embeddings().weight.requires_grad
-            # Under FSDP the module holds shards: PEFT saves from the gathered state instead.
-            extra = {"state_dict": state} if sharded else {}
-            runs.replace_dir(adapter_folder, lambda tmp: model.save_pretrained(
-                str(tmp), save_embedding_layers=embeddings_trained, **extra))
-        if sharded and method == "lora":
-            plain, state = model.get_base_model(), merged_lora_state(model, state)
-        else:
-            plain = model if sharded else merged_for_export(model, method)
+    with zero.gathered(model):  # ZeRO-3: every rank takes part in gathering the partitioned parameters
+        if rank == 0:
+            if adapter_folder is not None and method != "full":
+                embeddings_trained = model.get_input_embeddings().weight.requires_grad
+                # Under FSDP the module holds shards: PEFT saves from the gathered state instead.
+                extra = {"state_dict": state} if sharded else {}
+                runs.replace_dir(adapter_folder, lambda tmp: model.save_pretrained(
+                    str(tmp), save_embedding_layers=embeddings_trained, **extra))
+            if sharded and method == "lora":
+                plain, state = model.get_base_model(), merged_lora_state(model, state)
+            else:
+                plain = model if sharded else merged_for_export(model, method)
 
-        def write(tmp: Path) -> None:
-            plain.save_pretrained(str(tmp), state_dict=state) if sharded else plain.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
+            def write(tmp: Path) -> None:
+                plain.save_pretrained(str(tmp), state_dict=state) if sharded else plain.save_pretrained(str(tmp))
+                tokenizer.save_pretrained(str(tmp))
 
-        runs.replace_dir(folder, write)
+            runs.replace_dir(folder, write)
     barrier()
     return Path(folder)
 

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from labcli import runs
 from labcli.config import Section, to_yaml
-from labcli.engine import checkpoint, distributed
+from labcli.engine import checkpoint, distributed, zero
 from labcli.engine.metrics import LiveLog
 from labcli.engine.optimizers import make_optimizer
 from labcli.engine.schedule import make_scheduler
@@ -67,8 +67,23 @@ class Loop:
     device: torch.device
     state: dict = field(default_factory=dict)  # the recipe's counters, saved in checkpoints
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """loss.backward(); under DeepSpeed its engine's backward, then its step, which clips, updates and
+        zeroes only after the last micro-batch of the gradient accumulation (the loss is already divided)."""
+        if zero.is_engine(self.model):
+            self.model.backward(loss, scale_wrt_gas=False)
+            with phase("optimizer"):
+                self.model.step()
+        else:
+            loss.backward()
+
     def update(self) -> float:
-        """Clip the accumulated gradient, take one optimizer step, zero the gradient; the norm before clipping."""
+        """Clip the accumulated gradient, take one optimizer step, zero the gradient; the norm before clipping.
+
+        Under DeepSpeed the update already happened in `backward` (at the accumulation boundary): only
+        the norm DeepSpeed measured is returned."""
+        if zero.is_engine(self.model):
+            return float(self.model.get_global_grad_norm() or 0.0)
         with phase("optimizer"):
             norm = (torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm) if self.cfg.max_grad_norm > 0
                     else torch.tensor(0.0))
@@ -115,8 +130,9 @@ def fit(
 
     `seed`: reseed torch first (None: keep the caller's RNG stream). `eval_at_start`: evaluate
     before step 1 of a fresh run (logged as step 0). `strategy`: single, ddp or fsdp (auto: ddp
-    under torchrun). `callbacks`: objects with optional `before_step(i)` / `after_step(i)`, i
-    counting this process's steps from 1 (e.g. labcli.eval.profiler.StepProfiler)."""
+    under torchrun), or deepspeed (with a TrainConfig: it reads the batch split and ZeRO keys).
+    `callbacks`: objects with optional `before_step(i)` / `after_step(i)`, i counting this
+    process's steps from 1 (e.g. labcli.eval.profiler.StepProfiler)."""
     distributed.init(device)
     rank, _ = distributed.world()
     strategy = distributed.resolve_strategy(strategy)
@@ -130,6 +146,8 @@ def fit(
                                from_rank0=from_rank0)
     params = [p for p in wrapped.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
+    if strategy == "deepspeed":  # ZeRO wraps lab's optimizer; lab's schedule keeps setting its LR
+        wrapped = zero.initialize(model, optimizer, cfg, device)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     loop = Loop(wrapped, optimizer, scheduler, params, cfg, device, dict(state or {}))
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 
-from labcli.engine import distributed
+from labcli.engine import distributed, zero
 from labcli.engine.loop import Loop, LoopConfig, fit, phase
 from labcli.errors import UserError
 from labcli.runs import Run
@@ -31,28 +31,37 @@ class TrainConfig(LoopConfig):
     activation_checkpointing: bool = Field(False, description="Recompute activations in backward")
     compile: bool = Field(False, description="torch.compile the model")
     strategy: Literal["auto", "single", "ddp", "fsdp", "deepspeed"] = Field(
-        "auto", description="auto: ddp under torchrun; deepspeed is refused with the nearest FSDP2 equivalent")
+        "auto", description="auto: ddp under torchrun; deepspeed: DeepSpeed ZeRO (train.zero_stage)")
     fsdp_cpu_offload: bool = Field(False, description="FSDP2: keep sharded parameters, gradients and the optimizer "
                                                       "step in CPU RAM (CPUOffloadPolicy); the GPU holds gathered blocks")
     fsdp_load_on_rank0: bool = Field(False, description="FSDP: only rank 0 reads the weights; the other ranks build the "
                                                         "model on the meta device and receive their shards from rank 0")
+    zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed: 2 shards gradients and optimizer state, 3 also the "
+                                                     "parameters")
+    deepspeed_offload: bool = Field(False, description="DeepSpeed: optimizer state (ZeRO-3: also parameters) in CPU "
+                                                       "RAM, the optimizer step on the CPU (ZeRO-Offload)")
     eval_batches: int = Field(20, ge=1, description="Batches per evaluation")
     early_stopping_patience: int = Field(0, ge=0, description="Stop after N evals without improvement (0: off)")
 
-    @field_validator("strategy")
-    @classmethod
-    def _refuse_deepspeed(cls, value: str) -> str:
-        if value == "deepspeed":
-            raise UserError(*DEEPSPEED_REFUSAL)
-        return value
-
-
-DEEPSPEED_REFUSAL = (
-    "train.strategy=deepspeed is not an engine strategy yet: DeepSpeed's engine owns backward, the optimizer "
-    "step and checkpoints, and lab's loop does not hand them over",
-    "use train.strategy=fsdp (FSDP2 full shard = ZeRO-3's sharding of parameters, gradients and optimizer state; "
-    "add train.fsdp_cpu_offload=true for ZeRO-Offload), and plan DeepSpeed with "
-    "`lab profile memory --strategy deepspeed-zero3`")
+    @model_validator(mode="after")
+    def _deepspeed_combinations(self) -> TrainConfig:
+        if self.strategy != "deepspeed":
+            if self.deepspeed_offload:
+                raise UserError(f"train.deepspeed_offload=true with train.strategy={self.strategy}",
+                                "set train.strategy=deepspeed, or use train.fsdp_cpu_offload=true with fsdp")
+            return self
+        if self.fsdp_cpu_offload or self.fsdp_load_on_rank0:
+            raise UserError("train.fsdp_cpu_offload / fsdp_load_on_rank0 are FSDP keys, not DeepSpeed's",
+                            "use train.deepspeed_offload=true with train.strategy=deepspeed")
+        if self.compile:
+            raise UserError("train.compile=true with train.strategy=deepspeed is not supported",
+                            "set train.compile=false")
+        if self.optimizer.startswith("bnb-") or self.optimizer == "lab-paged-adamw":
+            raise UserError(f"train.optimizer={self.optimizer} with train.strategy=deepspeed: ZeRO replaces the "
+                            "parameters with flat fp32 partitions, which paged/8-bit optimizers do not support",
+                            "use train.optimizer=adamw or sgd (ZeRO shards their state)")
+        zero.check_installed()  # here, so `lab check` and the launcher say it before any process starts
+        return self
 
 
 def builds_on_meta(cfg: TrainConfig) -> bool:
@@ -151,7 +160,7 @@ def train(
             with (contextlib.nullcontext() if sync else loop.model.no_sync()), loop.autocast(), phase("forward"):
                 loss = loss_fn(forward, batch) / accum
             with phase("backward"):
-                loss.backward()
+                loop.backward(loss)
             loss_sum += loss.item()
             n_tok += _count_tokens(batch)
         grad_norm = loop.update()

@@ -62,3 +62,14 @@ def print_table(rows: Sequence, columns: Sequence[str] | None = None, title: str
     for row in cells:
         table.add_row(*map(escape, row))  # cells are text: "[enforce fail at ...]" is not rich markup
     Console(width=max(120, sum(len(c) for c in columns) * 3)).print(table)
+
+
+def progress_bar(label: str = "", *, transient: bool = False, stderr: bool = False):
+    """The bar for work counted in cells (a bench's techniques, a detector's models): LABEL, bar,
+    done/total, the current cell's description (`bar.update(task, description=...)`), elapsed time."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = ([TextColumn(f"[bold]{label}")] if label else []) + [BarColumn(), MofNCompleteColumn(),
+                                                                  TextColumn("{task.description}"), TimeElapsedColumn()]
+    return Progress(*columns, transient=transient, console=Console(stderr=True) if stderr else None)

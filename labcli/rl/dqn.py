@@ -41,10 +41,12 @@ class DQNArgs(Section):
 
 
 class QNetwork(nn.Module):
-    def __init__(self, n_actions: int):
+    """The image CNN (or `encoder`: any module with `out_dim` features) and a 64-unit ReLU head."""
+
+    def __init__(self, n_actions: int, encoder: nn.Module | None = None):
         super().__init__()
-        self.encoder = ImageEncoder()
-        self.head = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, n_actions))
+        self.encoder = encoder if encoder is not None else ImageEncoder()
+        self.head = nn.Sequential(nn.Linear(getattr(self.encoder, "out_dim", 64), 64), nn.ReLU(), nn.Linear(64, n_actions))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(obs))
@@ -110,7 +112,9 @@ def train(env_id: str, total_frames: int, seed: int, args: DQNArgs, q_network: Q
     envs = make_envs(1, seed) if make_envs else make_vector_env(env_id, 1, seed)
     n_actions = int(envs.single_action_space.n)
     q_network = q_network or QNetwork(n_actions)
-    target = QNetwork(n_actions) if type(q_network) is QNetwork else copy.deepcopy(q_network)
+    default = type(q_network) is QNetwork and type(q_network.encoder) is ImageEncoder
+    # A fresh default network draws its init from the RNG; kept (not deepcopy) so seeded runs stay identical.
+    target = QNetwork(n_actions) if default else copy.deepcopy(q_network)
     target.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
     buffer = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape)

@@ -44,13 +44,15 @@ class PPOArgs(Section):
 
 class Agent(nn.Module):
     """Shared trunk (the CNN for MiniGrid images, an MLP for vector observations such as CartPole's);
-    separate actor and critic heads (64 tanh units each)."""
+    separate actor and critic heads (64 tanh units each). `encoder` replaces the trunk (any module
+    with `out_dim` features, e.g. the BabyAI agents' views)."""
 
-    def __init__(self, n_actions: int, obs_shape: tuple | None = None):
+    def __init__(self, n_actions: int, obs_shape: tuple | None = None, encoder: nn.Module | None = None):
         super().__init__()
-        self.encoder = encoder_for(obs_shape)
-        self.actor = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, n_actions))
-        self.critic = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
+        self.encoder = encoder if encoder is not None else encoder_for(obs_shape)
+        width = getattr(self.encoder, "out_dim", 64)
+        self.actor = nn.Sequential(nn.Linear(width, 64), nn.Tanh(), nn.Linear(64, n_actions))
+        self.critic = nn.Sequential(nn.Linear(width, 64), nn.Tanh(), nn.Linear(64, 1))
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self.encoder(obs)).squeeze(-1)

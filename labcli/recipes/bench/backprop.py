@@ -165,19 +165,11 @@ def check(cfg: Config) -> None:
 
 
 def run(cfg: Config, ctx: Run) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     from labcli.data.text import lm_blocks
     from labcli.engine import distributed
     from labcli.engine.backprop import blocks_of
     from labcli.eval.measure import hardware_line, peak_memory_kind
-    from labcli.eval.tables import print_table
+    from labcli.eval.tables import print_table, progress_bar
     from labcli.models import load_model
     from labcli.models.causal_lm import read_texts
 
@@ -206,8 +198,7 @@ def run(cfg: Config, ctx: Run) -> None:
             raise UserError(f"only {len(data[seq])} blocks of {seq} tokens", "lower train.batch_size or seq_lens")
 
     rows = []
-    with Progress(TextColumn("[bold]bench backprop"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.description}"), TimeElapsedColumn()) as bar:
+    with progress_bar("bench backprop") as bar:
         task = bar.add_task("", total=len(seq_lens) * len(techniques))
         refs: dict[int, dict] = {}
         for seq in seq_lens:

@@ -434,17 +434,9 @@ def check(cfg: Config) -> None:
 
 
 def run(cfg: Config, ctx: Run) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     from labcli.engine import distributed
     from labcli.eval.measure import hardware_line, peak_memory_kind
-    from labcli.eval.tables import print_table
+    from labcli.eval.tables import print_table, progress_bar
     from labcli.optim.paged_store import default_page_dir
 
     opts, strategies = chosen(cfg)
@@ -467,8 +459,7 @@ def run(cfg: Config, ctx: Run) -> None:
     del model
     with_cap = cfg.memory_cap.enabled and device.type == "cpu"
     cells, capped = [], []
-    with Progress(TextColumn("[bold]bench optimizer"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn()) as bar:
+    with progress_bar("bench optimizer") as bar:
         task = bar.add_task("", total=len(opts) * len(strategies) + 3 * with_cap)
         for strategy in strategies:
             for name in opts:

@@ -112,9 +112,8 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.errors import UserError
     from labcli.eval import frechet
 
-    for problem in check(cfg):
-        what, hint = problem.rsplit(" (hint: ", 1)
-        raise UserError(what, hint.rstrip(")"))
+    if problems := check(cfg):
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     device = pick_device(cfg.device)
     runs.seed_everything(cfg.seed)
     data = digits.load(cfg.data, cfg.image_size, cfg.seed)

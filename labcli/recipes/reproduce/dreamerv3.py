@@ -126,9 +126,8 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.rl import dreamer, ppo
     from labcli.rl.common import episodes, evaluate
 
-    for problem in check(cfg):
-        what, hint = problem.rsplit(" (hint: ", 1)
-        raise UserError(what, hint.rstrip(")"))
+    if problems := check(cfg):
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     device = pick_device(cfg.device)
     envs = [("CartPole-v1", cfg.cartpole_steps, cfg.cartpole_bar, cfg.ppo_cartpole),
             (cfg.minigrid_env, cfg.minigrid_steps, cfg.minigrid_bar, cfg.ppo_minigrid)]

@@ -102,9 +102,8 @@ def run(cfg: Config, ctx: Run) -> None:
     from labcli.engine.distributed import pick_device
     from labcli.errors import UserError
 
-    for problem in check(cfg):
-        what, hint = problem.rsplit(" (hint: ", 1)
-        raise UserError(what, hint.rstrip(")"))
+    if problems := check(cfg):
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     device = pick_device(cfg.device)
     runs.seed_everything(cfg.seed)
     shape, p = sudoku.SHAPES[cfg.puzzles.board], cfg.puzzles

@@ -92,8 +92,7 @@ def run(cfg: Config, ctx) -> None:
 
     if problems := check(cfg):
         raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
-    if "lm+rl" in cfg.agents and cfg.lm.model.startswith(("http://", "https://")):
-        lm_planner.load(cfg.lm, [], None, cfg.seed)[0].propose(["goal: ready?\n"])  # a dead endpoint fails before any work
+    lm_planner.check_endpoint(cfg.lm, cfg.agents)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     # A level's missions depend on its name, not on its place in `levels`: levels=[hard] plays the default's hard missions.
@@ -105,10 +104,7 @@ def run(cfg: Config, ctx) -> None:
     def add(agent: str, level: str, repeats: list, trainings=None):
         results = [[{"success": e.success, "steps": e.steps, "walkthrough": w} for e, w in zip(episodes, walk[level])]
                    for episodes in repeats]
-        rows.append(tables.row(agent, level, results, trainings))
-        last = rows[-1]
-        print(f"  {agent:18s} {level:6s} success {last['success']:.2f} ± {last['success_sd']:.2f} "
-              f"(within 2x walkthrough {last['success_2x']:.2f})")
+        tables.add_row(rows, agent, level, results, trainings)
 
     def learned(run_dir) -> dict:
         wins = [r["episode_return"] > 0 for r in run_dir.metrics() if "episode_return" in r]
@@ -143,11 +139,11 @@ def run(cfg: Config, ctx) -> None:
                 sub = ctx.sub(f"{agent}-{level}-r{r}")
                 make_envs = ba.vector_envs(level, view)
                 if algo == "ppo":
-                    net = ppo.train(f"{agent} {level} r{r}", cfg.frames, seed, cfg.ppo, ba.ActorCritic(ba.ENCODERS[view]()),
+                    net = ppo.train(f"{agent} {level} r{r}", cfg.frames, seed, cfg.ppo, ppo.Agent(7, encoder=ba.ENCODERS[view]()),
                                     run=sub, progress=True, make_envs=make_envs)
                     act = net.sample
                 else:
-                    net = dqn.train(f"{agent} {level} r{r}", cfg.frames, seed, cfg.dqn, ba.QNet(ba.ENCODERS[view]()),
+                    net = dqn.train(f"{agent} {level} r{r}", cfg.frames, seed, cfg.dqn, dqn.QNetwork(7, encoder=ba.ENCODERS[view]()),
                                     run=sub, progress=True, make_envs=make_envs)
                     act = net.greedy
                 net.eval()
@@ -165,7 +161,7 @@ def run(cfg: Config, ctx) -> None:
             seed_everything(cfg.seed + r)
             sub = ctx.sub(f"executor-r{r}")
             executor = ppo.train(f"executor r{r}", cfg.frames * len(cfg.levels), cfg.seed + r, cfg.ppo,
-                                 ba.ActorCritic(ba.SubgoalEncoder()), run=sub, progress=True,
+                                 ppo.Agent(7, encoder=ba.SubgoalEncoder()), run=sub, progress=True,
                                  make_envs=ba.vector_envs(list(cfg.levels), "subgoal", cfg.shaping.scale, cfg.ppo.gamma,
                                                           cfg.shaping.progress))
             executors.append(executor.eval())

@@ -90,8 +90,7 @@ def run(cfg: Config, ctx) -> None:
 
     if problems := check(cfg):
         raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
-    if "lm+rl" in cfg.agents and cfg.lm.model.startswith(("http://", "https://")):
-        lm_planner.load(cfg.lm, [], None, cfg.seed)[0].propose(["goal: ready?\n"])  # a dead endpoint fails before any work
+    lm_planner.check_endpoint(cfg.lm, cfg.agents)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -101,12 +100,6 @@ def run(cfg: Config, ctx) -> None:
     print(f"{sum(len(p) for p in paths.values())} evaluation games ready ({timings['games_s']:.0f} s; cached in LAB_HOME/textworld)")
     rows, kg_rows, goal_rows = [], [], []
     limit = {level: cfg.max_steps_per_quest_step * env.LEVELS[level].quest_length for level in cfg.levels}
-
-    def add(agent: str, level: str, repeats: list[list[dict]], trainings=None):
-        rows.append(tables.row(agent, level, repeats, trainings))
-        last = rows[-1]
-        print(f"  {agent:18s} {level:6s} success {last['success']:.2f} ± {last['success_sd']:.2f} "
-              f"(within 2x walkthrough {last['success_2x']:.2f})")
 
     # --- symbolic agents, random, and the extraction scores ---------------------------------
     t0 = time.perf_counter()
@@ -123,7 +116,7 @@ def run(cfg: Config, ctx) -> None:
                     if agent == "planner-extracted" and r == 0:
                         scores += score
                 repeats.append(results)
-            add(agent, level, repeats)
+            tables.add_row(rows, agent, level, repeats)
         for game in games:
             goal = env.parse_goal(game.info.objective, game.info.types)
             parsed.append({f for f in goal if f[1] != "opens"} <= game.info.goal and bool(goal))
@@ -157,7 +150,7 @@ def run(cfg: Config, ctx) -> None:
                 nets[(agent, level, r)] = (net, train)
                 repeats.append(play_greedy(net, episodes))
                 trainings.append(train)
-            add(agent, level, repeats, trainings)
+            tables.add_row(rows, agent, level, repeats, trainings)
             timings[f"{agent}_{level}_s"] = time.perf_counter() - t0
 
     # --- the LM + RL agent: the executor trained above, the LM's subgoals -----------------------
@@ -189,7 +182,7 @@ def run(cfg: Config, ctx) -> None:
                 episodes = tw.TextEpisodes(games, "subgoal", limit[level], tw.lm_proposer(lm), cfg.shaping.scale, cfg.rl.gamma)
                 repeats.append(play_greedy(net, episodes))
                 trainings.append(train)
-            add("lm+rl", level, repeats, trainings)
+            tables.add_row(rows, "lm+rl", level, repeats, trainings)
         lm_info["proposals"] = lm.calls
         timings["lm_rl_eval_s"] = time.perf_counter() - t0
         runs.write_text(ctx.path("lm_samples.txt"), "\n\n".join(p.prompt + p.text for p in list(lm.cache.values())[:20]))

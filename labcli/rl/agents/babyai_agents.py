@@ -27,7 +27,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical
 
 from labcli.rl.agents.babyai_planner import (
     GridPlanner,
@@ -342,50 +341,6 @@ class SubgoalEncoder(nn.Module):
         held = rest[:, 1] * (len(COLORS) + 1) + rest[:, 2]
         where = self.ahead(rest[:, 3]) + self.right(rest[:, 4]) + self.known(rest[:, 5])
         return torch.cat([self.cnn(image), self.kind(rest[:, 0]), self.held(held), where], -1)
-
-
-class ActorCritic(nn.Module):
-    """The interface of labcli.rl.ppo.Agent over any encoder."""
-
-    def __init__(self, encoder: nn.Module, n_actions: int = 7):
-        super().__init__()
-        self.encoder = encoder
-        self.actor = nn.Sequential(nn.Linear(encoder.out_dim, 64), nn.Tanh(), nn.Linear(64, n_actions))
-        self.critic = nn.Sequential(nn.Linear(encoder.out_dim, 64), nn.Tanh(), nn.Linear(64, 1))
-
-    def value(self, obs):
-        return self.critic(self.encoder(obs)).squeeze(-1)
-
-    def act(self, obs, action=None):
-        features = self.encoder(obs)
-        dist = Categorical(logits=self.actor(features))
-        if action is None:
-            action = dist.sample()
-        return action, dist.log_prob(action), dist.entropy(), self.critic(features).squeeze(-1)
-
-    @torch.no_grad()
-    def greedy(self, obs):
-        return self.actor(self.encoder(obs)).argmax(-1)
-
-    @torch.no_grad()
-    def sample(self, obs):
-        return Categorical(logits=self.actor(self.encoder(obs))).sample()
-
-
-class QNet(nn.Module):
-    """The interface of labcli.rl.dqn.QNetwork over any encoder."""
-
-    def __init__(self, encoder: nn.Module, n_actions: int = 7):
-        super().__init__()
-        self.encoder = encoder
-        self.head = nn.Sequential(nn.Linear(encoder.out_dim, 64), nn.ReLU(), nn.Linear(64, n_actions))
-
-    def forward(self, obs):
-        return self.head(self.encoder(obs))
-
-    @torch.no_grad()
-    def greedy(self, obs):
-        return self(obs).argmax(-1)
 
 
 ENCODERS = {"flat": FlatEncoder, "graph": GraphEncoder, "subgoal": SubgoalEncoder}

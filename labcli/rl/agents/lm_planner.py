@@ -124,6 +124,13 @@ def load(cfg: LMConfig, examples: list[tuple[str, str]], run, seed: int, progres
     return train(cfg, examples, run, seed, progress)
 
 
+def check_endpoint(cfg: LMConfig, agents: list[str]) -> None:
+    """When the `lm+rl` agent's planner is an OpenAI-compatible endpoint, ask it once now, so a dead
+    endpoint fails (one line) before any training or evaluation."""
+    if "lm+rl" in agents and cfg.model.startswith(("http://", "https://")):
+        load(cfg, [], None, 0)[0].propose(["goal: ready?\n"])
+
+
 def train(cfg: LMConfig, examples: list[tuple[str, str]], run, seed: int, progress: bool = True) -> tuple[SubgoalLM, dict]:
     import torch
 

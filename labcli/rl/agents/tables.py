@@ -41,6 +41,14 @@ def row(agent: str, level: str, repeats: list[list[dict]], trainings: list[dict]
     return out
 
 
+def add_row(rows: list[dict], agent: str, level: str, repeats: list[list[dict]], trainings: list[dict] | None = None) -> None:
+    """Append `row(...)` to `rows` and print its one-line headline (the recipes' progress log)."""
+    rows.append(row(agent, level, repeats, trainings))
+    last = rows[-1]
+    print(f"  {agent:18s} {level:6s} success {last['success']:.2f} ± {last['success_sd']:.2f} "
+          f"(within 2x walkthrough {last['success_2x']:.2f})")
+
+
 COLUMNS = ["agent", "level", "walkthrough", "success", "success_2x", "steps_per_walkthrough", "episodes_to_learn", "train_episodes"]
 LABELS = ["agent", "level", "walkthrough (mean steps)", "success (± sd over repeats)", "success within 2x walkthrough",
           "steps / walkthrough (successes)", f"episodes to learn (success ≥ {LEARNED} over {WINDOW}; per repeat)",

@@ -304,8 +304,8 @@ class Planner:
             return ranked[0], reasons + [f"the {ranked[0]} may open the {thing}"]
         return None, reasons + [f"no key for the {thing} seen yet"]
 
-    def unlock(self, thing: str, reasons: list[str]) -> Step | None:
-        reasons = reasons + [f"the {thing} is locked"]
+    def with_key(self, verb: str, thing: str, reasons: list[str]) -> Step | None:
+        """`unlock`/`lock` THING: find its key, carry it, go to THING, then VERB THING with KEY."""
         key, reasons = self.key_for(thing, reasons)
         if key is None:
             return self.find(f"key for the {thing}", reasons)
@@ -315,7 +315,10 @@ class Planner:
         step = self.go_to_thing(thing, reasons)
         if step is not None:
             return step
-        return Step(f"unlock {thing} with {key}", f"unlock {thing} with {key}", reasons)
+        return Step(f"{verb} {thing} with {key}", f"{verb} {thing} with {key}", reasons)
+
+    def unlock(self, thing: str, reasons: list[str]) -> Step | None:
+        return self.with_key("unlock", thing, reasons + [f"the {thing} is locked"])
 
     def open(self, thing: str, reasons: list[str]) -> Step | None:
         reasons = reasons + [f"the {thing} must be open"]
@@ -351,16 +354,7 @@ class Planner:
             step = self.close(thing, reasons)
             if step is not None:
                 return step
-        key, reasons = self.key_for(thing, reasons)
-        if key is None:
-            return self.find(f"key for the {thing}", reasons)
-        step = self.achieve((key, "in", INVENTORY), reasons)
-        if step is not None:
-            return step
-        step = self.go_to_thing(thing, reasons)
-        if step is not None:
-            return step
-        return Step(f"lock {thing} with {key}", f"lock {thing} with {key}", reasons)
+        return self.with_key("lock", thing, reasons)
 
     def eat(self, thing: str, reasons: list[str]) -> Step | None:
         step = self.achieve((thing, "in", INVENTORY), reasons + [f"the {thing} must be eaten"])

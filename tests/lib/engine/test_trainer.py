@@ -116,11 +116,3 @@ def test_two_process_resume_after_sigkill_is_exact(run_lab, tmp_path, strategy):
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-6
     assert summary(killed)["final_loss"] == pytest.approx(summary(straight)["final_loss"], abs=1e-6)
 
-
-def test_deepspeed_strategy_is_refused_with_the_fsdp_equivalent():
-    from labcli.engine.trainer import TrainConfig
-    from labcli.errors import UserError
-
-    with pytest.raises(UserError, match="strategy=deepspeed is not an engine strategy") as info:
-        TrainConfig(strategy="deepspeed")
-    assert "train.strategy=fsdp" in info.value.hint

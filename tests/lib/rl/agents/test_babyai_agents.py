@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from labcli.rl import dqn, ppo
 from labcli.rl.agents import babyai_agents as ba
 from labcli.rl.shaping import discounted
 
@@ -17,7 +18,7 @@ def test_views_and_networks(view):
     obs, _ = env.reset(seed=5)
     assert obs.dtype == np.uint8 and obs.shape == env.observation_space.shape
     torch.manual_seed(0)
-    agent, q = ba.ActorCritic(ba.ENCODERS[view]()), ba.QNet(ba.ENCODERS[view]())
+    agent, q = ppo.Agent(7, encoder=ba.ENCODERS[view]()), dqn.QNetwork(7, encoder=ba.ENCODERS[view]())
     batch = torch.as_tensor(np.stack([obs, obs]))
     action, logp, entropy, value = agent.act(batch)
     assert action.shape == logp.shape == value.shape == (2,) and q(batch).shape == (2, 7)

@@ -50,3 +50,20 @@ def test_a_dead_endpoint_is_one_error():
     lm, _ = lm_planner.load(lm_planner.LMConfig(model="http://127.0.0.1:9"), [], None, 0)
     with pytest.raises(UserError, match="no completions"):
         lm.propose(["goal: x"])
+
+
+@pytest.mark.slow
+def test_a_local_model_folder_is_the_planner(tmp_path, lab_home):
+    """`lm.model=FOLDER` (a save_pretrained causal LM; a hub id takes the same from_pretrained path)
+    is used as is: batched greedy proposals, deterministic, each prompt generated once."""
+    from labcli.models import load_model
+
+    loaded = load_model("tiny-gpt2", "causal-lm", seed=0)
+    loaded.model.save_pretrained(tmp_path / "lm")
+    loaded.tokenizer.save_pretrained(tmp_path / "lm")
+    lm, info = lm_planner.load(lm_planner.LMConfig(model=str(tmp_path / "lm"), max_new_tokens=8), [], None, 0)
+    assert info == {"lm": str(tmp_path / "lm"), "kind": "pretrained causal LM, used as is"}
+    first = lm.propose(["goal: take key\n", "goal: open door\n", "goal: take key\n"])
+    assert lm.calls == 2 and first[0] == first[2] and all(isinstance(p.text, str) and p.text for p in first)
+    again = lm_planner.load(lm_planner.LMConfig(model=str(tmp_path / "lm"), max_new_tokens=8), [], None, 0)[0]
+    assert [p.text for p in again.propose(["goal: take key\n", "goal: open door\n"])] == [p.text for p in first[:2]]

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU checks, run once on a lent GPU machine (docs/gpu-results.md holds what they printed).
+#   bash labcli/devtools/gpu_check.sh OUT_DIR [SECONDS]
+# From the repository root. Wheels for packages the machine lacks may wait in .whl/ (installed into
+# /tmp/site first). Every step has its own time limit and the whole stays inside SECONDS (default
+# 500), so the log and the run folders (OUT_DIR/log.txt, OUT_DIR/runs.tgz) always come back.
+# Order = priority: the pytest GPU tests (Triton FlashAttention-2 and NF4 kernels, paged AdamW on
+# CUDA, the kernels bench), `lab bench kernels`, DeepSpeed ZeRO on NCCL, FSDP2 on NCCL, the
+# optimizer bench with bitsandbytes' real paged optimizers, QLoRA finetuning on bitsandbytes NF4.
+set -u
+OUT=${1:?usage: gpu_check.sh OUT_DIR [SECONDS]}
+DEADLINE=$(( $(date +%s) + ${2:-500} ))
+mkdir -p "$OUT"
+RUNS=/tmp/gpu-runs
+mkdir -p $RUNS
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 LAB_HOME=/tmp/gpu-lab-home TOKENIZERS_PARALLELISM=false
+exec > >(tee -a "$OUT/log.txt") 2>&1
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || echo "wheel install failed"
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+LAB="python3 -m labcli"
+
+step() {  # step NAME SECONDS COMMAND...: run with a limit that keeps 20 s for packing up
+  local name=$1 limit=$2; shift 2
+  local left=$(( DEADLINE - $(date +%s) - 20 ))
+  if (( left < 15 )); then echo "=== $name: SKIPPED (no time left)"; return; fi
+  (( limit > left )) && limit=$left
+  echo "=== $name (limit ${limit}s): $*"
+  local t0=$(date +%s)
+  timeout --signal=KILL "$limit" "$@"
+  echo "=== $name: exit $? after $(( $(date +%s) - t0 )) s"
+}
+
+step environment 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "
+import torch, triton, transformers, bitsandbytes, peft
+print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name(0), \"triton\", triton.__version__,
+      \"transformers\", transformers.__version__, \"bitsandbytes\", bitsandbytes.__version__, \"peft\", peft.__version__)
+try:
+    import deepspeed; print(\"deepspeed\", deepspeed.__version__)
+except Exception as exc: print(\"deepspeed: not importable:\", exc)
+"'
+
+step pytest-gpu 200 python3 -m pytest -q -m gpu -p no:cacheprovider --timeout 180 \
+  tests/lib/kernels tests/lib/optim/test_paged_adamw.py tests/recipes/bench/test_kernels.py
+
+step bench-kernels 120 $LAB bench kernels --output $RUNS/bench-kernels
+
+step deepspeed-zero3-nccl 90 bash -c "$LAB finetune tiny-lm vocab_size=500 train.max_steps=20 train.batch_size=8 \
+  train.micro_batch_size=4 train.strategy=single --output $RUNS/tiny-lm-single && \
+  $LAB finetune tiny-lm vocab_size=500 train.max_steps=20 train.batch_size=8 train.micro_batch_size=4 \
+  train.strategy=deepspeed train.zero_stage=3 --output $RUNS/tiny-lm-zero3 && python3 -c \"
+import json
+a, b = (json.load(open('$RUNS/tiny-lm-' + k + '/summary.json')) for k in ('single', 'zero3'))
+print('final loss single', a.get('final_loss'), 'zero3', b.get('final_loss'))\""
+
+step fsdp2-nccl 60 torchrun --standalone --nproc_per_node 1 -m labcli.devtools.gpu_fsdp_check
+
+step bench-optimizer-paged 90 $LAB bench optimizer --paged "strategies=[single]" train.max_steps=20 \
+  --output $RUNS/bench-optimizer
+
+step qlora-newari 120 $LAB finetune newari --method qlora train.max_steps=200 --output $RUNS/newari-qlora
+
+tar -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' --exclude='checkpoints' -C $RUNS . 2>/dev/null
+echo "=== done: $(ls $RUNS | tr '\n' ' ')"
