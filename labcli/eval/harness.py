@@ -131,13 +131,34 @@ DEFAULT_RUN = ["harness.tasks=[]"]
 
 
 def load_scored(run: str = "", model: str = "", device=None, why: str = "no run given: scoring"):
-    """(model, tokenizer, task, source name) of a run folder (its model/), a model folder or tiny-* preset;
-    with neither, the default `lab finetune instruct` run (built once, cached under LAB_HOME)."""
+    """(model, tokenizer, task, source name) of a run folder (its model/, or for a LoRA8 run its adapter/
+    on the int8 base it was trained on), a model folder or tiny-* preset; with neither, the default
+    `lab finetune instruct` run (built once, cached under LAB_HOME)."""
     from labcli.models import load_model
     from labcli.serving.source import resolve
 
     if not run and not model:
         run = str(runs.prerequisite("finetune", "instruct", DEFAULT_RUN, f"{why} the default instruct run"))
+    folder = Path(run).expanduser() if run else None
+    if folder and not (folder / "model").is_dir() and (folder / "adapter" / "adapter_config.json").is_file():
+        return *load_adapter_run(folder), run
     source = resolve(run=run, model=model)
     loaded = load_model(str(source.model_dir), source.task)
     return loaded.model.to(device or "cpu"), loaded.tokenizer, source.task, run or model
+
+
+def load_adapter_run(folder: Path):
+    """A run that saved only its adapter (`lab finetune instruct method=lora8`: merging into an int8 base
+    would change what was trained): the base from adapter_config.json, quantized as in training, plus the adapter."""
+    import json
+
+    from peft import PeftModel
+
+    from labcli.models import load_model
+
+    config = json.loads((folder / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8")) if (folder / "summary.json").is_file() else {}
+    base = config["base_model_name_or_path"]
+    task = summary.get("task") or ("seq2seq" if config.get("task_type") == "SEQ_2_SEQ_LM" else "causal-lm")
+    loaded = load_model(base, task, quantize_8bit=summary.get("method") == "lora8")
+    return PeftModel.from_pretrained(loaded.model, str(folder / "adapter")), loaded.tokenizer, loaded.task

@@ -31,3 +31,10 @@ def test_quantized_lora_trains_on_each_shape(run_lab, tmp_path, model, method):
     assert s["eval_loss"] is not None and (run / "adapter").is_dir()
     # the harness scored the quantized base + adapter (causal and seq2seq) on two documents per task
     assert s["harness_arc_easy"] in (0.0, 0.5, 1.0) and s["harness"]["tasks"]["svamp"]["n"] == 2
+    if method == "lora8":  # no merged model/: `lab eval` loads the int8 base + the adapter
+        from peft import PeftModel
+
+        from labcli.eval.harness import load_scored
+
+        model, _, task, _ = load_scored(str(run))
+        assert isinstance(model, PeftModel) and task == "causal-lm" and not (run / "model").exists()
