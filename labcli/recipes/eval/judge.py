@@ -56,13 +56,6 @@ def run(cfg: Config, ctx: Run) -> None:
     device = pick_device(cfg.device)
     recs = records(cfg.instructions)
     model, tokenizer, task, name = harness.load_scored(cfg.run, cfg.model, device, why="no run given: judging")
-    mine = J.answers(model, tokenizer, task, recs, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-    if cfg.reference == "human":
-        theirs = [r["output"] for r in recs]
-    else:
-        folder = cfg.reference if (Path(cfg.reference).expanduser() / "model").is_dir() else ""
-        ref_model, ref_tok, ref_task, _ = harness.load_scored(folder, "" if folder else cfg.reference, device)
-        theirs = J.answers(ref_model, ref_tok, ref_task, recs, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     if cfg.judge == "run":
         if task == "seq2seq":
             raise UserError(f"{name} is a seq2seq model and cannot judge (the judge reads a causal LM's next token)",
@@ -71,6 +64,13 @@ def run(cfg: Config, ctx: Run) -> None:
     else:
         judge = J.load_judge(cfg.judge, cfg.judge_model, cfg.judge_key_env, cfg.seed, device)
         judge_name = judge.name
+    mine = J.answers(model, tokenizer, task, recs, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    if cfg.reference == "human":
+        theirs = [r["output"] for r in recs]
+    else:
+        folder = cfg.reference if (Path(cfg.reference).expanduser() / "summary.json").is_file() else ""  # a run
+        ref_model, ref_tok, ref_task, _ = harness.load_scored(folder, "" if folder else cfg.reference, device)
+        theirs = J.answers(ref_model, ref_tok, ref_task, recs, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     main = J.compare([{"instruction": question(r), "model": m, "reference": t} for r, m, t in zip(recs, mine, theirs)], judge)
     control = J.compare([{**c, "instruction": question(r)} for r, c in zip(recs, J.control_items(recs))], judge)
     runs.write_text(ctx.path("answers.jsonl"), "".join(
