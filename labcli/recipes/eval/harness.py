@@ -33,7 +33,7 @@ def run(cfg: Config, ctx: Run) -> None:
     rows = [{"task": t, **r} for t, r in result["tasks"].items()]
     columns = ["task", "metric", "score", "stderr", "n"]
     cap = cfg.max_gen_toks or "the tasks' own"
-    ctx.write_summary({"scored": name, "task": task, **harness.columns(result), "harness": result})
+    ctx.write_summary({"scored": name, "task": task, **harness.columns(result), "harness": result, "rows": rows})
     ctx.write_report(f"# lab eval harness: {name}\n\nlm_eval {result['lm_eval']}, limit {cfg.limit}, "
                      f"few-shot {cfg.num_fewshot or 0}, generation cap {cap}; stderr is lm_eval's (over documents).\n\n"
                      f"{markdown_table(rows, columns)}\n")
