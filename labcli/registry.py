@@ -33,6 +33,7 @@ VERBS: dict[str, str] = {
     "simulate": "Control simulated robots and train RL agents.",
     "reproduce": "Check a paper's claims at small scale, or rerun a finished run and compare its numbers.",
     "detect": "Attack, defend and detect: adversarial ML and ML for security.",
+    "eval": "Score any run's model: lm-evaluation-harness tasks and a position-swapped pairwise judge.",
 }
 
 # Keys a recipe file or a run's config.yaml may carry besides the Config's own: where it came from.

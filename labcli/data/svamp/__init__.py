@@ -17,9 +17,14 @@ from typing import Literal
 FILE = Path(__file__).parent / "SVAMP.json"
 
 
+def split_indices(split: Literal["train", "test"], n: int = 1000) -> list[int]:
+    """Positions in SVAMP.json of lab's train (700) or test (300) problems."""
+    order = random.Random(1234).sample(range(n), n)
+    return order[:700] if split == "train" else order[700:]
+
+
 def read(split: Literal["train", "test"]) -> list[dict]:
     rows = json.loads(FILE.read_text(encoding="utf-8"))
-    order = random.Random(1234).sample(range(len(rows)), len(rows))
-    keep = order[:700] if split == "train" else order[700:]
+    keep = split_indices(split, len(rows))
     return [{"question": f"{rows[i]['Body'].strip()} {rows[i]['Question'].strip()}", "equation": rows[i]["Equation"].strip(),
              "answer": rows[i]["Answer"]} for i in keep]

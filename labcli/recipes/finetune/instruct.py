@@ -17,6 +17,7 @@ from pydantic import Field
 from labcli.config import RecipeConfig
 from labcli.engine.trainer import TrainConfig
 from labcli.errors import UserError
+from labcli.eval.harness import HarnessSettings
 from labcli.models.peft_prep import LoraSettings
 from labcli.runs import Run
 
@@ -33,6 +34,7 @@ class Config(RecipeConfig):
     max_len: int = Field(256, ge=16, description="Tokens per example (prompt + response)")
     vocab_size: int = Field(2000, ge=100, description="Tokenizer size for tiny-* presets")
     train: TrainConfig = TrainConfig(max_steps=100, batch_size=16, micro_batch_size=16, lr=3e-3, warmup_steps=10)
+    harness: HarnessSettings = HarnessSettings()
 
 
 def records(cfg: Config) -> list[dict]:
@@ -83,16 +85,30 @@ def train_one(cfg: Config, ctx: Run) -> None:
     result = train(model, data[n_eval:], padded_collate(tok.pad_token_id), cfg.train, ctx, seed=cfg.seed,
                    eval_set=data[:n_eval])
     save(result.model, tok, cfg.method, ctx)
+    scores = score(result.model, tok, task, cfg, ctx)
     summary = {"model": cfg.model, "task": task, "method": cfg.method, **params, "records": len(rows),
                "eval_records": n_eval, "steps": result.steps, "final_loss": round(result.final_loss, 4),
                "eval_loss": None if result.eval_loss is None else round(result.eval_loss, 4),
                "tokens_per_s": round(result.tokens / max(result.wall_s, 1e-9), 1),
-               "peak_memory_mb": round(result.peak_memory_mb, 1)}
+               "peak_memory_mb": round(result.peak_memory_mb, 1), **scores}
     ctx.write_summary(summary)
     ctx.write_report(f"# lab finetune instruct: {cfg.model} ({cfg.method})\n\n"
-                     + "\n".join(f"- {k}: {v}" for k, v in summary.items()) + "\n")
+                     + "\n".join(f"- {k}: {v}" for k, v in summary.items() if k != "harness") + "\n")
     print(f"{cfg.model} ({cfg.method}): {params['trainable_params']:,} trainable of {params['total_params']:,}, "
-          f"{result.steps} steps, final loss {summary['final_loss']}, held-out response loss {summary['eval_loss']}")
+          f"{result.steps} steps, final loss {summary['final_loss']}, held-out response loss {summary['eval_loss']}"
+          + "".join(f", {k} {v}" for k, v in scores.items() if k.startswith("harness_")))
+
+
+def score(model, tok, task: str, cfg: Config, ctx: Run) -> dict:
+    """lm-evaluation-harness on lab's local tasks (labcli.eval.harness), the trained model as it is in
+    memory (adapters unmerged, a quantized base still quantized): {"harness_TASK": score, "harness": details}."""
+    from labcli.eval import harness
+
+    if not cfg.harness.tasks:
+        return {}
+    result = harness.evaluate(model, tok, task, cfg.harness.tasks, ctx.path("harness_tasks"), limit=cfg.harness.limit,
+                              batch_size=cfg.harness.batch_size, max_gen_toks=cfg.harness.max_gen_toks, seed=cfg.seed)
+    return {**harness.columns(result), "harness": result}
 
 
 def save(model, tok, method: str, ctx: Run) -> None:
@@ -122,6 +138,11 @@ def run_all(cfg: Config, ctx: Run) -> None:
             if subprocess.call(cmd) != 0:
                 raise UserError(f"the {method} sub-run failed (see above)", f"fix it, then rerun with --output {ctx.dir}")
         rows.append(json.loads((sub / "summary.json").read_text()))
-    ctx.write_summary({"model": cfg.model, "method": "all", "rows": [{c: r.get(c) for c in ["model", *COLUMNS]} for r in rows]})
-    ctx.write_report(f"# lab finetune instruct --method all: {cfg.model}\n\n{markdown_table(rows, COLUMNS)}\n")
-    print_table(rows, COLUMNS, title=f"lab finetune instruct: {cfg.model}, {len(METHODS)} methods")
+    columns = COLUMNS + [f"harness_{t}" for t in cfg.harness.tasks]
+    ctx.write_summary({"model": cfg.model, "method": "all", "harness_limit": cfg.harness.limit,
+                       "rows": [{c: r.get(c) for c in ["model", *columns]} for r in rows]})
+    ctx.write_report(f"# lab finetune instruct --method all: {cfg.model}\n\n{markdown_table(rows, columns)}\n\n"
+                     f"harness_*: lm-evaluation-harness scores on lab's local tasks, the first {cfg.harness.limit} test "
+                     f"documents each, generation capped at {cfg.harness.max_gen_toks} tokens (GSM8K/SVAMP: exact match "
+                     "of the last number; ARC/StrategyQA: accuracy by log-likelihood).\n")
+    print_table(rows, columns, title=f"lab finetune instruct: {cfg.model}, {len(METHODS)} methods")

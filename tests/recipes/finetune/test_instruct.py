@@ -1,5 +1,5 @@
 """`lab finetune instruct`: a bad data file in-process (fast); LoRA8 on a Mistral shape and QLoRA on a T5
-shape through the real CLI (slow)."""
+shape through the real CLI, each scored by lm-evaluation-harness as it sits in memory (slow)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def test_a_bad_data_file_is_a_one_line_error(lab_main, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-TINY = ("train.max_steps=2", "train.batch_size=4", "train.micro_batch_size=4", "train.tensorboard=false", "max_len=96")
+TINY = ("train.max_steps=2", "train.batch_size=4", "train.micro_batch_size=4", "train.tensorboard=false", "max_len=96",
+        "harness.tasks=[arc_easy,svamp]", "harness.limit=2")
 
 
 @pytest.mark.slow
@@ -28,3 +29,12 @@ def test_quantized_lora_trains_on_each_shape(run_lab, tmp_path, model, method):
     s = json.loads((run / "summary.json").read_text())
     assert s["method"] == method and 0 < s["trainable_params"] < s["total_params"]
     assert s["eval_loss"] is not None and (run / "adapter").is_dir()
+    # the harness scored the quantized base + adapter (causal and seq2seq) on two documents per task
+    assert s["harness_arc_easy"] in (0.0, 0.5, 1.0) and s["harness"]["tasks"]["svamp"]["n"] == 2
+    if method == "lora8":  # no merged model/: `lab eval` loads the int8 base + the adapter
+        from peft import PeftModel
+
+        from labcli.eval.harness import load_scored
+
+        model, _, task, _ = load_scored(str(run))
+        assert isinstance(model, PeftModel) and task == "causal-lm" and not (run / "model").exists()

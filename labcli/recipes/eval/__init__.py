@@ -1,0 +1,1 @@
+"""`lab eval RECIPE`: score any run's model."""
