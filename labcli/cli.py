@@ -221,13 +221,16 @@ def env(short: bool = typer.Option(False, "--short", help="Versions only, skip t
 
 def quiet_libraries() -> None:
     """Hide library chatter that says nothing about the user's run (deprecations inside
-    transformers/peft, bitsandbytes' optional hub-kernel probe, which cannot work offline)."""
+    transformers/peft, bitsandbytes' optional hub-kernel probe, which cannot work offline, and
+    torchao's CUDA-only extensions failing to load on a CPU machine, with the pytree deprecations
+    its import triggers: transformers imports torchao whenever a model is loaded)."""
     import logging
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main() -> None:
