@@ -60,8 +60,7 @@ def steal(port: int, token: str, source: str, budget: int, cfg: Config) -> tuple
 
 def run(cfg: Config, ctx) -> None:
     if problems := check(cfg):
-        what, _, hint = problems[0].partition(" (hint: ")
-        raise UserError(what, hint.rstrip(")"))
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     seed_everything(cfg.seed)
     (X_pool, y_pool), (X_te, y_te) = mnist5k.read(cfg.seed)
     budgets = sorted(set(cfg.budgets))

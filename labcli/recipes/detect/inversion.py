@@ -116,8 +116,7 @@ def grid_figure(grids: dict[str, dict[str, np.ndarray]], means: np.ndarray, path
 
 def run(cfg: Config, ctx) -> None:
     if problems := check(cfg):
-        what, _, hint = problems[0].partition(" (hint: ")
-        raise UserError(what, hint.rstrip(")"))
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     from sklearn.neighbors import KNeighborsClassifier
 
     seed_everything(cfg.seed)

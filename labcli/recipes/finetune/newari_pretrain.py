@@ -76,10 +76,8 @@ def build_corpus(cfg: Config):
 
 
 def run(cfg: Config, ctx: Run) -> None:
-    problems = check(cfg)
-    if problems:
-        what, _, hint = problems[0].partition(" (hint: ")
-        raise UserError(what, hint.rstrip(")"))
+    if problems := check(cfg):
+        raise UserError(problems[0])  # already "WHAT (hint: FIX)", as `lab check` prints it
     from labcli.data.newari.denoising import (
         LANG_TOKENS,
         SPECIAL_TOKENS,

@@ -7,6 +7,9 @@ import random
 import pytest
 
 from labcli.models import location_tokens as lt
+from labcli.recipes.reproduce.kosmos2 import (
+    CRAFTED,  # the strings the recipe's claims table counts
+)
 
 
 def random_box(rng: random.Random) -> lt.Box:
@@ -32,18 +35,6 @@ def test_tokens_are_zero_padded_corner_cells():
     assert lt.box_to_indices((0.5, 0.25, 0.75, 0.5)) == (8 * 32 + 16, 15 * 32 + 23)
     with pytest.raises(ValueError):
         lt.box_to_indices((0.5, 0.5, 0.4, 0.6))
-
-
-CRAFTED = [
-    "<grounding> An image of<phrase> a snowman</phrase><object><patch_index_0044><patch_index_0863></object> warming "
-    "himself by<phrase> a fire</phrase><object><patch_index_0005><patch_index_0911></object>.",
-    "<grounding><phrase> the small red circle</phrase><object><patch_index_0100><patch_index_0100></object> left of"
-    "<phrase> the blue square </phrase><object><patch_index_0040><patch_index_0360></object>",
-    "  two<phrase> dogs</phrase><object><patch_index_0001><patch_index_0130></delimiter_of_multi_objects/>"
-    "<patch_index_0500><patch_index_0990></object> and<object><patch_index_0031><patch_index_0063></object> x",
-    "no tags at all",
-    "<phrase>a row</phrase><object><patch_index_0064><patch_index_0095></object>",
-]
 
 
 @pytest.mark.slow  # imports transformers: seconds
