@@ -231,6 +231,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # accelerate imports DeepSpeed (when installed) with every model load, and DeepSpeed's import says on
+    # stdout which accelerator it guessed; its logger resets its own level then, so filter the line.
+    logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to" not in record.getMessage())
 
 
 def main() -> None:

@@ -68,7 +68,7 @@ def run_lab(lab_home, tmp_path):
     """Run the real `lab` entry point in a subprocess as a user types it: from a scratch folder, with
     the default relative run folder (./runs, no LAB_RUNS). Returns CompletedProcess (text). A recipe
     run that exits 0 must have said where its results went (`run folder: runs/...` without
-    --output), the check issue 24's walk asks of every run."""
+    --output), the check issue 24's walk asks of every run, and print no library noise."""
 
     def _run(*args: str, env: dict | None = None, check: bool = True, timeout: int = 900):
         full_env = {**os.environ, "LAB_HOME": str(lab_home), **(env or {})}
@@ -82,6 +82,10 @@ def run_lab(lab_home, tmp_path):
             folders = [line[len("run folder: "):] for line in proc.stdout.splitlines() if line.startswith("run folder: ")]
             assert folders, f"lab {' '.join(args)} never printed its run folder\n{proc.stdout[-2000:]}"
             assert any(a.startswith("--output") for a in args) or folders[-1].startswith("runs/"), folders
+        # library chatter lab's CLI hides (labcli.cli.quiet_libraries) must stay hidden
+        noise = [line for line in (proc.stdout + proc.stderr).splitlines()
+                 if "Setting accelerator to" in line or line.startswith("Failed to load ")]
+        assert not noise, f"lab {' '.join(args)} printed library noise: {noise[:3]}"
         return proc
 
     return _run
