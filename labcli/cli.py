@@ -17,7 +17,7 @@ setup_cache_env()
 
 from labcli.errors import UserError  # noqa: E402
 from labcli.launch import VerbArgs, run_verb  # noqa: E402
-from labcli import registry  # noqa: E402
+from labcli import registry, runs  # noqa: E402
 from labcli.registry import VERBS  # noqa: E402
 
 app = typer.Typer(
@@ -219,28 +219,11 @@ def env(short: bool = typer.Option(False, "--short", help="Versions only, skip t
     print_env(short)
 
 
-def quiet_libraries() -> None:
-    """Hide library chatter that says nothing about the user's run (deprecations inside
-    transformers/peft, bitsandbytes' optional hub-kernel probe, which cannot work offline, and
-    torchao's CUDA-only extensions failing to load on a CPU machine, with the pytree deprecations
-    its import triggers: transformers imports torchao whenever a model is loaded)."""
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # accelerate imports DeepSpeed (when installed) with every model load, and DeepSpeed's import says on
-    # stdout which accelerator it guessed; its logger resets its own level then, so filter the line.
-    logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to" not in record.getMessage())
-
-
 def main() -> None:
     """Entry point: user errors become one line and exit 2; --debug shows the traceback."""
     debug = "--debug" in sys.argv or os.environ.get("LAB_DEBUG") == "1"
     if not debug:
-        quiet_libraries()
+        runs.quiet_libraries()
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     try:

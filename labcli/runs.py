@@ -163,6 +163,24 @@ def set_threads() -> None:
     torch.set_num_threads(max(1, int(os.environ.get("LAB_THREADS", "1"))))
 
 
+def quiet_libraries() -> None:
+    """Hide library chatter that says nothing about the user's run: deprecations inside
+    transformers/peft, bitsandbytes' optional hub-kernel probe (it cannot work offline), and
+    torchao's CUDA-only extensions failing to load on a CPU machine with the pytree deprecations its
+    import triggers (transformers imports torchao whenever a model is loaded). Every lab process
+    calls it: the CLI (unless --debug) and the worker processes a recipe starts itself."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # accelerate imports DeepSpeed (when installed) with every model load, and DeepSpeed's import says on
+    # stdout which accelerator it guessed; its logger resets its own level then, so filter the line.
+    logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to" not in record.getMessage())
+
+
 # ----------------------------------------------------------------------------- provenance
 
 VERSIONED = ("torch", "transformers", "peft", "bitsandbytes", "trl")

@@ -82,7 +82,7 @@ def run_lab(lab_home, tmp_path):
             folders = [line[len("run folder: "):] for line in proc.stdout.splitlines() if line.startswith("run folder: ")]
             assert folders, f"lab {' '.join(args)} never printed its run folder\n{proc.stdout[-2000:]}"
             assert any(a.startswith("--output") for a in args) or folders[-1].startswith("runs/"), folders
-        # library chatter lab's CLI hides (labcli.cli.quiet_libraries) must stay hidden
+        # library chatter lab's CLI hides (labcli.runs.quiet_libraries) must stay hidden
         noise = [line for line in (proc.stdout + proc.stderr).splitlines()
                  if "Setting accelerator to" in line or line.startswith("Failed to load ")]
         assert not noise, f"lab {' '.join(args)} printed library noise: {noise[:3]}"

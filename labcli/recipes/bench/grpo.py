@@ -25,6 +25,7 @@ import time
 
 from pydantic import Field
 
+from labcli import runs
 from labcli.config import RecipeConfig, Section
 from labcli.errors import UserError
 from labcli.reasoning.tasks import TASKS, ArithSettings
@@ -216,13 +217,13 @@ def in_own_processes(sides: list[str], cfg: Config, ctx: Run) -> dict:
     spawn = multiprocessing.get_context("spawn")
     if cfg.parallel:
         def both() -> dict:
-            with ProcessPoolExecutor(max_workers=len(sides), mp_context=spawn) as pool:
+            with ProcessPoolExecutor(max_workers=len(sides), mp_context=spawn, initializer=runs.quiet_libraries) as pool:
                 futures = {s: pool.submit(_side, s, cfg, ctx, torch.get_num_threads()) for s in sides}
                 return {s: f.result() for s, f in futures.items()}
         return ctx.cell("-".join(sides), both)
 
     def one(s: str) -> dict:
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=runs.quiet_libraries) as pool:
             return pool.submit(_side, s, cfg, ctx, torch.get_num_threads()).result()
     return {s: ctx.cell(s, lambda: one(s)) for s in sides}  # a finished side is kept for --resume auto
 

@@ -88,6 +88,16 @@ def test_text_and_logits_over_http_and_grpc_equal_eager(served, eager_seq2seq):
     assert np.abs(served_logits - eager_logits(model, ids, arrays["attention_mask"], arrays["decoder_input_ids"])).max() <= TOLERANCE
 
 
+def counts_reaching(metrics: str, model: str, inference_count: float, timeout: float = 30.0) -> dict[str, float]:
+    """Triton's batch counters once inference_count has reached `inference_count` (its metrics lag)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (counts := batch_counts(metrics, model))["inference_count"] < inference_count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return counts
+
+
 @pytest.mark.slow
 def test_dynamic_batching_forms_batches_under_concurrent_load(served, eager_seq2seq):
     """16 concurrent one-text requests: Triton executes the model fewer times than it serves inputs
@@ -97,14 +107,17 @@ def test_dynamic_batching_forms_batches_under_concurrent_load(served, eager_seq2
     text_model = summary["models"]["text"]
     expected = eager_generate(model, tokenizer, TEXTS, plain("seq2seq", 12))
     client = TritonClient(summary["endpoints"], "grpc")
+    metrics = summary["endpoints"]["metrics"]
+    served_before = batch_counts(metrics, text_model)["inference_count"]
     client.text(text_model, TEXTS[:1])  # connection up before the window
-    before = batch_counts(summary["endpoints"]["metrics"], text_model)
+    # Triton refreshes its metrics every couple of seconds: wait until they count the warm-up request
+    before = counts_reaching(metrics, text_model, served_before + 1)
     answers = [None] * 16
     threads = [threading.Thread(target=lambda i=i: answers.__setitem__(i, client.text(text_model, [TEXTS[i % len(TEXTS)]])[0]))
                for i in range(16)]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    after = batch_counts(summary["endpoints"]["metrics"], text_model)
+    after = counts_reaching(metrics, text_model, before["inference_count"] + 16)
     client.close()
     assert answers == [expected[i % len(TEXTS)] for i in range(16)]
     inputs = after["inference_count"] - before["inference_count"]
