@@ -121,27 +121,24 @@ def test_a_bench_cell_is_kept_and_reused_only_under_the_same_settings(tmp_path):
     assert fresh.kept("a") is None
 
 
-def test_a_second_builder_waits_for_the_first(tmp_path, capsys):
+def test_a_second_builder_waits_for_the_first(tmp_path, monkeypatch):
     """runs.building_lock: while one holder builds a cached run, another (a second `lab serve`, a
-    second test worker) says it waits and gets in only after the first is done."""
+    second test worker) says it waits and gets in only after the first is done. Ordered by events,
+    not by sleeping: the second thread's "waiting" line is the signal that it tried and blocked."""
     import threading
 
-    folder, order = tmp_path / "prerequisites" / "finetune-x-123", []
-    inside = threading.Event()
+    folder, order, tried = tmp_path / "prerequisites" / "finetune-x-123", [], threading.Event()
+    monkeypatch.setattr(runs, "print", lambda *args, **kw: (order.append(args[0]), tried.set()), raising=False)
 
     def second():
         with runs.building_lock(folder, "waiting for the first"):
-            order.append("second")
+            order.append("second in")
 
     with runs.building_lock(folder, "unused"):
         order.append("first in")
         waiter = threading.Thread(target=second)
         waiter.start()
-        for _ in range(1000):  # until the second has tried (and printed that it waits)
-            if "waiting for the first" in capsys.readouterr().out:
-                inside.set()
-                break
-            waiter.join(0.01)
+        tried.wait()  # the second printed that it waits, then blocked on the lock
         order.append("first out")
-    waiter.join(10)
-    assert inside.is_set() and order == ["first in", "first out", "second"]
+    waiter.join()
+    assert order == ["first in", "waiting for the first", "first out", "second in"]
