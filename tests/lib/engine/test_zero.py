@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from labcli.engine import zero
 from labcli.engine.trainer import TrainConfig, train
 from labcli.errors import UserError
 from labcli.runs import Run
+from labcli.serving.process import free_port_block
 
 
 class Net(torch.nn.Module):
@@ -87,12 +87,6 @@ def worker(rank: int, port: int, folder: str, out: dict) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def losses(folder) -> list[float]:
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if "loss" in r]
@@ -107,7 +101,7 @@ def test_zero2_zero3_and_offload_match_ddp_and_zero3_resumes_exactly(tmp_path, m
         monkeypatch.delenv(key, raising=False)
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(worker, args=(free_port(), str(tmp_path), out), nprocs=2, join=True)
+        mp.spawn(worker, args=(free_port_block(1), str(tmp_path), out), nprocs=2, join=True)
         out = dict(out)
     ddp = losses(tmp_path / "ddp")
     assert len(ddp) == 6 and ddp[-1] < ddp[0]
