@@ -64,13 +64,13 @@ class Config(RecipeConfig):
                                                                 "(to choose learning rates and steps without seeing test)")
     references: int = Field(3, ge=1, description="Reference sentences per MR")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha, the same for every r (the paper's GPT-2 E2E setting)")
-    lora_lr: float = Field(2e-3, gt=0, description="Learning rate of the LoRA arms")
+    lora_lr: float = Field(1e-2, gt=0, description="Learning rate of the LoRA arms (chosen on dev: docs/results/reproduce.md)")
     arms: list[Arm] = Field(DEFAULT_ARMS, description="Finetuning arms (full, and LoRA placements and ranks)")
     max_new_tokens: int = Field(64, ge=8, description="Greedy decoding limit")
     bootstrap: int = Field(200, ge=0, description="Bootstrap resamples of the scored MRs for BLEU's 95 % interval")
     pretrain: TrainConfig = TrainConfig(max_steps=400, batch_size=16, micro_batch_size=16, lr=3e-3, warmup_steps=40,
                                         eval_every=100, eval_batches=8)
-    finetune: TrainConfig = TrainConfig(max_steps=150, batch_size=16, micro_batch_size=16, lr=5e-4, warmup_steps=20,
+    finetune: TrainConfig = TrainConfig(max_steps=600, batch_size=16, micro_batch_size=16, lr=2e-3, warmup_steps=20,
                                         eval_batches=8)
 
 
@@ -113,9 +113,12 @@ def with_method(base, arm: Arm, alpha: int, seed: int):
 
 
 def merge_check(model, batch) -> float:
-    """Max |logits(adapter) - logits(W0 + BA merged)| on one batch."""
+    """Max |logits(adapter) - logits(W0 + BA merged)| on one batch, both in float64: the identity
+    (W0 + BA)x = W0x + BAx is exact, so what is left is float64 rounding (in float32 the two
+    summation orders already differ by about 1e-4 on logits of trained weights)."""
     import torch
 
+    model = copy.deepcopy(model).double()
     with torch.no_grad():
         adapter = model(**batch).logits
         merged = copy.deepcopy(model).merge_and_unload()(**batch).logits
@@ -240,8 +243,8 @@ def claims_for(cfg: Config, rows: list[dict], exact: dict, merge_diff: float | N
               "GPT-2-medium-shaped config on the meta device, peft LoRA r=4 on q_proj, v_proj",
               f"{exact['trainable']:,} of {exact['base_total']:,}", "holds" if exact["trainable"] == 393_216 else "does not hold"),
         Claim("merged weights W0 + BA give the adapter's outputs (no extra inference latency)", "Section 4.1",
-              "the r=4 Wq,Wv arm after finetuning, merge_and_unload", "-" if merge_diff is None else f"max |logit diff| {merge_diff:.1e}",
-              verdict(merge_diff, 1e-4, above=False)),
+              "the r=4 Wq,Wv arm after finetuning, merge_and_unload, float64",
+              "-" if merge_diff is None else f"max |logit diff| {merge_diff:.1e}", verdict(merge_diff, 1e-9, above=False)),
     ]
     if full and r4:
         gap = full["bleu"] - r4["bleu"]

@@ -28,7 +28,7 @@ def test_merged_weights_give_the_adapters_logits():
     with torch.no_grad():
         moved = (model(**batch).logits - base(**batch).logits).abs().max().item()
     assert moved > 1e-3
-    assert lora.merge_check(model, batch) < 1e-5
+    assert lora.merge_check(model, batch) < 1e-9  # float64: the identity holds up to rounding
 
 
 def test_bad_arm_is_one_line_error(lab_main):
@@ -45,5 +45,5 @@ def test_tiny_run_writes_the_claims_table(run_lab, tmp_path):
             '{name: "lora r=2 Wq,Wk,Wv,Wo", targets: qkvo, r: 2}]')
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["gpt2_medium_lora_r4_qv"]["trainable"] == 393_216
-    assert len(summary["claims"]) == 5 and summary["merge_max_abs_logit_diff"] < 1e-4
+    assert len(summary["claims"]) == 5 and summary["merge_max_abs_logit_diff"] < 1e-9
     assert "| claim | paper | our setting | ours | verdict |" in pathlib.Path(tmp_path / "r" / "report.md").read_text()
