@@ -59,10 +59,10 @@ def test_retriever_finds_the_passage_about_the_query():
 
 
 def test_retrieval_over_the_shipped_text():
-    passages = tools.shipped_passages()
-    assert len(passages) > 5000 and len(set(passages)) == len(passages)
+    passages = tools.shipped_passages("test")  # the smaller split keeps this test fast; train has 5,515 facts
+    assert len(passages) > 500 and len(set(passages)) == len(passages)
     search = tools.registry(passages)["Search"]
-    assert search("How many children did Genghis Khan have?") == "Genghis Khan had sixteen children."
+    assert search("How many people live in Albany, GA?") == "Albany, GA has around 75,000 people"
     assert search.arg == "query" and tools.registry()["Calculator"].arg == "expression"
 
 
