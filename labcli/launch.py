@@ -75,6 +75,9 @@ def run_verb(args: VerbArgs) -> None:
         raise UserError(f"{where} runs in one process", "drop --nproc (it would run the whole experiment once per process)")
 
     in_torchrun = "LOCAL_RANK" in os.environ
+    if in_torchrun and int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.output is None:
+        raise UserError("the processes of a torchrun need one run folder to share",
+                        "pass --output DIR (on a filesystem every node sees), or start it with `lab ... --nproc N`")
     run_dir, ckpt = resolve_resume(args.resume, args.verb, recipe.name, args.output)  # claims a new folder now
     ctx = Run(run_dir, args.verb, recipe.name, cfg, resume_from=ckpt)
     try:

@@ -407,7 +407,7 @@ def new_run_dir(verb: str, recipe: str) -> Path:
     back a claim nothing was written to.
     """
     base = runs_root() / f"{verb}-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if not is_rank0():  # a rank of a torchrun started by hand without --output: rank 0 makes the folder
+    if not is_rank0():  # only rank 0 makes folders (`lab` itself gives every rank --output)
         return base
     made = [p for p in base.parents if not p.exists()]  # deepest first: what the claim creates
     n = 1

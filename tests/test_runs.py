@@ -130,6 +130,15 @@ def test_a_claimed_folder_without_results_goes_with_the_runs_folder_it_made(tmp_
     assert (tmp_path / "runs").is_dir()
 
 
+def test_ranks_of_a_hand_started_torchrun_need_one_folder(lab_main, tmp_path, monkeypatch):
+    """Each rank would claim its own runs/ folder: refused unless --output names the shared one."""
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    proc = lab_main("finetune", "tiny-lm", "train.max_steps=1")
+    assert proc.returncode == 2 and "need one run folder to share (hint: pass --output DIR" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_prerequisite_is_built_once_and_a_broken_cache_is_rebuilt(lab_home, capsys, monkeypatch):
     """The cached run is keyed by its command: built on first use, reused after, rebuilt without summary.json."""
