@@ -40,7 +40,7 @@ class Config(RecipeConfig):
                                   "object (two identical objects on opposite sides of a third)")
     width: int = Field(64, ge=8, description="Width of the grounding model")
     layers: int = Field(2, ge=1, description="Transformer layers of the grounding model")
-    train: TrainConfig = TrainConfig(max_steps=2000, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=50,
+    train: TrainConfig = TrainConfig(max_steps=6000, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=50,
                                      eval_batches=2, eval_every=500)
     report_test: bool = Field(True, description="false: score the dev sets only, never drawing the test sets (for "
                               "choosing settings)")
