@@ -20,14 +20,14 @@ HINT = ("pass a folder made by save_pretrained holding a Kosmos-2 model and its 
 
 def check_model(name: str) -> list[str]:
     """Problems with `model=name` as a Kosmos-2 checkpoint, from its config alone (cheap)."""
-    from transformers import AutoConfig
-
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             return [f"model={name} is not a model folder (no config.json) (hint: {HINT})"]
     elif name.startswith(("/", ".", "~")) or name.count("/") != 1:
         return [f"model={name}: no such folder (hint: {HINT})"]
+    from transformers import AutoConfig
+
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as exc:

@@ -232,7 +232,8 @@ def train_and_score(cfg: Config, ctx: Run, device) -> list[dict]:
     for name, use_image in (("vision + language", True), ("language only", False)):
         torch.manual_seed(cfg.seed)
         model = g.GroundingModel(cfg.width, cfg.layers, 4, use_image)
-        print(f"training {name} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(train_set)} scenes", flush=True)
+        used = sum(p.numel() for n, p in model.named_parameters() if use_image or not n.startswith(("cnn.", "image_pos")))
+        print(f"training {name} ({used:,} parameters used) on {len(train_set)} scenes", flush=True)
         result = train(model, train_set, _collate, cfg.train, ctx.sub(name.replace(" + ", "-").replace(" ", "-")), seed=cfg.seed,
                        device=device, loss_fn=loss_fn, progress=False, eval_set=sets[("dev", "held-out scenes")],
                        on_eval=lambda m, i: dev_accuracy(m, sets, cfg.iou_bar))
