@@ -1,14 +1,18 @@
 """A small grounding model on synthetic scenes: Kosmos-2's output (a box as two location cells on a
 32 x 32 grid) from an image and a referring expression, at a size that trains on a CPU in minutes.
 
-Scenes are 32 x 32 RGB canvases (one pixel per grid cell) with a few shapes (circle, square, triangle) in four colours and two
-sizes. An expression names one object in one of two kinds. `attributes`: by size, colour and shape
-("the small red circle"), unique in its scene. `relation`: the scene holds two objects with the same
-size, colour and shape, on opposite sides of a third (the anchor, unique by colour and shape), and
-only the relation tells them apart ("the small red circle left of the blue square"). The model: a CNN over the image and two coordinate channels (CoordConv) makes 8 x 8 feature tokens, the expression's words are
-embedded (padding masked out), a transformer encoder reads both, and four heads read the first text token to predict the
-row and column of the upper-left and lower-right cells (32 classes each: the two location tokens,
-factorised). With `use_image=False` the image tokens are left out: the language-only baseline.
+Scenes are 32 x 32 RGB canvases (one pixel per grid cell) with a few shapes (circle, square,
+triangle) in four colours and two sizes. An expression names one object in one of two kinds.
+`attributes`: by size, colour and shape ("the small red circle"), unique in its scene. `relation`: the
+scene holds two objects with the same size, colour and shape, on opposite sides of a third (the
+anchor, unique by colour and shape), and only the relation tells them apart ("the small red circle
+left of the blue square").
+
+The model: a CNN over the image and two coordinate channels (CoordConv) makes 8 x 8 feature tokens,
+the expression's words are embedded (padding masked out), a transformer encoder reads both, and four
+heads read the first text token to predict the row and column of the upper-left and lower-right cells
+(32 classes each: the two location tokens, factorised). With `use_image=False` the image tokens are
+left out: the language-only baseline.
 """
 
 from __future__ import annotations
