@@ -53,7 +53,7 @@ def flags_to_overrides(extra: list[str]) -> list[str]:
 
 
 def run_verb(args: VerbArgs) -> None:
-    from labcli.runs import Run, resolve_resume, seed_everything, set_threads
+    from labcli.runs import Run, release_run_dir, resolve_resume, seed_everything, set_threads
 
     if args.recipe is not None and "=" in args.recipe:  # `lab VERB --config F key=value`: no recipe name
         args.extra.insert(0, args.recipe)
@@ -75,16 +75,19 @@ def run_verb(args: VerbArgs) -> None:
         raise UserError(f"{where} runs in one process", "drop --nproc (it would run the whole experiment once per process)")
 
     in_torchrun = "LOCAL_RANK" in os.environ
-    run_dir, ckpt = resolve_resume(args.resume, args.verb, recipe.name, args.output)
-    if args.nproc > 1 and not in_torchrun:
-        relaunch(args.nproc, run_dir, ckpt)
-        return
-    if in_torchrun:
-        check_world_size()
-    set_threads()
-    seed_everything(cfg.seed)
+    if in_torchrun and int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.output is None:
+        raise UserError("the processes of a torchrun need one run folder to share",
+                        "pass --output DIR (on a filesystem every node sees), or start it with `lab ... --nproc N`")
+    run_dir, ckpt = resolve_resume(args.resume, args.verb, recipe.name, args.output)  # claims a new folder now
     ctx = Run(run_dir, args.verb, recipe.name, cfg, resume_from=ckpt)
     try:
+        if args.nproc > 1 and not in_torchrun:
+            relaunch(args.nproc, run_dir, ckpt)  # every rank gets this folder with --output
+            return
+        if in_torchrun:
+            check_world_size()
+        set_threads()
+        seed_everything(cfg.seed)
         recipe.module().run(cfg, ctx)
         ctx.finish()
     except (UserError, KeyboardInterrupt):
@@ -95,6 +98,7 @@ def run_verb(args: VerbArgs) -> None:
             from labcli.engine.distributed import shutdown
 
             shutdown()
+        release_run_dir(run_dir)  # a claimed folder nothing was written to (any other failure) goes too
 
 
 def relaunch(nproc: int, run_dir: Path, ckpt: Path | None) -> None:

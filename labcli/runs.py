@@ -2,8 +2,10 @@
 
 A run is `runs/<verb>-<recipe>-<time>/` holding `config.yaml` (the resolved config plus where it
 came from: verb, recipe, lab's commit, library versions), `metrics.jsonl`, `summary.json`,
-`report.md`, plots and `checkpoints/`. The folder appears on the first write, so input that fails
-validation before a recipe writes anything leaves nothing on disk. Only rank 0 writes.
+`report.md`, plots and `checkpoints/`. The folder's name is claimed when the run starts (an empty
+folder, made with os.mkdir, so two runs started in the same second never share one); config.yaml
+appears on the first write, and a run that fails before writing a result leaves nothing on disk.
+Only rank 0 writes.
 
 Every file is written atomically: to a temporary file beside it, fsync'd, then renamed over the
 target, with the permissions a plain `open()` would give (the umask applies). Folders are
@@ -346,6 +348,7 @@ class Run:
         if self.resume_from is None and self.root.is_dir() and is_rank0():
             if [p.name for p in self.root.iterdir()] == ["config.yaml"]:
                 shutil.rmtree(self.root, ignore_errors=True)
+        release_run_dir(self.root)
 
     @property
     def is_main(self) -> bool:
@@ -392,14 +395,49 @@ def _fault_injection(step: Any) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+_claimed: dict[Path, list[Path]] = {}  # run folder claimed by this process -> the parents the claim made
+
+
 def new_run_dir(verb: str, recipe: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = runs_root() / f"{verb}-{recipe}-{stamp}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = Path(f"{base}-{n}")
-    return path
+    """Claim a fresh `runs/<verb>-<recipe>-<time>` (then `-2`, `-3`, ...) by making it, empty.
+
+    os.mkdir fails when the folder exists, so two runs started in the same second (threads or
+    processes) never get the same one. Only rank 0 makes folders; `--nproc N` claims in the
+    launching process and hands the folder to every rank with --output. `release_run_dir` gives
+    back a claim nothing was written to.
+    """
+    base = runs_root() / f"{verb}-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not is_rank0():  # only rank 0 makes folders (`lab` itself gives every rank --output)
+        return base
+    made = [p for p in base.parents if not p.exists()]  # deepest first: what the claim creates
+    n = 1
+    while True:
+        path = base if n == 1 else Path(f"{base}-{n}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+        except FileExistsError:
+            n += 1
+            continue
+        except FileNotFoundError:  # another run's release removed runs/ between the two mkdirs
+            continue
+        _claimed[path] = made
+        return path
+
+
+def release_run_dir(path: Path) -> None:
+    """If this process claimed PATH and it is still empty, remove it, and the parents the claim made
+    (runs/) that are empty now: a run that wrote nothing leaves nothing."""
+    path = Path(path)
+    if path not in _claimed:
+        return
+    for folder in [path, *_claimed.pop(path)]:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty: a result, or another run's folder
+            break
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -80,6 +80,65 @@ def test_a_failed_run_leaves_nothing_but_a_real_result_stays(tmp_path):
     assert (tmp_path / "started" / "metrics.jsonl").exists()
 
 
+def same_second(monkeypatch, tmp_path):
+    """Every run starts in the same second, under tmp_path/runs (not made yet)."""
+    monkeypatch.setenv("LAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt, *when: "20261130-031500")
+
+
+def test_runs_started_in_the_same_second_never_share_a_folder(tmp_path, monkeypatch):
+    """The name is claimed with os.mkdir when the run starts, not when it first writes: a second run
+    of the same recipe in the same second gets `-2`, and threads racing for one name each get their own."""
+    import threading
+
+    same_second(monkeypatch, tmp_path)
+    first, second = runs.new_run_dir("finetune", "instruct"), runs.new_run_dir("finetune", "instruct")
+    assert (first.name, second.name) == ("finetune-instruct-20261130-031500", "finetune-instruct-20261130-031500-2")
+    assert first.is_dir() and second.is_dir() and not any(first.iterdir())  # claimed, still empty
+
+    start, claimed = threading.Barrier(8), []
+    def claim():
+        start.wait()  # all eight ask for the same name at once
+        claimed.append(runs.new_run_dir("finetune", "instruct"))
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(claimed)) == 8 and not {first, second} & set(claimed)
+    assert len(list((tmp_path / "runs").iterdir())) == 10
+
+
+def test_a_claimed_folder_without_results_goes_with_the_runs_folder_it_made(tmp_path, monkeypatch):
+    cfg, _ = registry.load("finetune", "tiny-lm", None, [])
+    same_second(monkeypatch, tmp_path)
+    failed = runs.Run(runs.new_run_dir("finetune", "tiny-lm"), "finetune", "tiny-lm", cfg)
+    failed.dir  # config.yaml only: the run stopped before any result
+    failed.discard_if_empty()
+    assert not (tmp_path / "runs").exists(), "the claim made runs/, so it goes too"
+
+    (tmp_path / "runs").mkdir()  # the user's own runs/ stays, empty or not
+    runs.release_run_dir(runs.new_run_dir("finetune", "tiny-lm"))  # claimed, never used (a crash)
+    assert (tmp_path / "runs").is_dir() and not any((tmp_path / "runs").iterdir())
+
+    kept = runs.Run(runs.new_run_dir("finetune", "tiny-lm"), "finetune", "tiny-lm", cfg)
+    kept.log(step=1, loss=1.0)
+    kept.discard_if_empty()
+    runs.release_run_dir(kept.root)
+    assert (kept.root / "metrics.jsonl").exists()
+    runs.release_run_dir(tmp_path / "runs")  # not claimed by a run: never removed
+    assert (tmp_path / "runs").is_dir()
+
+
+def test_ranks_of_a_hand_started_torchrun_need_one_folder(lab_main, tmp_path, monkeypatch):
+    """Each rank would claim its own runs/ folder: refused unless --output names the shared one."""
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    proc = lab_main("finetune", "tiny-lm", "train.max_steps=1")
+    assert proc.returncode == 2 and "need one run folder to share (hint: pass --output DIR" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_prerequisite_is_built_once_and_a_broken_cache_is_rebuilt(lab_home, capsys, monkeypatch):
     """The cached run is keyed by its command: built on first use, reused after, rebuilt without summary.json."""

@@ -1,19 +1,35 @@
 #!/usr/bin/env bash
-# The GPU checks, run once on a lent GPU machine (docs/gpu-results.md holds what they printed).
-#   bash labcli/devtools/gpu_check.sh OUT_DIR [SECONDS]      (ONLY="step names" runs just those)
+# lab's GPU check, the one script for a CUDA machine (docs/gpu-results.md holds what it printed on an H200).
+#   bash labcli/devtools/gpu_check.sh OUT_DIR [SECONDS]
 # From the repository root. Wheels for packages the machine lacks may wait in .whl/ (installed into
 # /tmp/site first). Every step has its own time limit and the whole stays inside SECONDS (default
 # 500), so the log and the run folders (OUT_DIR/log.txt, OUT_DIR/runs.tgz) always come back.
 # Order = priority: the pytest GPU tests (Triton FlashAttention-2 and NF4 kernels, paged AdamW on
-# CUDA, the kernels bench), `lab bench kernels`, DeepSpeed ZeRO on NCCL, FSDP2 on NCCL, the
-# optimizer bench with bitsandbytes' real paged optimizers, QLoRA finetuning on bitsandbytes NF4.
+# CUDA, the kernels bench), `lab bench kernels` at its GPU sizes, DeepSpeed ZeRO on NCCL, FSDP2 on
+# NCCL, the optimizer bench with bitsandbytes' real paged optimizers, QLoRA finetuning on
+# bitsandbytes NF4, then every kernel compiled for this GPU's architecture (ptxas: which autotune
+# configs fit its shared memory) and the rest of the kernel tests compiled on CUDA.
+# Settings (environment):
+#   ONLY="step names"    run just those steps (names as in STEPS below; a wrong name stops the script)
+#   PYTEST_PATHS="..."   the test files of pytest-gpu (default: the kernels, paged AdamW, the kernels bench)
+#   KERNELS_ARGS="..."   extra options for `lab bench kernels`, e.g. --seq-lens [2048,8192] --dtypes [bf16]
+# Exits 2 at once without a CUDA device; otherwise 1 when a step failed (the last line names them).
 set -u
 OUT=${1:?usage: gpu_check.sh OUT_DIR [SECONDS]}
 DEADLINE=$(( $(date +%s) + ${2:-500} ))
+STEPS="environment pytest-gpu bench-kernels deepspeed-zero3-nccl fsdp2-nccl bench-optimizer-paged qlora-newari
+  compile-check pytest-kernels-cuda"
+for name in ${ONLY:-}; do
+  if [[ " $(echo $STEPS) " != *" $name "* ]]; then
+    echo "error: ONLY names '$name', which is not a step (hint: the steps are: $(echo $STEPS))" >&2
+    exit 2
+  fi
+done
 mkdir -p "$OUT"
-RUNS=/tmp/gpu-runs
-mkdir -p $RUNS
+export RUNS=/tmp/gpu-runs
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 LAB_HOME=/tmp/gpu-lab-home TOKENIZERS_PARALLELISM=false
+export LAB_THREADS=${LAB_THREADS:-4}
+unset TRITON_INTERPRET  # a leftover TRITON_INTERPRET=1 would run every kernel in the CPU interpreter
 exec > >(tee -a "$OUT/log.txt") 2>&1
 
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -23,6 +39,12 @@ else
   export PYTHONPATH=$PWD
 fi
 LAB="python3 -m labcli"
+if ! python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "error: torch sees no CUDA device (hint: this script is for a GPU machine; on a CPU run make test)" >&2
+  exit 2
+fi
+mkdir -p $RUNS
+FAILED=""
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit that keeps 20 s for packing up
   local name=$1 limit=$2; shift 2
@@ -33,7 +55,9 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit that keeps 20 s for p
   echo "=== $name (limit ${limit}s): $*"
   local t0=$(date +%s)
   timeout --signal=KILL "$limit" "$@"
-  echo "=== $name: exit $? after $(( $(date +%s) - t0 )) s"
+  local code=$?
+  echo "=== $name: exit $code after $(( $(date +%s) - t0 )) s"
+  (( code == 0 )) || FAILED="$FAILED $name"
 }
 
 step environment 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "
@@ -46,7 +70,7 @@ except Exception as exc: print(\"deepspeed: not importable:\", exc)
 "'
 
 step pytest-gpu 200 python3 -m pytest -q -m gpu -p no:cacheprovider --timeout 180 \
-  tests/lib/kernels tests/lib/optim/test_paged_adamw.py tests/recipes/bench/test_kernels.py
+  ${PYTEST_PATHS:-tests/lib/kernels tests/lib/optim/test_paged_adamw.py tests/recipes/bench/test_kernels.py}
 
 step bench-kernels 120 $LAB bench kernels ${KERNELS_ARGS:-} --output $RUNS/bench-kernels
 
@@ -65,5 +89,16 @@ step bench-optimizer-paged 90 $LAB bench optimizer --paged "strategies=[single]"
 
 step qlora-newari 120 $LAB finetune newari --method qlora train.max_steps=200 --output $RUNS/newari-qlora
 
+step compile-check 90 bash -c 'arch=$(python3 -c "import torch; a, b = torch.cuda.get_device_capability(); print(10 * a + b)")
+  python3 -m labcli.kernels.compile_check --arch $arch --all-configs > $RUNS/compile-sm$arch.json &&
+  echo "compile check for sm_$arch: $RUNS/compile-sm$arch.json"'
+
+step pytest-kernels-cuda 150 python3 -m pytest -q -m "not gpu" -p no:cacheprovider --timeout 140 \
+  tests/lib/kernels tests/recipes/bench/test_kernels.py
+
 tar -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' --exclude='checkpoints' -C $RUNS . 2>/dev/null
 echo "=== done: $(ls $RUNS | tr '\n' ' ')"
+if [[ -n "$FAILED" ]]; then
+  echo "=== failed:$FAILED"
+  exit 1
+fi

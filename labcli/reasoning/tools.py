@@ -1,8 +1,9 @@
 """Tools for language models: a registry, Toolformer's call format and filter, a ReAct loop.
 
 - `Tool` / `registry()`: named functions from text to text; `calculator` evaluates + - * / on
-  numbers (Python's ast, nothing else is evaluated), `Retriever` returns the shipped passage
-  closest to a query (TF-IDF cosine, numpy).
+  numbers (Python's ast, nothing else is evaluated), `Retriever` returns the passage closest to a
+  query (TF-IDF cosine, numpy); `shipped_passages()` is shipped text to search (StrategyQA's facts).
+  `labcli.reasoning.tools_langchain` turns these tools into LangChain tools and back.
 - Toolformer (Schick et al. 2023): an API call is written `[Calculator(3 * 4) -> 12]` inside the
   text (the paper's arrow is "→"; ASCII "->" keeps byte-level tokenizers small) ; `find_calls`
   parses, `execute` fills in results. A sampled call at position i is kept when
@@ -19,6 +20,7 @@ import ast
 import math
 import operator
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +37,7 @@ class Tool:
     name: str
     description: str
     fn: Callable[[str], str]
+    arg: str = "input"  # what its one argument is called (the schema LangChain shows a model)
 
     def __call__(self, arg: str) -> str:
         return self.fn(arg)
@@ -77,40 +80,47 @@ def _words(text: str) -> list[str]:
 
 
 class Retriever:
-    """TF-IDF (log-scaled idf, L2-normalised rows) over passages; `search(q, k)` returns the top k."""
+    """TF-IDF (log-scaled idf, L2-normalised rows) over passages; `search(q, k)` returns the top k.
+    Rows are kept as an inverted index (word -> passages, weights), so thousands of passages stay small."""
 
     def __init__(self, passages: list[str]):
         if not passages:
             raise UserError("the retrieval tool has no passages", "give it at least one passage of text")
         self.passages = passages
-        vocab = sorted({w for p in passages for w in _words(p)})
-        self.index = {w: i for i, w in enumerate(vocab)}
-        counts = np.zeros((len(passages), len(vocab)))
-        for row, passage in enumerate(passages):
-            for w in _words(passage):
-                counts[row, self.index[w]] += 1
-        self.idf = np.log((1 + len(passages)) / (1 + (counts > 0).sum(0))) + 1
-        self.matrix = self._normalise(counts * self.idf)
-
-    @staticmethod
-    def _normalise(m: np.ndarray) -> np.ndarray:
-        return m / np.maximum(np.linalg.norm(m, axis=-1, keepdims=True), 1e-12)
+        counts = [Counter(_words(p)) for p in passages]
+        df = Counter(w for c in counts for w in c)
+        self.idf = {w: math.log((1 + len(passages)) / (1 + n)) + 1 for w, n in df.items()}
+        postings: dict[str, list[tuple[int, float]]] = {}
+        for row, c in enumerate(counts):
+            norm = max(math.sqrt(sum((n * self.idf[w]) ** 2 for w, n in c.items())), 1e-12)
+            for w, n in c.items():
+                postings.setdefault(w, []).append((row, n * self.idf[w] / norm))
+        self.index = {w: (np.array([r for r, _ in ps]), np.array([x for _, x in ps])) for w, ps in postings.items()}
 
     def search(self, query: str, k: int = 1) -> list[str]:
-        q = np.zeros(len(self.index))
-        for w in _words(query):
-            if w in self.index:
-                q[self.index[w]] += 1
-        scores = self.matrix @ self._normalise(q * self.idf)
+        q = {w: n * self.idf[w] for w, n in Counter(_words(query)).items() if w in self.idf}
+        norm = max(math.sqrt(sum(x * x for x in q.values())), 1e-12)
+        scores = np.zeros(len(self.passages))
+        for w, x in q.items():
+            rows, weights = self.index[w]
+            scores[rows] += weights * x / norm
         return [self.passages[i] for i in np.argsort(-scores, kind="stable")[:k]]
 
     def tool(self) -> Tool:
-        return Tool("Search", "the passage most relevant to a query", lambda q: self.search(q, 1)[0])
+        return Tool("Search", "the passage most relevant to a query", lambda q: self.search(q, 1)[0], arg="query")
+
+
+def shipped_passages(split: str = "train") -> list[str]:
+    """Shipped text for the retrieval tool: the facts written for StrategyQA's questions (MIT,
+    labcli/data/strategyqa), each once, in file order."""
+    from labcli.data import strategyqa
+
+    return list(dict.fromkeys(f.strip() for r in strategyqa.read(split) for f in r["facts"] if f.strip()))
 
 
 def registry(passages: list[str] | None = None) -> dict[str, Tool]:
     """The tools by name: Calculator, and Search when passages are given."""
-    tools = {"Calculator": Tool("Calculator", "evaluates + - * / on numbers", calculator)}
+    tools = {"Calculator": Tool("Calculator", "evaluates + - * / on numbers", calculator, arg="expression")}
     if passages:
         tools["Search"] = Retriever(passages).tool()
     return tools

@@ -45,8 +45,7 @@ class Config(RecipeConfig):
     max_steps: int = Field(2, ge=1, le=4, description="Most operations per problem")
     pretrain_call_share: float = Field(0.5, ge=0, le=1, description="Share of M's training texts with one sampled call "
                                        "written in at a random number (useful or not): the call syntax M has seen")
-    pretrain: TrainConfig = TrainConfig(max_steps=400, batch_size=16, micro_batch_size=16, lr=3e-3, warmup_steps=40,
-                                        weight_decay=0.01, eval_batches=4)
+    pretrain: TrainConfig = TrainConfig(max_steps=400, batch_size=16, micro_batch_size=16, lr=3e-3, warmup_steps=40)
     annotate_texts: int = Field(150, ge=1, description="Training texts annotated with candidate calls (the finetuning set)")
     ops_per_position: int = Field(2, ge=1, le=4, description="Sampled operators per candidate position (of + - * /)")
     planted_per_text: int = Field(1, ge=0, description="Planted useless calls (random operands) per annotated text")
@@ -54,8 +53,7 @@ class Config(RecipeConfig):
                                                    "(inline) or before the text (prefix, the paper's eq. 1); both are reported")
     tau: float = Field(1.0, description="Filter threshold τ on L- - L+ (the paper's τ_f = 1.0)")
     decay: float = Field(0.2, gt=0, description="Weights w_t ∝ max(0, 1 - decay·t) of the tokens after a call")
-    finetune: TrainConfig = TrainConfig(max_steps=150, batch_size=16, micro_batch_size=16, lr=1e-3, warmup_steps=15,
-                                        weight_decay=0.01, eval_batches=4)
+    finetune: TrainConfig = TrainConfig(max_steps=150, batch_size=16, micro_batch_size=16, lr=1e-3, warmup_steps=15)
     test_problems: int = Field(100, ge=1, description="Held-out problems per test set")
     test_digits: int = Field(2, ge=1, le=4, description="Digits of the operands of the held-out larger-operand set")
     max_new_tokens: int = Field(100, ge=8, description="Tokens decoded per test problem (characters)")

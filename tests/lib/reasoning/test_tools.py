@@ -58,6 +58,14 @@ def test_retriever_finds_the_passage_about_the_query():
         tools.Retriever([])
 
 
+def test_retrieval_over_the_shipped_text():
+    passages = tools.shipped_passages("test")  # the smaller split keeps this test fast; train has 5,515 facts
+    assert len(passages) > 500 and len(set(passages)) == len(passages)
+    search = tools.registry(passages)["Search"]
+    assert search("How many people live in Albany, GA?") == "Albany, GA has around 75,000 people"
+    assert search.arg == "query" and tools.registry()["Calculator"].arg == "expression"
+
+
 def test_react_runs_tools_until_the_final_answer():
     script = iter(["Thought: I need to multiply.\nAction: Calculator[12 * 7]\nObservation: (hallucinated)",
                    "Thought: now add.\nAction: Calculator[84 + 16]\n", "Final Answer: 100"])
