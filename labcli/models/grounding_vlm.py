@@ -1,18 +1,24 @@
 """A small grounding model on synthetic scenes: Kosmos-2's output (a box as two location cells on a
 32 x 32 grid) from an image and a referring expression, at a size that trains on a CPU in minutes.
 
-Scenes are 32 x 32 RGB canvases (one pixel per grid cell) with a few shapes (circle, square, triangle) in four colours and two
-sizes; an expression names one object by size, colour and shape ("the small red circle"), unique in
-its scene. The model: a CNN over the image and two coordinate channels (CoordConv) makes 8 x 8 feature tokens, the expression's words are
-embedded, a transformer encoder reads both, and four heads read the first text token to predict the
-row and column of the upper-left and lower-right cells (32 classes each: the two location tokens,
-factorised). With `use_image=False` the image tokens are left out: the language-only baseline.
+Scenes are 32 x 32 RGB canvases (one pixel per grid cell) with a few shapes (circle, square,
+triangle) in four colours and two sizes. An expression names one object in one of two kinds.
+`attributes`: by size, colour and shape ("the small red circle"), unique in its scene. `relation`: the
+scene holds two objects with the same size, colour and shape, on opposite sides of a third (the
+anchor, unique by colour and shape), and only the relation tells them apart ("the small red circle
+left of the blue square").
+
+The model: a CNN over the image and two coordinate channels (CoordConv) makes 8 x 8 feature tokens,
+the expression's words are embedded (padding masked out), a transformer encoder reads both, and four
+heads read the first text token to predict the row and column of the upper-left and lower-right cells
+(32 classes each: the two location tokens, factorised). With `use_image=False` the image tokens are
+left out: the language-only baseline.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,8 +27,11 @@ from torch import nn
 SHAPES = ["circle", "square", "triangle"]
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 SIZES = {"small": (5, 7), "large": (10, 13)}
+RELATIONS = ["left of", "right of", "above", "below"]
+KINDS = ["attributes", "relation"]
 SIDE, GRID = 32, 32
-VOCAB = ["<pad>", "the"] + list(SIZES) + list(COLOURS) + SHAPES
+VOCAB = ["<pad>", "the"] + list(SIZES) + list(COLOURS) + SHAPES + ["left", "right", "of", "above", "below"]
+MAX_WORDS = 12  # the longest expression has 9 words
 
 
 @dataclass
@@ -31,6 +40,8 @@ class Scene:
     expression: str
     box: tuple[float, float, float, float]  # the referred object's box, normalised (x1, y1, x2, y2)
     combo: tuple[str, str]  # (colour, shape) of the referred object
+    kind: str = "attributes"  # or "relation": the expression needs where the object is relative to another
+    objects: list = field(default_factory=list)  # every object's (size, colour, shape, (x, y, side) in pixels)
 
 
 def _draw(canvas: np.ndarray, shape: str, colour: tuple, x: int, y: int, s: int) -> None:
@@ -44,17 +55,32 @@ def _draw(canvas: np.ndarray, shape: str, colour: tuple, x: int, y: int, s: int)
     canvas[:, y:y + s, x:x + s][:, mask] = np.array(colour, np.float32)[:, None] / 255
 
 
-def make_scene(rng: random.Random, objects: int = 3, allowed=None) -> Scene:
-    """One scene; the referred object's (colour, shape) is drawn from `allowed` when given."""
+def _holds(relation: str, a: tuple, b: tuple) -> bool:
+    """Whether object a (x, y, side) is `relation` object b, by their centres."""
+    (ax, ay, a_s), (bx, by, b_s) = a, b
+    acx, acy, bcx, bcy = ax + a_s / 2, ay + a_s / 2, bx + b_s / 2, by + b_s / 2
+    return {"left of": acx < bcx, "right of": acx > bcx, "above": acy < bcy, "below": acy > bcy}[relation]
+
+
+def make_scene(rng: random.Random, objects: int = 3, allowed=None, relation: bool = False, anchors=None) -> Scene:
+    """One scene; the referred object's (colour, shape) is drawn from `allowed` when given. With
+    `relation`, object 1 is the referred object's twin and object 2 the anchor, whose (colour, shape)
+    is drawn from `anchors` when given (so held-out combinations are never named as anchors either)."""
+    if relation and objects < 3:
+        raise ValueError(f"a relation scene needs 3 objects (target, twin, anchor), got {objects}")
     while True:
         canvas = np.full((3, SIDE, SIDE), 0.95, np.float32)
         placed, attrs = [], []
         for i in range(objects):
             if i == 0 and allowed is not None:
                 colour, shape = rng.choice(allowed)
+            elif i == 2 and relation and anchors is not None:
+                colour, shape = rng.choice(anchors)
             else:
                 colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
-            size = rng.choice(list(SIZES))
+            size = attrs[0][0] if relation and i == 1 else rng.choice(list(SIZES))
+            if relation and i == 1:
+                colour, shape = attrs[0][1:]
             s = rng.randint(*SIZES[size])
             for _ in range(50):
                 x, y = rng.randint(0, SIDE - s), rng.randint(0, SIDE - s)
@@ -64,19 +90,32 @@ def make_scene(rng: random.Random, objects: int = 3, allowed=None) -> Scene:
                 break
             placed.append((x, y, s))
             attrs.append((size, colour, shape))
-        if len(placed) < objects or attrs.count(attrs[0]) > 1:
-            continue  # overlapping, or the first object is not unique by its attributes
-        for (x, y, s), (_, colour, shape) in zip(placed, attrs):
-            _draw(canvas, shape, COLOURS[colour], x, y, s)
-        x, y, s = placed[0]
+        if len(placed) < objects or attrs.count(attrs[0]) != (2 if relation else 1):
+            continue  # overlapping, or the referred object is not unique by its attributes (or not twinned)
         size, colour, shape = attrs[0]
-        return Scene(canvas, f"the {size} {colour} {shape}", (x / SIDE, y / SIDE, (x + s) / SIDE, (y + s) / SIDE),
-                     (colour, shape))
+        expression = f"the {size} {colour} {shape}"
+        if relation:
+            anchor = attrs[2][1:]
+            if [a[1:] for a in attrs].count(anchor) != 1:
+                continue  # the anchor is not unique by colour and shape
+            told_apart = [r for r in RELATIONS if _holds(r, placed[0], placed[2]) and not _holds(r, placed[1], placed[2])]
+            if not told_apart:
+                continue
+            expression += f" {rng.choice(told_apart)} the {anchor[0]} {anchor[1]}"
+        for (x, y, s), (_, c, sh) in zip(placed, attrs):
+            _draw(canvas, sh, COLOURS[c], x, y, s)
+        x, y, s = placed[0]
+        return Scene(canvas, expression, (x / SIDE, y / SIDE, (x + s) / SIDE, (y + s) / SIDE), (colour, shape),
+                     "relation" if relation else "attributes", [(*a, p) for a, p in zip(attrs, placed)])
 
 
-def encode_text(expressions: list[str]) -> torch.Tensor:
+def encode_text(expressions: list[str], length: int = MAX_WORDS) -> torch.Tensor:
+    """[N, length] word ids, padded with <pad> (id 0)."""
     index = {w: i for i, w in enumerate(VOCAB)}
-    return torch.tensor([[index[w] for w in e.split()] for e in expressions])
+    ids = [[index[w] for w in e.split()] for e in expressions]
+    if any(len(i) > length for i in ids):
+        raise ValueError(f"an expression is longer than {length} words")
+    return torch.tensor([i + [0] * (length - len(i)) for i in ids])
 
 
 def targets(boxes: list[tuple], grid: int = GRID) -> torch.Tensor:
@@ -100,7 +139,7 @@ class GroundingModel(nn.Module):
                                  nn.Conv2d(32, width, 3, padding=1), nn.ReLU())  # 32 x 32 -> 8 x 8 tokens
         self.image_pos = nn.Parameter(torch.zeros(64, width))
         self.words = nn.Embedding(len(VOCAB), width)
-        self.text_pos = nn.Parameter(torch.zeros(8, width))
+        self.text_pos = nn.Parameter(torch.zeros(MAX_WORDS, width))
         block = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.heads = nn.Linear(width, 4 * grid)
@@ -110,6 +149,7 @@ class GroundingModel(nn.Module):
     def forward(self, images: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
         """Logits [N, 4, grid]: row/column of the upper-left cell, row/column of the lower-right cell."""
         tokens = self.words(words) + self.text_pos[:words.shape[1]]
+        padding = words == 0
         if self.use_image:
             n, _, h, w = images.shape
             ys, xs = torch.meshgrid(torch.linspace(0, 1, h, device=images.device), torch.linspace(0, 1, w, device=images.device),
@@ -117,7 +157,8 @@ class GroundingModel(nn.Module):
             coords = torch.stack([xs, ys])[None].expand(n, 2, h, w)
             image = self.cnn(torch.cat([images, coords], 1)).flatten(2).transpose(1, 2) + self.image_pos
             tokens = torch.cat([tokens, image], 1)
-        return self.heads(self.encoder(tokens)[:, 0]).view(-1, 4, self.grid)
+            padding = torch.cat([padding, padding.new_zeros(n, image.shape[1])], 1)
+        return self.heads(self.encoder(tokens, src_key_padding_mask=padding)[:, 0]).view(-1, 4, self.grid)
 
 
 def predict_boxes(model: GroundingModel, images: torch.Tensor, words: torch.Tensor) -> list[tuple]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from labcli.models import grounding_vlm as g
@@ -40,3 +41,43 @@ def test_model_gives_four_cell_distributions_with_and_without_the_image():
         assert model(images, words).shape == (3, 4, 32)
         boxes = g.predict_boxes(model, images, words)
         assert all(0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1 for b in boxes)
+
+
+def test_relation_scenes_need_the_relation_to_find_the_object():
+    rng = random.Random(1)
+    anchors = [("green", "circle"), ("blue", "square")]
+    for _ in range(100):
+        s = g.make_scene(rng, 4, relation=True, anchors=anchors)
+        words = s.expression.split()
+        relation, anchor = " ".join(words[4:-3]), tuple(words[-2:])
+        assert s.kind == "relation" and relation in g.RELATIONS and anchor in anchors
+        named = [o for o in s.objects if o[:3] == tuple(words[1:4])]
+        assert len(named) == 2  # attributes alone fit two objects
+        (anchor_place,) = [o[3] for o in s.objects if o[1:3] == anchor]  # the anchor is unique by colour and shape
+        fits = [o for o in named if g._holds(relation, o[3], anchor_place)]
+        assert len(fits) == 1 and fits[0] == s.objects[0]  # the relation picks the referred object
+        x, y, side = s.objects[0][3]
+        assert s.box == (x / g.SIDE, y / g.SIDE, (x + side) / g.SIDE, (y + side) / g.SIDE)
+    assert g._holds("left of", (0, 0, 4), (10, 0, 4)) and not g._holds("left of", (20, 0, 4), (10, 0, 4))
+    assert g._holds("above", (0, 0, 4), (0, 10, 4)) and g._holds("below", (0, 20, 4), (0, 10, 4))
+    with pytest.raises(ValueError):
+        g.make_scene(rng, 2, relation=True)
+
+
+def test_attribute_scenes_name_a_unique_object():
+    rng = random.Random(2)
+    for _ in range(50):
+        s = g.make_scene(rng, 4)
+        assert s.kind == "attributes" and [o[:3] for o in s.objects].count(tuple(s.expression.split()[1:])) == 1
+
+
+def test_padding_changes_nothing():
+    """Words are padded to MAX_WORDS and the padding is masked: the same logits as no padding."""
+    scene = g.make_scene(random.Random(3))
+    images = torch.tensor(scene.image[None])
+    torch.manual_seed(0)
+    model = g.GroundingModel(width=16, layers=1, heads=2).eval()
+    padded = g.encode_text([scene.expression])
+    assert padded.shape == (1, g.MAX_WORDS) and (padded[0, 4:] == 0).all()
+    with torch.no_grad():
+        assert torch.allclose(model(images, padded), model(images, padded[:, :4]), atol=1e-5)
